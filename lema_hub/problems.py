@@ -1,0 +1,414 @@
+"""Problem sources -> one ``Problem`` schema.
+
+Sources: GSM8K (Hub ``openai/gsm8k`` config ``main``, or a local jsonl in the original format),
+MATH (Hub ``EleutherAI/hendrycks_math``, every subject config, or a local jsonl in the original
+format), MATH-500 (Hub ``HuggingFaceH4/MATH-500`` or local), any Hub dataset / local
+json / jsonl / parquet file with a column map, and the bundled sample (package data).
+
+``problem_id`` is stable across runs and machines:
+``gsm8k/<split>/<index>``, ``sample/<split>/<index>``, ``math500/<unique_id without .json>``,
+``math/<split>/<12 hex of sha256(problem)>`` (the Hub's subject configs and the original files
+order MATH differently, so MATH keys on content), ``<name>/<split>/<index>`` for other datasets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lema_hub.formats import gsm8k_answer, last_boxed
+
+GSM8K_HUB_ID = "openai/gsm8k"
+GSM8K_HUB_CONFIG = "main"
+MATH_HUB_ID = "EleutherAI/hendrycks_math"
+MATH_SUBJECT_CONFIGS = (
+    "algebra",
+    "counting_and_probability",
+    "geometry",
+    "intermediate_algebra",
+    "number_theory",
+    "prealgebra",
+    "precalculus",
+)
+MATH500_HUB_ID = "HuggingFaceH4/MATH-500"
+NAMED_SOURCES = ("sample", "gsm8k", "math", "math500")
+NUMERIC_SOURCES = ("gsm8k", "sample")
+SAMPLE_SPLITS = ("train", "test")
+
+_QUESTION_COLUMNS = ("question", "problem", "query", "prompt", "instruction", "input")
+_SOLUTION_COLUMNS = ("solution", "answer", "gold_solution", "rationale", "response", "output")
+_ANSWER_COLUMNS = ("gold_answer", "final_answer", "answer", "target", "label")
+
+
+class ProblemSourceError(ValueError):
+    """A problem source could not be read (names the source and what is wrong)."""
+
+
+@dataclass
+class Problem:
+    problem_id: str
+    source: str
+    split: str
+    question: str
+    gold_solution: str
+    gold_answer: str
+    level: int | None = None
+    subject: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Problem:
+        """Build from a row; extra keys (e.g. Sample fields) are ignored."""
+        names = {f.name for f in fields(cls)}
+        missing = [
+            n
+            for n in ("problem_id", "source", "split", "question", "gold_solution", "gold_answer")
+            if n not in d
+        ]
+        if missing:
+            raise ValueError(f"row is missing Problem fields {missing}")
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class ProblemArgs:
+    """Where the problems come from (a mixin: recipe configs inherit these fields)."""
+
+    problems: str = "sample"
+    """sample | gsm8k | math | math500 | a Hub dataset id | a local .json/.jsonl/.parquet path"""
+    problems_split: str = "train"
+    """split to read; for the bundled sample: "train" (collection) or "test" (held out)"""
+    problems_path: str | None = None
+    """local file in the source's original format, instead of the Hub"""
+    problems_subset: str | None = None
+    """Hub config name (GSM8K: "main"; MATH: one subject instead of all)"""
+    question_column: str | None = None
+    solution_column: str | None = None
+    answer_column: str | None = None
+    problems_limit: int | None = None
+    """first N problems (before sharding)"""
+    shard: str | None = None
+    """"i/n": the deterministic i-th (0-based) of n interleaved shards"""
+
+
+# -------------------------------------------------------------------------------------- helpers
+def _read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a local .jsonl / .json / .parquet file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ProblemSourceError(f"problems file {str(path)!r} does not exist")
+    suffix = p.suffix.lower()
+    if suffix == ".jsonl":
+        rows = []
+        with p.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ProblemSourceError(f"{p.name}, line {n}: not valid JSON ({e.msg})") from e
+        return rows
+    if suffix == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:  # JSON lines named .json
+            return _read_rows_jsonl_named_json(p)
+        if isinstance(data, dict):
+            lists = [v for v in data.values() if isinstance(v, list)]
+            if len(lists) != 1:
+                raise ProblemSourceError(f"{p.name}: expected a list of rows or {{'<key>': [rows]}}")
+            data = lists[0]
+        if not isinstance(data, list):
+            raise ProblemSourceError(f"{p.name}: expected a list of rows")
+        return data
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(p).to_pylist()
+    raise ProblemSourceError(f"{p.name}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
+
+
+def _read_rows_jsonl_named_json(p: Path) -> list[dict[str, Any]]:
+    rows = []
+    for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ProblemSourceError(f"{p.name}, line {n}: not valid JSON ({e.msg})") from e
+    return rows
+
+
+def _hub_rows(repo_id: str, config: str | None, split: str) -> list[dict[str, Any]]:
+    """Rows of a Hub dataset split via ``datasets.load_dataset``."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(repo_id, config, split=split)
+    except Exception as e:
+        raise ProblemSourceError(
+            f"could not load {repo_id!r} (config {config!r}, split {split!r}) from the Hub: {e}. "
+            "Offline? Pass a local file with --problems_path."
+        ) from e
+    return [dict(r) for r in ds]
+
+
+def _require(row: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise ProblemSourceError(f"{where}: missing field(s) {missing}; has {sorted(row)}")
+
+
+def _level(value: Any) -> int | None:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        m = re.search(r"\d+", value)
+        return int(m.group(0)) if m else None
+    return None
+
+
+def content_id(text: str) -> str:
+    """12 hex characters of sha256 of the whitespace-normalized text."""
+    return hashlib.sha256(" ".join(text.split()).encode("utf-8")).hexdigest()[:12]
+
+
+# -------------------------------------------------------------------------------------- sources
+def gsm8k_problems(rows: list[dict[str, Any]], split: str, source: str = "gsm8k") -> list[Problem]:
+    """GSM8K original-format rows (``question``, ``answer`` ending ``#### N``) -> Problems."""
+    out = []
+    for i, row in enumerate(rows):
+        where = f"{source}/{split} row {i}"
+        _require(row, ("question", "answer"), where)
+        if "####" not in row["answer"]:
+            raise ProblemSourceError(f"{where}: answer has no '#### <number>' line")
+        answer = gsm8k_answer(row["answer"].rsplit("####", 1)[1])
+        out.append(
+            Problem(
+                problem_id=f"{source}/{split}/{i}",
+                source=source,
+                split=split,
+                question=row["question"],
+                gold_solution=row["answer"],
+                gold_answer=answer,
+            )
+        )
+    return out
+
+
+def math_problems(rows: list[dict[str, Any]], split: str) -> list[Problem]:
+    """MATH original-format rows (``problem``, ``level`` "Level 3", ``type``, ``solution``) -> Problems."""
+    out = []
+    for i, row in enumerate(rows):
+        where = f"math/{split} row {i}"
+        _require(row, ("problem", "solution"), where)
+        answer = last_boxed(row["solution"])
+        if not answer:
+            raise ProblemSourceError(f"{where}: solution has no \\boxed{{...}} answer")
+        out.append(
+            Problem(
+                problem_id=f"math/{split}/{content_id(row['problem'])}",
+                source="math",
+                split=split,
+                question=row["problem"],
+                gold_solution=row["solution"],
+                gold_answer=answer,
+                level=_level(row.get("level")),
+                subject=row.get("type") or row.get("subject"),
+            )
+        )
+    return out
+
+
+def math500_problems(rows: list[dict[str, Any]], split: str = "test") -> list[Problem]:
+    """MATH-500 rows (``problem``, ``solution``, ``answer``, ``subject``, ``level``, ``unique_id``)."""
+    out = []
+    for i, row in enumerate(rows):
+        where = f"math500/{split} row {i}"
+        _require(row, ("problem", "solution", "answer"), where)
+        uid = row.get("unique_id")
+        key = re.sub(r"\.json$", "", uid) if uid else f"{split}/{content_id(row['problem'])}"
+        out.append(
+            Problem(
+                problem_id=f"math500/{key}",
+                source="math500",
+                split=split,
+                question=row["problem"],
+                gold_solution=row["solution"],
+                gold_answer=str(row["answer"]).strip(),
+                level=_level(row.get("level")),
+                subject=row.get("subject"),
+            )
+        )
+    return out
+
+
+def _pick(
+    row: dict[str, Any], given: str | None, candidates: tuple[str, ...], what: str, where: str
+) -> str | None:
+    if given:
+        if given not in row:
+            raise ProblemSourceError(f"{where}: {what} column {given!r} not found; columns are {sorted(row)}")
+        return given
+    for c in candidates:
+        if c in row:
+            return c
+    return None
+
+
+def mapped_problems(
+    rows: list[dict[str, Any]],
+    name: str,
+    split: str,
+    question_column: str | None = None,
+    solution_column: str | None = None,
+    answer_column: str | None = None,
+) -> list[Problem]:
+    """Rows of any dataset -> Problems through a column map (auto-detected where not given).
+
+    The answer comes from ``answer_column`` when there is one, else from the solution
+    (``#### N`` or the last ``\\boxed{}``).
+    """
+    if not rows:
+        return []
+    where = f"{name}/{split}"
+    first = rows[0]
+    q_col = _pick(first, question_column, _QUESTION_COLUMNS, "question", where)
+    if q_col is None:
+        raise ProblemSourceError(
+            f"{where}: no question column; set question_column (columns: {sorted(first)})"
+        )
+    s_col = _pick(first, solution_column, _SOLUTION_COLUMNS, "solution", where)
+    a_col = _pick(first, answer_column, tuple(c for c in _ANSWER_COLUMNS if c != s_col), "answer", where)
+    if s_col is None and a_col is None:
+        raise ProblemSourceError(
+            f"{where}: no solution or answer column; set solution_column / answer_column"
+        )
+    out = []
+    for i, row in enumerate(rows):
+        solution = str(row.get(s_col) or "") if s_col else ""
+        if a_col and row.get(a_col) not in (None, ""):
+            answer = str(row[a_col]).strip()
+            if "####" in answer:
+                answer = gsm8k_answer(answer.rsplit("####", 1)[1])
+        elif "####" in solution:
+            answer = gsm8k_answer(solution.rsplit("####", 1)[1])
+        else:
+            answer = last_boxed(solution) or ""
+        if not answer:
+            raise ProblemSourceError(
+                f"{where} row {i}: no gold answer (answer column empty, none in the solution)"
+            )
+        out.append(
+            Problem(
+                problem_id=f"{name}/{split}/{i}",
+                source=name,
+                split=split,
+                question=str(row[q_col]),
+                gold_solution=solution,
+                gold_answer=answer,
+                level=_level(row.get("level")),
+                subject=row.get("subject") or row.get("type"),
+            )
+        )
+    return out
+
+
+def load_sample(split: str = "train") -> list[Problem]:
+    """The bundled sample (package data ``lema_hub/data/sample_{split}.jsonl``, GSM8K format)."""
+    if split not in SAMPLE_SPLITS:
+        raise ProblemSourceError(f"bundled sample split must be one of {SAMPLE_SPLITS}, got {split!r}")
+    res = resources.files("lema_hub").joinpath("data", f"sample_{split}.jsonl")
+    if not res.is_file():
+        raise ProblemSourceError(f"bundled sample file data/sample_{split}.jsonl is missing from the package")
+    rows = [json.loads(line) for line in res.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return gsm8k_problems(rows, split, source="sample")
+
+
+def _dataset_name(spec: str) -> str:
+    """A stable short name for a Hub id or local file (no machine-specific path)."""
+    base = Path(spec).name if Path(spec).suffix else spec.split("/")[-1]
+    stem = re.sub(r"\.(jsonl|json|parquet)$", "", base, flags=re.IGNORECASE)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-").lower() or "dataset"
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n), 0 <= i < n."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+    if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
+        raise ValueError(f"shard must be 'i/n' with 0 <= i < n, got {shard!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def load_problems(args: ProblemArgs) -> list[Problem]:
+    """Problems for a run: the source, then ``problems_limit``, then ``shard``."""
+    src, split = args.problems, args.problems_split
+    if src == "sample":
+        problems = load_sample(split)
+    elif src == "gsm8k":
+        rows = (
+            _read_rows(args.problems_path)
+            if args.problems_path
+            else _hub_rows(GSM8K_HUB_ID, args.problems_subset or GSM8K_HUB_CONFIG, split)
+        )
+        problems = gsm8k_problems(rows, split)
+    elif src == "math":
+        if args.problems_path:
+            rows = _read_rows(args.problems_path)
+        else:
+            configs = [args.problems_subset] if args.problems_subset else list(MATH_SUBJECT_CONFIGS)
+            rows = [r for c in configs for r in _hub_rows(MATH_HUB_ID, c, split)]
+        problems = math_problems(rows, split)
+    elif src == "math500":
+        rows = (
+            _read_rows(args.problems_path) if args.problems_path else _hub_rows(MATH500_HUB_ID, None, split)
+        )
+        problems = math500_problems(rows, split)
+    else:
+        is_file = Path(src).suffix.lower() in (".json", ".jsonl", ".parquet") or Path(src).is_file()
+        rows = _read_rows(src) if is_file else _hub_rows(src, args.problems_subset, split)
+        problems = mapped_problems(
+            rows,
+            _dataset_name(src),
+            split,
+            args.question_column,
+            args.solution_column,
+            args.answer_column,
+        )
+    if args.problems_limit is not None:
+        if args.problems_limit < 0:
+            raise ValueError(f"problems_limit must be >= 0, got {args.problems_limit}")
+        problems = problems[: args.problems_limit]
+    if args.shard:
+        i, n = parse_shard(args.shard)
+        problems = problems[i::n]
+    return problems
+
+
+def task_of(problem_or_source: Problem | dict | str) -> str:
+    """``"gsm8k"`` (numeric answers: GSM8K, the sample) or ``"math"`` (LaTeX answers).
+
+    For other datasets a Problem / row decides by its gold answer (a plain number -> gsm8k);
+    a bare unknown source name -> "math" (math-verify also handles numbers).
+    """
+    if isinstance(problem_or_source, str):
+        s = problem_or_source.lower()
+        if s in NUMERIC_SOURCES or "gsm8k" in s or s.startswith("sample"):
+            return "gsm8k"
+        return "math"
+    d = problem_or_source.to_dict() if isinstance(problem_or_source, Problem) else problem_or_source
+    source = str(d.get("source", "")).lower()
+    if source in NUMERIC_SOURCES or "gsm8k" in source:
+        return "gsm8k"
+    if source in ("math", "math500"):
+        return "math"
+    answer = str(d.get("gold_answer", "")).replace(",", "").strip()
+    return "gsm8k" if re.fullmatch(r"-?\d+(\.\d+)?", answer) else "math"
