@@ -510,25 +510,12 @@ def main_config(folder_or_repo: str) -> str:
 
 
 def load_rows(folder_or_repo: str, config: str, split: str = "train", missing_ok: bool = False) -> list[dict]:
-    """Rows of one config/split of an artifact folder (read from its parquet files) or Hub dataset.
-
-    Local folders are read directly: `datasets.load_dataset(folder)` caches by folder *name*, so two
-    folders called e.g. `mistakes` would share one cache entry.
-    """
+    """Rows of one config/split of an artifact folder or Hub dataset (`missing_ok`: [] if absent)."""
     from lema_hub.hub import discover_configs, load_artifact
 
     path = Path(folder_or_repo)
-    if path.is_dir():
-        import pyarrow.parquet as pq
-
-        found = discover_configs(path)
-        if missing_ok and config not in found:  # an empty config is not written at all
-            return []
-        if config not in found or split not in found[config]:
-            raise ValueError(
-                f"{path} has no config {config!r} with split {split!r}; configs: {', '.join(found)}."
-            )
-        return [r for f in found[config][split] for r in pq.read_table(path / f).to_pylist()]
+    if path.is_dir() and missing_ok and config not in discover_configs(path):
+        return []  # an empty config is not written at all
     return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
 
 

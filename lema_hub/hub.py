@@ -508,7 +508,15 @@ def load_artifact(folder_or_repo: str, config: str = "default", split: str = "tr
                 name = next((c["config_name"] for c in cfgs if c.get("default")), cfgs[0]["config_name"])
             else:
                 raise ValueError(f"{path} has no config {config!r}; configs: {', '.join(found)}.")
-        return datasets.load_dataset(str(path), name, split=split)
+        if split not in found[name]:
+            raise ValueError(f"{path} config {name!r} has no split {split!r}; splits: {', '.join(found[name])}.")
+        # Read the parquet files directly: `datasets.load_dataset(folder)` caches by folder *name*,
+        # so two folders both called e.g. `mistakes` would share one cache entry.
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.concat_tables([pq.read_table(path / f) for f in found[name][split]])
+        return datasets.Dataset(table)
     return datasets.load_dataset(folder_or_repo, None if config == "default" else config, split=split)
 
 

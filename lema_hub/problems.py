@@ -151,6 +151,10 @@ def _hub_rows(repo_id: str, config: str | None, split: str) -> list[dict[str, An
     """Rows of a Hub dataset split via ``datasets.load_dataset``."""
     import datasets
 
+    if Path(repo_id).is_dir():  # a Hub-layout folder written by a lema_hub stage
+        from lema_hub.hub import load_artifact
+
+        return [dict(r) for r in load_artifact(repo_id, config or "default", split)]
     try:
         ds = datasets.load_dataset(repo_id, config, split=split)
     except Exception as e:
@@ -307,11 +311,13 @@ def mapped_problems(
             raise ProblemSourceError(
                 f"{where} row {i}: no gold answer (answer column empty, none in the solution)"
             )
+        # Rows that are already Problems (e.g. evolved problems read back) keep their identity,
+        # so caches and joins keyed on problem_id never mix them up.
         out.append(
             Problem(
-                problem_id=f"{name}/{split}/{i}",
-                source=name,
-                split=split,
+                problem_id=str(row.get("problem_id") or f"{name}/{split}/{i}"),
+                source=str(row.get("source") or name),
+                split=str(row.get("split") or split),
                 question=str(row[q_col]),
                 gold_solution=solution,
                 gold_answer=answer,

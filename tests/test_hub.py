@@ -437,3 +437,14 @@ def test_model_folder_round_trip_is_byte_identical(tmp_path, hub, tiny_model):
     }
     assert got == want
     assert "model.safetensors" in got and ".eval_results/gsm8k.yaml" in got
+
+
+def test_load_artifact_reads_each_folder_even_when_names_collide(tmp_path):
+    """`datasets.load_dataset(folder)` caches by folder name; load_artifact must not."""
+    a, b = tmp_path / "a" / "mistakes", tmp_path / "b" / "mistakes"
+    from lema_hub.hub import load_artifact, save_dataset_config
+
+    save_dataset_config(a, "sample", {"train": [{"problem_id": "x/1", "n": 1}]})
+    save_dataset_config(b, "sample", {"train": [{"problem_id": "y/1", "n": 2}, {"problem_id": "y/2", "n": 3}]})
+    assert load_artifact(str(a), "sample")["problem_id"] == ["x/1"]
+    assert load_artifact(str(b), "sample")["problem_id"] == ["y/1", "y/2"]
