@@ -442,31 +442,71 @@ def reference_rules_ref() -> str:
 class CorrectConfig(HubArgs):
     """`lema-hub correct`: correct every mistake with an LLM (through the engine) or the reference rules."""
 
-    mistakes: str | None = None  # mistakes folder or Hub dataset id (from `lema-hub collect`)
-    mistakes_config: str | None = None  # its `<task>` config; default: the folder's main config
-    mistakes_limit: int | None = None  # first N mistakes only (smoke runs)
-    output_dir: str | None = None  # default: outputs/<task>/corrections
-    dataset_config_name: str | None = None  # config name of the output; default: the mistakes config
-    backend: str = REFERENCE_CORRECTOR  # reference (rule-based, offline) | transformers | openai | tgi | vllm
-    model: str | None = None  # the corrector model (required unless backend is reference)
-    base_urls: list[str] | None = None
-    api_key_env: str = "OPENAI_API_KEY"  # env var holding the key (never the key itself)
-    prompt_style: str = "plain"  # plain (completion, the paper's way) | chat (one user message)
-    corrector_prompt_file: str | None = None  # e.g. the paper's prompt_correction_gsm8k.txt, verbatim
-    corrector_task: str | None = None  # gsm8k | math: which bundled prompt; default: from the problems
-    num_attempts: int = 1  # k corrections sampled per mistake
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 768
-    seed: int | None = 0
-    concurrency: int = 16
-    batch_size: int = 8
-    max_retries: int = 6
-    request_timeout: float = 600.0
-    extra_body: dict | None = None
-    reference_qa: bool = True  # also record the rule-based locator's step (agreement in the summary)
-    grading_workers: int | None = None
-    progress: bool = True
+    mistakes: str | None = field(
+        default=None, metadata={"help": "Mistakes folder or Hub dataset id (from `lema-hub collect`)"}
+    )
+    mistakes_config: str | None = field(
+        default=None, metadata={"help": "Its `<task>` config; default: the folder's main config"}
+    )
+    mistakes_limit: int | None = field(default=None, metadata={"help": "First N mistakes only (smoke runs)"})
+    output_dir: str | None = field(default=None, metadata={"help": "Default: outputs/<task>/corrections"})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Config name of the output; default: the mistakes config"}
+    )
+    backend: str = field(
+        default=REFERENCE_CORRECTOR,
+        metadata={"help": "Reference (rule-based, offline) | transformers | openai | tgi | vllm"},
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "The corrector model (required unless backend is reference)"}
+    )
+    base_urls: list[str] | None = field(
+        default=None, metadata={"help": "OpenAI-compatible / TGI endpoints (several share the load)."}
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Env var holding the key (never the key itself)"}
+    )
+    prompt_style: str = field(
+        default="plain", metadata={"help": "Plain (completion, the paper's way) | chat (one user message)"}
+    )
+    corrector_prompt_file: str | None = field(
+        default=None, metadata={"help": "E.g. the paper's prompt_correction_gsm8k.txt, verbatim"}
+    )
+    corrector_task: str | None = field(
+        default=None, metadata={"help": "Gsm8k | math: which bundled prompt; default: from the problems"}
+    )
+    num_attempts: int = field(default=1, metadata={"help": "K corrections sampled per mistake"})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
+    max_tokens: int = field(default=768, metadata={"help": "Max new tokens per generation."})
+    seed: int | None = field(default=0, metadata={"help": "Random seed (sampling, shuffling)."})
+    concurrency: int = field(default=16, metadata={"help": "Max concurrent requests to an endpoint."})
+    batch_size: int = field(
+        default=8, metadata={"help": "Batch size of the local transformers / vLLM backend."}
+    )
+    max_retries: int = field(
+        default=6,
+        metadata={
+            "help": "Retries on 429 / 5xx / timeouts / malformed responses before a request is recorded as failed."
+        },
+    )
+    request_timeout: float = field(
+        default=600.0, metadata={"help": "Seconds before one endpoint request times out."}
+    )
+    extra_body: dict | None = field(
+        default=None,
+        metadata={
+            "help": "Extra JSON fields sent with each endpoint request (e.g. {generation_config: {do_sample: true}} for transformers serve)."
+        },
+    )
+    reference_qa: bool = field(
+        default=True,
+        metadata={"help": "Also record the rule-based locator's step (agreement in the summary)"},
+    )
+    grading_workers: int | None = field(
+        default=None, metadata={"help": "Processes for batch grading (default: CPU count)."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)

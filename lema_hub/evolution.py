@@ -16,7 +16,7 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,32 +42,70 @@ _PLACEHOLDER = "{question}"
 class EvolveConfig(ProblemArgs, HubArgs):
     """`lema-hub evolve`: new problems from seeds, labelled by majority vote."""
 
-    strategy: str = "correction_centric"  # correction_centric | general
-    corrections: str | None = None  # corrections folder or Hub id (seeds for correction_centric)
-    corrections_config: str | None = None
-    num_seeds: int = 100  # K seeds, sampled with replacement
-    seed: int = 0
-    evolution_prompt_file: str | None = None  # a text file with a `{question}` placeholder
-    backend: str = "transformers"  # transformers | openai | tgi | vllm
-    model: str = "embedded:smollm2-135m-instruct"  # writes the new questions
-    answer_model: str | None = None  # answers them (default: `model`)
-    base_urls: list[str] | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    prompt_style: str = "chat"  # plain | chat
-    concurrency: int = 16
-    batch_size: int = 8
-    max_retries: int = 6
-    request_timeout: float = 600.0
-    extra_body: dict | None = None
-    evolve_temperature: float = 0.7
-    evolve_max_tokens: int = 256
-    num_answers: int = 3
-    answer_temperature: float = 0.7
-    answer_max_tokens: int = 512
-    similarity_threshold: float = 0.8  # word-set Jaccard with the seed at or above which it is "the same"
-    output_dir: str | None = None  # default: outputs/<task>/evolved
-    dataset_config_name: str | None = None  # default: the seeds' config name
-    progress: bool = True
+    strategy: str = field(default="correction_centric", metadata={"help": "Correction_centric | general"})
+    corrections: str | None = field(
+        default=None, metadata={"help": "Corrections folder or Hub id (seeds for correction_centric)"}
+    )
+    corrections_config: str | None = field(
+        default=None,
+        metadata={"help": "Config of the corrections folder to read (default: its main config)."},
+    )
+    num_seeds: int = field(default=100, metadata={"help": "K seeds, sampled with replacement"})
+    seed: int = field(default=0, metadata={"help": "Random seed (sampling, shuffling)."})
+    evolution_prompt_file: str | None = field(
+        default=None, metadata={"help": "A text file with a `{question}` placeholder"}
+    )
+    backend: str = field(default="transformers", metadata={"help": "Transformers | openai | tgi | vllm"})
+    model: str = field(
+        default="embedded:smollm2-135m-instruct", metadata={"help": "Writes the new questions"}
+    )
+    answer_model: str | None = field(default=None, metadata={"help": "Answers them (default: `model`)"})
+    base_urls: list[str] | None = field(
+        default=None, metadata={"help": "OpenAI-compatible / TGI endpoints (several share the load)."}
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "Environment variable holding the endpoint's API key (never the key itself)."},
+    )
+    prompt_style: str = field(default="chat", metadata={"help": "Plain | chat"})
+    concurrency: int = field(default=16, metadata={"help": "Max concurrent requests to an endpoint."})
+    batch_size: int = field(
+        default=8, metadata={"help": "Batch size of the local transformers / vLLM backend."}
+    )
+    max_retries: int = field(
+        default=6,
+        metadata={
+            "help": "Retries on 429 / 5xx / timeouts / malformed responses before a request is recorded as failed."
+        },
+    )
+    request_timeout: float = field(
+        default=600.0, metadata={"help": "Seconds before one endpoint request times out."}
+    )
+    extra_body: dict | None = field(
+        default=None,
+        metadata={
+            "help": "Extra JSON fields sent with each endpoint request (e.g. {generation_config: {do_sample: true}} for transformers serve)."
+        },
+    )
+    evolve_temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature when writing evolved questions."}
+    )
+    evolve_max_tokens: int = field(default=256, metadata={"help": "Max new tokens for an evolved question."})
+    num_answers: int = field(
+        default=3, metadata={"help": "Answers sampled per evolved question (majority vote labels it)."}
+    )
+    answer_temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature of the answers used for the vote."}
+    )
+    answer_max_tokens: int = field(default=512, metadata={"help": "Max new tokens per answer."})
+    similarity_threshold: float = field(
+        default=0.8, metadata={"help": 'Word-set Jaccard with the seed at or above which it is "the same"'}
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Default: outputs/<task>/evolved"})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Default: the seeds' config name"}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)

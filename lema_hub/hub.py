@@ -22,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,10 +52,15 @@ PUSH_IGNORE = [".cache/**", "**/.cache/**", "*.lock", "**/*.lock", "checkpoint-*
 class HubArgs:
     """Mixin for every recipe config that writes an artifact."""
 
-    push_to_hub: bool = False
-    hub_repo_id: str | None = None  # e.g. "<ns>/lema-corrections"
-    hub_private: bool = False
-    hub_revision: str | None = None  # branch to push to (created when missing)
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "Push the output folder to the Hub in one commit when the stage finishes."},
+    )
+    hub_repo_id: str | None = field(default=None, metadata={"help": 'E.g. "<ns>/lema-corrections"'})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    hub_revision: str | None = field(
+        default=None, metadata={"help": "Branch to push to (created when missing)"}
+    )
 
 
 @dataclass
@@ -64,10 +69,12 @@ class PushConfig:
 
     folder: str
     repo_id: str
-    repo_type: str = "dataset"  # dataset | model | space
-    private: bool = False
-    revision: str | None = None
-    commit_message: str | None = None
+    repo_type: str = field(default="dataset", metadata={"help": "Dataset | model | space"})
+    private: bool = field(default=False, metadata={"help": "Create the repo as private."})
+    revision: str | None = field(default=None, metadata={"help": "Branch to push to (created if missing)."})
+    commit_message: str | None = field(
+        default=None, metadata={"help": "Commit message (default names the recipe and configs)."}
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -509,7 +516,9 @@ def load_artifact(folder_or_repo: str, config: str = "default", split: str = "tr
             else:
                 raise ValueError(f"{path} has no config {config!r}; configs: {', '.join(found)}.")
         if split not in found[name]:
-            raise ValueError(f"{path} config {name!r} has no split {split!r}; splits: {', '.join(found[name])}.")
+            raise ValueError(
+                f"{path} config {name!r} has no split {split!r}; splits: {', '.join(found[name])}."
+            )
         # Read the parquet files directly: `datasets.load_dataset(folder)` caches by folder *name*,
         # so two folders both called e.g. `mistakes` would share one cache entry.
         import pyarrow as pa

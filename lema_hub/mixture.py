@@ -42,22 +42,51 @@ TEST_SETS: dict[str, tuple[str, str]] = {
 class BuildConfig(ProblemArgs, HubArgs):
     """`lema-hub build`: CoT rows + correction rows, written as one config per ablation view."""
 
-    corrections: str | None = None  # corrections folder or Hub id (accepted rows: its main config)
-    corrections_config: str | None = None
-    include_gold: bool = True  # CoT rows from the problems' gold solutions (`problems`, `problems_split`)
-    mistakes: str | None = None  # mistakes folder/Hub id: correct sampled paths come from `<task>-samples`
-    include_correct_samples: bool = False  # add correct sampled paths as extra CoT rows (de-duplicated)
-    views: list[str] = field(default_factory=lambda: list(VIEWS))
-    prompt_style: str = "plain"  # plain | chat
-    dataset_config_name: str | None = None  # the `<task>` prefix of the config names; default: corrections'
-    output_dir: str | None = None  # default: outputs/<task>/mixture (plain) or mixture-chat
+    corrections: str | None = field(
+        default=None, metadata={"help": "Corrections folder or Hub id (accepted rows: its main config)"}
+    )
+    corrections_config: str | None = field(
+        default=None,
+        metadata={"help": "Config of the corrections folder to read (default: its main config)."},
+    )
+    include_gold: bool = field(
+        default=True,
+        metadata={"help": "CoT rows from the problems' gold solutions (`problems`, `problems_split`)"},
+    )
+    mistakes: str | None = field(
+        default=None,
+        metadata={"help": "Mistakes folder/Hub id: correct sampled paths come from `<task>-samples`"},
+    )
+    include_correct_samples: bool = field(
+        default=False, metadata={"help": "Add correct sampled paths as extra CoT rows (de-duplicated)"}
+    )
+    views: list[str] = field(
+        default_factory=lambda: list(VIEWS),
+        metadata={
+            "help": "Ablation views to write: lema, cot, no_explanation, no_incorrect_step, no_corrected_solution, cot_corrected."
+        },
+    )
+    prompt_style: str = field(default="plain", metadata={"help": "Plain | chat"})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The `<task>` prefix of the config names; default: corrections'"}
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Default: outputs/<task>/mixture (plain) or mixture-chat"}
+    )
     # Held-out set for 8-gram decontamination: gsm8k_test | math_test | math500 | sample_test | Hub id | file
-    decontaminate: str | None = None
-    decontaminate_path: str | None = None  # local file in the test set's original format (e.g. ../shared)
-    decontaminate_split: str = "test"  # split for a Hub id / file test set
-    ngram: int = 8
-    shuffle: bool = True
-    seed: int = 42
+    decontaminate: str | None = field(
+        default=None,
+        metadata={
+            "help": "Drop rows sharing an n-gram with this test set: gsm8k_test | math_test | math500 | sample_test | a Hub id or file."
+        },
+    )
+    decontaminate_path: str | None = field(
+        default=None, metadata={"help": "Local file in the test set's original format (e.g. ../shared)"}
+    )
+    decontaminate_split: str = field(default="test", metadata={"help": "Split for a Hub id / file test set"})
+    ngram: int = field(default=8, metadata={"help": "n of the n-gram overlap used for decontamination."})
+    shuffle: bool = field(default=True, metadata={"help": "Shuffle the rows of each view (seeded)."})
+    seed: int = field(default=42, metadata={"help": "Random seed (sampling, shuffling)."})
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)

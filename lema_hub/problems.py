@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,20 +81,39 @@ class Problem:
 class ProblemArgs:
     """Where the problems come from (a mixin: recipe configs inherit these fields)."""
 
-    problems: str = "sample"
+    problems: str = field(
+        default="sample",
+        metadata={
+            "help": "Problem source: sample | gsm8k | math | math500 | a Hub dataset id | a local .json/.jsonl/.parquet file or lema_hub folder."
+        },
+    )
     """sample | gsm8k | math | math500 | a Hub dataset id | a local .json/.jsonl/.parquet path"""
-    problems_split: str = "train"
+    problems_split: str = field(default="train", metadata={"help": "Split of the problem source."})
     """split to read; for the bundled sample: "train" (collection) or "test" (held out)"""
-    problems_path: str | None = None
+    problems_path: str | None = field(
+        default=None, metadata={"help": "Local file in the source's original format, instead of the Hub."}
+    )
     """local file in the source's original format, instead of the Hub"""
-    problems_subset: str | None = None
+    problems_subset: str | None = field(default=None, metadata={"help": "Hub dataset config (subset) name."})
     """Hub config name (GSM8K: "main"; MATH: one subject instead of all)"""
-    question_column: str | None = None
-    solution_column: str | None = None
-    answer_column: str | None = None
-    problems_limit: int | None = None
+    question_column: str | None = field(
+        default=None, metadata={"help": "Question column of a generic dataset (auto-detected if unset)."}
+    )
+    solution_column: str | None = field(
+        default=None, metadata={"help": "Solution column of a generic dataset (auto-detected if unset)."}
+    )
+    answer_column: str | None = field(
+        default=None,
+        metadata={
+            "help": "Answer column of a generic dataset (default: from the solution's '#### N' or last \\\\boxed{})."
+        },
+    )
+    problems_limit: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
     """first N problems (before sharding)"""
-    shard: str | None = None
+    shard: str | None = field(
+        default=None,
+        metadata={"help": "'i/n': process the i-th (0-based) of n deterministic shards of the problems."},
+    )
     """"i/n": the deterministic i-th (0-based) of n interleaved shards"""
 
 

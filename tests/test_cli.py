@@ -14,10 +14,22 @@ from lema_hub.configs import ConfigError, config_to_dict, parse_config, redact
 
 
 def test_help_lists_every_stage():
-    out = subprocess.run([sys.executable, "-m", "lema_hub.cli", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "lema_hub.cli", "--help"], capture_output=True, text=True, check=True
+    )
     for stage in ["collect", "correct", "evolve", "build", "sft", "evaluate", "push", "demo", "quickstart"]:
         assert f"  {stage}" in out.stdout
-    assert set(STAGES) == {"collect", "correct", "evolve", "build", "sft", "evaluate", "push", "demo", "quickstart"}
+    assert set(STAGES) == {
+        "collect",
+        "correct",
+        "evolve",
+        "build",
+        "sft",
+        "evaluate",
+        "push",
+        "demo",
+        "quickstart",
+    }
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -70,7 +82,7 @@ def test_mistyped_yaml_value_is_refused(tmp_path: Path):
 
 
 def test_unknown_cli_flag_is_refused():
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="--nope"):
         parse_config([_Demo], ["--nope", "1"])
 
 
@@ -83,7 +95,9 @@ def test_lema_hub_stage_reports_bad_yaml_key(tmp_path: Path):
     cfg = tmp_path / "collect.yaml"
     cfg.write_text("not_a_real_option: 1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "lema_hub.cli", "collect", "--config", str(cfg)], capture_output=True, text=True
+        [sys.executable, "-m", "lema_hub.cli", "collect", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode != 0
     assert "not_a_real_option" in proc.stderr and str(cfg) in proc.stderr
@@ -91,7 +105,12 @@ def test_lema_hub_stage_reports_bad_yaml_key(tmp_path: Path):
 
 def test_push_takes_positional_folder_and_repo():
     assert _positional_push_args(["out/x", "me/lema-x", "--private", "true"]) == [
-        "--folder", "out/x", "--repo_id", "me/lema-x", "--private", "true"
+        "--folder",
+        "out/x",
+        "--repo_id",
+        "me/lema-x",
+        "--private",
+        "true",
     ]
 
 

@@ -23,11 +23,15 @@ def test_embedded_model_generates_offline_through_chat_template(embedded_model):
     model = models.load_model(embedded_model)
     assert tok.eos_token == "<|im_end|>" and tok.pad_token != tok.eos_token
     assert model.generation_config.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
-    messages = [{"role": "user", "content": "Tom has 3 apples and buys 5 more. How many apples does he have now?"}]
-    inputs = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    messages = [
+        {"role": "user", "content": "Tom has 3 apples and buys 5 more. How many apples does he have now?"}
+    ]
+    inputs = tok.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
     assert "<|im_start|>assistant" in tok.decode(inputs["input_ids"][0])
     out = model.generate(**inputs, max_new_tokens=48, do_sample=False)
-    reply = tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    reply = tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "8" in reply  # SmolLM2-135M gets this one right greedily
 
 
@@ -70,8 +74,10 @@ def test_tiny_model_is_deterministic(tiny_model):
 def test_two_processes_racing_on_an_empty_cache_both_get_one_folder(tmp_path):
     code = "from lema_hub.models import resolve_model; print(resolve_model('tiny:smollm2'))"
     env = {**os.environ, "LEMA_HUB_CACHE": str(tmp_path)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300)[0].strip() for p in procs]
     assert all(p.returncode == 0 for p in procs)
     assert outs[0] == outs[1] and Path(outs[0]).is_dir()

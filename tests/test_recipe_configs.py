@@ -22,7 +22,9 @@ def _stage_of(path: Path) -> str:
     if path.parent == RECIPES and path.stem == "quickstart" or path.stem.startswith("quickstart"):
         return "quickstart"
     stage = path.parent.name
-    assert stage in STAGE_DIRS, f"{path}: recipes/<model>/<stage>/config_<variant>.yaml with stage in {STAGE_DIRS}"
+    assert stage in STAGE_DIRS, (
+        f"{path}: recipes/<model>/<stage>/config_<variant>.yaml with stage in {STAGE_DIRS}"
+    )
     assert path.name.startswith("config_"), f"{path}: recipe files are named config_<variant>.yaml"
     return stage
 
@@ -40,7 +42,9 @@ def test_recipe_parses(path: Path):
     check_config_mapping(mapping, config_types, str(path))  # unknown keys, wrong types
     extra: list[str] = []
     if stage == "sft" and (mapping.get("bf16") or mapping.get("fp16") or mapping.get("load_in_4bit")):
-        pytest.importorskip("torch").cuda.is_available() or extra.extend(["--bf16", "false", "--fp16", "false"])
+        pytest.importorskip("torch").cuda.is_available() or extra.extend(
+            ["--bf16", "false", "--fp16", "false"]
+        )
     parsed = parse_config(config_types, ["--config", str(path), *extra])
     assert len(parsed) == len(config_types)
 
