@@ -1,0 +1,1 @@
+"""Backends of the generation engine; each is imported only when selected."""

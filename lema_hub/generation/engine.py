@@ -1,0 +1,377 @@
+"""The engine: expand requests into samples, reuse the cache, run a backend, retry, report.
+
+Remote backends (`openai`, `tgi`) are driven by `concurrency` asyncio workers, each sample its own
+request (so `n` works even where the server ignores it, and each sample is cached on its own).
+Local backends (`transformers`, `vllm`) get length-sorted batches; every finished batch is
+appended to the cache before the next starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lema_hub.generation.cache import RequestCache, request_key
+from lema_hub.generation.retry import (
+    RETRYABLE_STATUS,
+    MalformedResponse,
+    PermanentError,
+    RetryPolicy,
+    headers_of,
+    parse_retry_after,
+    status_of,
+)
+from lema_hub.generation.types import EngineConfig, GenerationRequest, GenerationResult, SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Unit:
+    """One sample of one request: the unit of caching, retrying and counting."""
+
+    position: int  # index in the flat output list
+    request_id: str
+    prompt: str | list[dict]  # resolved for the backend's prompt style
+    sampling: SamplingParams
+    sample_index: int
+    key: str
+
+
+class _Progress:
+    """tqdm bar with requests/s (tqdm's rate), tokens/s and ETA; a no-op when disabled."""
+
+    def __init__(self, total: int, done: int, desc: str, enabled: bool) -> None:
+        self.start = time.perf_counter()
+        self.tokens = 0
+        self._last = 0.0
+        self.bar = None
+        if enabled and total > done:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=done, desc=desc, unit="req", dynamic_ncols=True, file=sys.stderr
+            )
+
+    def update(self, tokens: int | None, n: int = 1) -> None:
+        self.tokens += tokens or 0
+        if self.bar is None:
+            return
+        self.bar.update(n)
+        now = time.perf_counter()
+        if now - self._last > 0.5:
+            self._last = now
+            self.bar.set_postfix_str(f"{self.tokens / max(now - self.start, 1e-9):.1f} tok/s", refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class Engine:
+    """Generate `sampling.n` samples for each request with the configured backend."""
+
+    def __init__(self, config: EngineConfig, cache_path: str | Path | None = None) -> None:
+        self.config = config
+        self.cache = RequestCache(cache_path)
+        self.backend = _make_backend(config)
+        self.last_summary: dict[str, Any] = {}
+        self.policy = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
+
+    # ----------------------------------------------------------------- public API
+    def generate(
+        self, requests: Sequence[GenerationRequest], desc: str = "generating"
+    ) -> list[GenerationResult]:
+        """All samples, ordered by request then sample index; failures carry `error` and never raise."""
+        units = self._expand(requests)
+        results: list[GenerationResult | None] = [None] * len(units)
+        pending: list[Unit] = []
+        for u in units:
+            hit = self.cache.get(u.key)
+            if hit is not None:
+                results[u.position] = _result(u, hit)
+            else:
+                pending.append(u)
+        cached = len(units) - len(pending)
+        progress = _Progress(len(units), cached, desc, self.config.progress)
+        start = time.perf_counter()
+        try:
+            if pending:
+                if self.backend.is_async:
+                    _run_coroutine(self._run_async(pending, results, progress))
+                else:
+                    self._run_batched(pending, results, progress)
+        finally:
+            progress.close()
+        wall = time.perf_counter() - start
+        self._progress_tokens = progress.tokens
+        out = [r for r in results if r is not None]
+        assert len(out) == len(units)
+        self.last_summary = self._summarise(out, cached, wall)
+        if pending:
+            s = self.last_summary
+            line = (
+                f"{desc}: {s['samples']} samples ({s['cached']} cached, {s['generated']} generated, "
+                f"{s['failed']} failed), {s['prompt_tokens']} prompt + {s['completion_tokens']} completion tokens, "
+                f"{s['wall_s']:.1f} s ({s['requests_per_s']:.1f} req/s, {s['tokens_per_s']:.1f} tok/s)"
+            )
+            if s["failure_reasons"]:
+                line += f"; failures: {s['failure_reasons']}"
+            logger.info(line)
+            if self.config.progress:
+                print(line, file=sys.stderr)
+        return out
+
+    def close(self) -> None:
+        self.cache.close()
+        self.backend.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- internals
+    def _expand(self, requests: Sequence[GenerationRequest]) -> list[Unit]:
+        style = self.backend.prompt_style(self.config.prompt_style)
+        units: list[Unit] = []
+        seen: set[str] = set()
+        for req in requests:
+            if req.request_id in seen:
+                raise ValueError(
+                    f"Duplicate request_id {req.request_id!r}: request ids must be unique per call."
+                )
+            seen.add(req.request_id)
+            prompt = _resolve_prompt(req.prompt, style, req.request_id)
+            sp = req.sampling
+            sampling_key = {
+                "temperature": sp.temperature,
+                "top_p": sp.top_p,
+                "max_tokens": sp.max_tokens,
+                "stop": sp.stop,
+                "seed": sp.seed,
+            }
+            extra = {"extra_body": self.config.extra_body} if self.config.extra_body else None
+            for i in range(sp.n):
+                key = request_key(self.config.model, prompt, sampling_key, i, extra)
+                units.append(Unit(len(units), req.request_id, prompt, sp, i, key))
+        return units
+
+    async def _run_async(self, pending: list[Unit], results: list, progress: _Progress) -> None:
+        await self.backend.astart()
+        queue: asyncio.Queue[Unit] = asyncio.Queue()
+        for u in pending:
+            queue.put_nowait(u)
+
+        async def worker() -> None:
+            while True:
+                try:
+                    u = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                res = await self._attempt(u)
+                results[u.position] = res
+                progress.update(res.completion_tokens)
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, len(pending)))))
+        finally:
+            await self.backend.astop()
+
+    async def _attempt(self, u: Unit) -> GenerationResult:
+        reason = "no attempt made"
+        for attempt in range(self.policy.max_retries + 1):
+            retry_after = None
+            try:
+                out = await self.backend.agenerate(u)
+                _validate(out)
+            except PermanentError as exc:
+                return _failure(u, str(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every failure is classified below
+                status = status_of(exc)
+                if status is not None and status not in RETRYABLE_STATUS and 400 <= status < 500:
+                    return _failure(u, f"HTTP {status}: {_short(exc)}")
+                reason = _describe(exc, status)
+                retry_after = parse_retry_after(headers_of(exc))
+                if attempt < self.policy.max_retries:
+                    await asyncio.sleep(self.policy.delay(attempt, retry_after))
+                continue
+            self.cache.put(u.key, out)
+            return _result(u, out)
+        return _failure(u, f"gave up after {self.policy.max_retries + 1} attempts: {reason}")
+
+    def _run_batched(self, pending: list[Unit], results: list, progress: _Progress) -> None:
+        # Greedy samples of one prompt are identical: decode each distinct greedy prompt once.
+        groups: dict[str, list[Unit]] = {}
+        for u in pending:
+            gkey = u.key if not u.sampling.greedy else f"{u.request_id}\x00{_sampling_tuple(u.sampling)}"
+            groups.setdefault(gkey, []).append(u)
+        leaders = [g[0] for g in groups.values()]
+        lengths = {u.position: self.backend.prompt_length(u.prompt) for u in leaders}
+        # Same sampling settings share a batch; longest prompts first (padding waste is smallest
+        # within a length-sorted batch, and an out-of-memory error shows up at once).
+        leaders.sort(key=lambda u: (_sampling_tuple(u.sampling), -lengths[u.position]))
+        followers = {id(g[0]): g for g in groups.values()}
+        bs = self.config.batch_size
+        i = 0
+        while i < len(leaders):
+            batch = [leaders[i]]
+            while (
+                len(batch) < bs
+                and i + len(batch) < len(leaders)
+                and _sampling_tuple(leaders[i + len(batch)].sampling) == _sampling_tuple(batch[0].sampling)
+            ):
+                batch.append(leaders[i + len(batch)])
+            i += len(batch)
+            try:
+                outs = self.backend.generate_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - recorded per sample, the run goes on
+                logger.exception("Batch of %d failed", len(batch))
+                outs = [exc] * len(batch)
+            for u, out in zip(batch, outs):
+                for member in followers[id(u)]:
+                    if isinstance(out, Exception):
+                        res = _failure(member, _describe(out, status_of(out)))
+                    else:
+                        self.cache.put(member.key, out)
+                        res = _result(member, out)
+                    results[member.position] = res
+                    progress.update(res.completion_tokens)
+
+    def _summarise(self, out: list[GenerationResult], cached: int, wall: float) -> dict[str, Any]:
+        failed = [r for r in out if r.error is not None]
+        generated = len(out) - cached - len(failed)
+        reasons: dict[str, int] = {}
+        for r in failed:
+            kind = r.error.split(":")[0]
+            reasons[kind] = reasons.get(kind, 0) + 1
+        new_tokens = max(0, self._progress_tokens)
+        return {
+            "backend": self.config.backend,
+            "model": self.config.model,
+            "samples": len(out),
+            "cached": cached,
+            "generated": generated,
+            "failed": len(failed),
+            "failure_reasons": reasons,
+            "prompt_tokens": sum(r.prompt_tokens or 0 for r in out),
+            "completion_tokens": sum(r.completion_tokens or 0 for r in out),
+            "wall_s": round(wall, 3),
+            "requests_per_s": round((generated + len(failed)) / wall, 2) if wall > 0 else 0.0,
+            "tokens_per_s": round(new_tokens / wall, 2) if wall > 0 else 0.0,
+        }
+
+
+def make_engine(config: EngineConfig, cache_path: str | Path | None = None) -> Engine:
+    """Build an `Engine` (the backend's model or clients are created lazily)."""
+    return Engine(config, cache_path)
+
+
+# --------------------------------------------------------------------- helpers
+def _make_backend(config: EngineConfig):
+    if config.backend == "openai":
+        from lema_hub.generation.backends.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(config)
+    if config.backend == "tgi":
+        from lema_hub.generation.backends.tgi_backend import TGIBackend
+
+        return TGIBackend(config)
+    if config.backend == "transformers":
+        from lema_hub.generation.backends.transformers_backend import TransformersBackend
+
+        return TransformersBackend(config)
+    from lema_hub.generation.backends.vllm_backend import VLLMBackend
+
+    return VLLMBackend(config)
+
+
+def _resolve_prompt(prompt: str | list[dict], style: str, request_id: str) -> str | list[dict]:
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}] if style == "chat" else prompt
+    if not isinstance(prompt, list) or not all(
+        isinstance(m, dict) and "role" in m and "content" in m for m in prompt
+    ):
+        raise ValueError(
+            f"Request {request_id!r}: prompt must be a string or a list of "
+            "{'role': ..., 'content': ...} messages."
+        )
+    if style == "plain":
+        raise ValueError(
+            f"Request {request_id!r} has chat messages but the engine's prompt_style is 'plain'; "
+            "pass a string, or use prompt_style 'chat'."
+        )
+    return prompt
+
+
+def _sampling_tuple(sp: SamplingParams) -> tuple:
+    return (sp.temperature, sp.top_p, sp.max_tokens, tuple(sp.stop or ()), sp.seed)
+
+
+def _validate(out: Any) -> None:
+    if not isinstance(out, dict) or not isinstance(out.get("text"), str):
+        raise MalformedResponse(f"no completion text in the response ({type(out).__name__})")
+
+
+def _result(u: Unit, out: dict[str, Any]) -> GenerationResult:
+    return GenerationResult(
+        u.request_id,
+        u.sample_index,
+        out.get("text"),
+        out.get("finish_reason"),
+        out.get("prompt_tokens"),
+        out.get("completion_tokens"),
+        None,
+    )
+
+
+def _failure(u: Unit, reason: str) -> GenerationResult:
+    return GenerationResult(u.request_id, u.sample_index, None, None, None, None, reason)
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc).replace("\n", " ")
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def _describe(exc: BaseException, status: int | None) -> str:
+    if status is not None:
+        return f"HTTP {status}: {_short(exc)}"
+    if isinstance(exc, MalformedResponse | ValueError):
+        return f"malformed response: {type(exc).__name__}: {_short(exc)}"
+    name = type(exc).__name__
+    if "Timeout" in name or isinstance(exc, TimeoutError):
+        return f"timeout: {name}"
+    return f"{name}: {_short(exc)}"
+
+
+def _run_coroutine(coro) -> Any:
+    """Run `coro` to completion, also when called from a thread that already runs an event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=target, name="lema-engine")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

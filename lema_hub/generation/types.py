@@ -1,0 +1,118 @@
+"""Data types shared by every backend of the generation engine."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+BACKENDS = ("transformers", "openai", "tgi", "vllm")
+PROMPT_STYLES = ("auto", "plain", "chat")
+
+
+@dataclass
+class SamplingParams:
+    """How to sample: `temperature == 0` means greedy decoding."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 512
+    n: int = 1
+    stop: list[str] | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"SamplingParams.n must be >= 1, got {self.n}.")
+        if self.max_tokens < 1:
+            raise ValueError(f"SamplingParams.max_tokens must be >= 1, got {self.max_tokens}.")
+        if self.temperature < 0:
+            raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}.")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def sample_seed(self, sample_index: int) -> int | None:
+        """Seed of one sample: distinct per sample index, reproducible across runs."""
+        return None if self.seed is None else self.seed + sample_index
+
+    def record(self) -> dict[str, Any]:
+        """The Sample schema's `sampling` column."""
+        return {
+            "temperature": float(self.temperature),
+            "top_p": float(self.top_p),
+            "max_tokens": int(self.max_tokens),
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class EngineConfig:
+    """Which backend and model to generate with, and how hard to push it."""
+
+    backend: str = "transformers"  # transformers | openai | tgi | vllm
+    model: str = "embedded:smollm2-135m-instruct"  # a lema_hub.models name, or the served model name
+    base_urls: list[str] | None = None  # openai/tgi endpoints; several share the load
+    api_key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key (never the key)
+    prompt_style: str = "auto"  # plain | chat | auto
+    concurrency: int = 16  # requests in flight (remote backends)
+    batch_size: int = 8  # sequences per forward pass (local backends)
+    max_retries: int = 6
+    request_timeout: float = 600.0
+    extra_body: dict | None = (
+        None  # merged into every request body (e.g. transformers serve's generation_config)
+    )
+    retry_base_delay: float = 1.0  # first backoff, doubled per attempt, with jitter
+    retry_max_delay: float = 60.0
+    progress: bool = True  # tqdm progress bar with req/s, tok/s and ETA
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"EngineConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}."
+            )
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(
+                f"EngineConfig.prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}."
+            )
+        if isinstance(self.base_urls, str):
+            self.base_urls = [self.base_urls]
+        if self.backend == "tgi" and not self.base_urls:
+            raise ValueError("EngineConfig.base_urls is required for the tgi backend (the TGI endpoint URL).")
+        if self.concurrency < 1 or self.batch_size < 1:
+            raise ValueError("EngineConfig.concurrency and batch_size must be >= 1.")
+        if self.max_retries < 0:
+            raise ValueError("EngineConfig.max_retries must be >= 0.")
+
+
+@dataclass
+class GenerationRequest:
+    """One prompt (plain text or chat messages); `sampling.n` samples are drawn from it."""
+
+    request_id: str
+    prompt: str | list[dict]
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass
+class GenerationResult:
+    """One sample of one request; `error` is set (and `text` None) when it failed for good."""
+
+    request_id: str
+    sample_index: int
+    text: str | None
+    finish_reason: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.text is not None

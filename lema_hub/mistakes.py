@@ -1,0 +1,473 @@
+"""Mistake collection: sample CoT paths from one or more generators, grade them, keep the wrong ones.
+
+`lema-hub collect --config recipes/smollm2-135m/collect/config_sample.yaml` writes a Hub-layout
+folder with two configs: `<task>` (the wrong paths, de-duplicated per problem) and
+`<task>-samples` (every sampled path with its verdict and the problem's pass rate per generator).
+
+Scale-out: `--shard i/n` runs 1/n of the problems into `<output_dir>-shard-0000i-of-0000n`; once
+every shard has finished, `--merge_shards true` (same config, no `--shard`) concatenates them in
+shard order into `<output_dir>`, recomputing the de-duplicated mistakes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams, make_engine
+from lema_hub.hub import HubArgs
+from lema_hub.problems import ProblemArgs, parse_shard
+
+logger = logging.getLogger(__name__)
+
+RECIPE = "collect"
+NAMED_TASKS = ("sample", "gsm8k", "math", "math500")
+# Keys a `generators:` entry may set; the top-level fields of the same names are their defaults.
+GENERATOR_KEYS = (
+    "name",
+    "model",
+    "backend",
+    "base_urls",
+    "api_key_env",
+    "prompt_style",
+    "num_samples",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "concurrency",
+    "batch_size",
+    "max_retries",
+    "request_timeout",
+    "extra_body",
+    "retry_base_delay",
+    "retry_max_delay",
+)
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class CollectConfig(ProblemArgs, HubArgs):
+    """Configuration of `lema-hub collect` / `recipes/collect_mistakes.py`."""
+
+    output_dir: str = _f(
+        "outputs/lema-mistakes", "folder of the Hub-layout dataset (with --shard: <output_dir>-shard-i-of-n)"
+    )
+    dataset_config_name: str | None = _f(
+        None, "config name of the mistakes; default: the problem collection (sample, gsm8k, ...)"
+    )
+    generators: list[dict] | None = _f(
+        None,
+        "several generators: a list of mappings with keys "
+        + ", ".join(GENERATOR_KEYS)
+        + "; the top-level fields are their defaults",
+    )
+    model: str = _f(
+        "embedded:smollm2-135m-instruct",
+        "generator model: a lema_hub model name, or the served model name for endpoints",
+    )
+    backend: str = _f("transformers", "transformers | openai | tgi | vllm")
+    base_urls: list[str] | None = _f(None, "endpoint URLs for openai/tgi (several share the load)")
+    api_key_env: str = _f(
+        "OPENAI_API_KEY", "name of the environment variable holding the API key (never the key)"
+    )
+    prompt_style: str = _f("auto", "plain (raw completion) | chat (chat template / chat API) | auto")
+    num_samples: int = _f(4, "paths sampled per problem and generator")
+    temperature: float = _f(0.8, "sampling temperature (0 = greedy)")
+    top_p: float = _f(1.0, "nucleus sampling")
+    max_tokens: int = _f(512, "max new tokens per path")
+    seed: int | None = _f(0, "base seed; sample k uses seed + k")
+    stop: list[str] | None = _f(None, "stop strings")
+    concurrency: int = _f(16, "requests in flight per generator (endpoints)")
+    batch_size: int = _f(8, "sequences per batch (local backends)")
+    max_retries: int = _f(
+        6, "retries per request on 429/5xx/timeouts/dropped connections/malformed responses"
+    )
+    request_timeout: float = _f(600.0, "seconds per request")
+    retry_base_delay: float = _f(
+        1.0, "first backoff in seconds (doubles per retry, with jitter; Retry-After wins)"
+    )
+    retry_max_delay: float = _f(60.0, "longest backoff in seconds")
+    extra_body: dict | None = _f(
+        None, "merged into every request body (e.g. transformers serve's generation_config)"
+    )
+    progress: bool = _f(True, "show a progress bar with req/s, tok/s and ETA")
+    merge_shards: bool = _f(
+        False, "merge the finished <output_dir>-shard-* folders into output_dir instead of generating"
+    )
+    price_table: dict | None = _f(
+        None, "$ per million tokens per model, {model: {input: x, output: y}}, for the card's cost table"
+    )
+    write_card: bool = _f(True, "render the dataset card (README.md) after writing the data")
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
+        if self.merge_shards and self.shard:
+            raise ValueError("merge_shards merges every shard: run it without --shard.")
+
+
+def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, SamplingParams]]:
+    """(name, engine config, sampling) of every generator, with top-level fields as defaults."""
+    entries = cfg.generators if cfg.generators else [{}]
+    out = []
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"generators[{i}] must be a mapping, got {type(entry).__name__}.")
+        unknown = sorted(set(entry) - set(GENERATOR_KEYS))
+        if unknown:
+            raise ValueError(
+                f"generators[{i}] has unknown key(s) {unknown}; valid keys: {', '.join(GENERATOR_KEYS)}."
+            )
+        g = {k: entry.get(k, getattr(cfg, k, None)) for k in GENERATOR_KEYS}
+        name = entry.get("name") or g["model"]
+        if name in names:
+            raise ValueError(
+                f"generators[{i}]: two generators are named {name!r}; give them distinct `name`s."
+            )
+        names.add(name)
+        engine = EngineConfig(
+            backend=g["backend"],
+            model=g["model"],
+            base_urls=g["base_urls"],
+            api_key_env=g["api_key_env"],
+            prompt_style=g["prompt_style"],
+            concurrency=g["concurrency"],
+            batch_size=g["batch_size"],
+            max_retries=g["max_retries"],
+            request_timeout=g["request_timeout"],
+            extra_body=g["extra_body"],
+            retry_base_delay=g["retry_base_delay"],
+            retry_max_delay=g["retry_max_delay"],
+            progress=cfg.progress,
+        )
+        sampling = SamplingParams(
+            temperature=g["temperature"],
+            top_p=g["top_p"],
+            max_tokens=g["max_tokens"],
+            n=g["num_samples"],
+            stop=g["stop"],
+            seed=g["seed"],
+        )
+        out.append((name, engine, sampling))
+    return out
+
+
+def shard_dir(output_dir: str | Path, index: int, count: int) -> Path:
+    return Path(f"{output_dir}-shard-{index:05d}-of-{count:05d}")
+
+
+def config_name_for(cfg: CollectConfig, problems: list) -> str:
+    if cfg.dataset_config_name:
+        return cfg.dataset_config_name
+    if cfg.problems in NAMED_TASKS:
+        return cfg.problems
+    from lema_hub.problems import task_of
+
+    return task_of(problems[0]) if problems else "default"
+
+
+def sample_features():
+    """Explicit schema of a Sample row, so every shard and every run writes the same types."""
+    from datasets import Features, List, Value
+
+    return Features(
+        {
+            "problem_id": Value("string"),
+            "source": Value("string"),
+            "split": Value("string"),
+            "question": Value("string"),
+            "gold_solution": Value("string"),
+            "gold_answer": Value("string"),
+            "level": Value("int64"),
+            "subject": Value("string"),
+            "generator": Value("string"),
+            "sample_index": Value("int64"),
+            "sampling": {
+                "temperature": Value("float64"),
+                "top_p": Value("float64"),
+                "max_tokens": Value("int64"),
+                "seed": Value("int64"),
+            },
+            "completion": Value("string"),
+            "steps": List(Value("string")),
+            "predicted_answer": Value("string"),
+            "verdict": Value("string"),
+            "finish_reason": Value("string"),
+            "prompt_tokens": Value("int64"),
+            "completion_tokens": Value("int64"),
+            "pass_rate": Value("float64"),
+        }
+    )
+
+
+def normalise(text: str) -> str:
+    """Text key for de-duplication: case and whitespace do not make a new mistake."""
+    return " ".join(text.lower().split())
+
+
+def select_mistakes(samples: list[dict]) -> tuple[list[dict], int]:
+    """Wrong paths, first occurrence per (problem, normalised completion); also the duplicates dropped."""
+    seen: set[tuple[str, str]] = set()
+    out, dupes = [], 0
+    for row in samples:
+        if row["verdict"] != "wrong":
+            continue
+        key = (row["problem_id"], normalise(row["completion"]))
+        if key in seen:
+            dupes += 1
+            continue
+        seen.add(key)
+        out.append(row)
+    return out, dupes
+
+
+def _grade_rows(rows: list[dict], tasks: list[str]) -> None:
+    from lema_hub.grading import grade, grade_many
+
+    preds = [r["completion"] for r in rows]
+    golds = [r["gold_answer"] for r in rows]
+    if len(rows) > 256:  # a process pool pays off only for many rows
+        verdicts = []
+        for task in sorted(set(tasks)):
+            idx = [i for i, t in enumerate(tasks) if t == task]
+            vs = grade_many([preds[i] for i in idx], [golds[i] for i in idx], task=task)
+            verdicts += list(zip(idx, vs))
+        verdicts = [v for _, v in sorted(verdicts, key=lambda p: p[0])]
+    else:
+        verdicts = [grade(p, g, task=t) for p, g, t in zip(preds, golds, tasks)]
+    for row, v in zip(rows, verdicts):
+        row["verdict"] = v.verdict
+        row["predicted_answer"] = v.predicted_answer
+
+
+def _add_pass_rates(rows: list[dict]) -> None:
+    totals: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        t = totals.setdefault((r["problem_id"], r["generator"]), [0, 0])
+        t[0] += r["verdict"] == "correct"
+        t[1] += 1
+    for r in rows:
+        c, n = totals[(r["problem_id"], r["generator"])]
+        r["pass_rate"] = c / n
+
+
+def _verdict_counts(rows: list[dict]) -> dict[str, int]:
+    counts = {"correct": 0, "wrong": 0, "ungradeable": 0}
+    for r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    return counts
+
+
+def collect(cfg: CollectConfig) -> dict[str, Any]:
+    """Run the collection (or merge finished shards); returns the summary with `output_dir`."""
+    if cfg.merge_shards:
+        return merge_shards(cfg)
+    from lema_hub.formats import cot_prompt, split_steps
+    from lema_hub.problems import load_problems, task_of
+
+    start = time.perf_counter()
+    shard = parse_shard(cfg.shard) if cfg.shard else None
+    out_dir = shard_dir(cfg.output_dir, *shard) if shard else Path(cfg.output_dir)
+    problems = load_problems(cfg)
+    if not problems and not shard:
+        raise ValueError(f"No problems to collect from (problems={cfg.problems!r}).")
+    config_name = config_name_for(cfg, problems)
+    gens = generator_configs(cfg)
+    cache_root = out_dir / ".cache" / "requests"  # `.cache/` is never pushed
+    by_id = {p.problem_id: p for p in problems}
+    rows: list[dict] = []
+    gen_summaries: dict[str, Any] = {}
+    failed = 0
+    for name, engine_cfg, sampling in gens:
+        requests = [GenerationRequest(p.problem_id, cot_prompt(p.question), sampling) for p in problems]
+        cache_path = cache_root / f"{_slug(name)}.jsonl"
+        with make_engine(engine_cfg, cache_path=cache_path) as engine:
+            results = engine.generate(requests, desc=f"collect [{name}]")
+            gen_summaries[name] = engine.last_summary
+        for res in results:
+            if res.error is not None:
+                failed += 1
+                continue
+            p = by_id[res.request_id]
+            rows.append(
+                {
+                    **p.to_dict(),
+                    "generator": name,
+                    "sample_index": res.sample_index,
+                    "sampling": sampling.record(),
+                    "completion": res.text,
+                    "steps": split_steps(res.text),
+                    "predicted_answer": None,
+                    "verdict": "ungradeable",
+                    "finish_reason": res.finish_reason,
+                    "prompt_tokens": res.prompt_tokens,
+                    "completion_tokens": res.completion_tokens,
+                }
+            )
+    task_by_id = {p.problem_id: task_of(p) for p in problems}
+    tasks = [task_by_id[r["problem_id"]] for r in rows]
+    _grade_rows(rows, tasks)
+    _add_pass_rates(rows)
+    if failed:
+        logger.warning(
+            "%d sample(s) failed for good and are left out; rerun the same command to retry them "
+            "(finished requests come from the cache).",
+            failed,
+        )
+    summary = _write(
+        out_dir,
+        config_name,
+        rows,
+        cfg,
+        extra={
+            "problems": len(problems),
+            "failed_requests": failed,
+            "shard": cfg.shard,
+            "generators": {
+                n: {k: v for k, v in s.items() if k not in ("model",)} for n, s in gen_summaries.items()
+            },
+            "wall_s": round(time.perf_counter() - start, 2),
+        },
+    )
+    _log_summary(summary)
+    return summary
+
+
+def merge_shards(cfg: CollectConfig) -> dict[str, Any]:
+    """Concatenate finished shard folders (in shard order) into `output_dir`."""
+    from lema_hub.hub import discover_configs, load_artifact, read_run_record
+
+    base = Path(cfg.output_dir)
+    found = sorted(base.parent.glob(f"{base.name}-shard-*-of-*"))
+    if not found:
+        raise FileNotFoundError(f"No shard folders {base}-shard-*-of-* to merge.")
+    counts = {re.search(r"-of-(\d+)$", p.name).group(1) for p in found}
+    if len(counts) != 1:
+        raise ValueError(
+            f"Shard folders of different shard counts next to {base}: {[p.name for p in found]}."
+        )
+    n = int(counts.pop())
+    expected = [shard_dir(base, i, n) for i in range(n)]
+    missing = [p.name for p in expected if not (p / "run_summary.json").is_file()]
+    if missing:
+        raise FileNotFoundError(f"Shard(s) not finished (no run_summary.json): {', '.join(missing)}.")
+    rows: list[dict] = []
+    config_name = None
+    problems = failed = 0
+    for p in expected:
+        configs, summaries = read_run_record(p)
+        s = summaries.get(RECIPE, {})
+        name = s.get("config_name")
+        if s.get("samples"):
+            if config_name is not None and name != config_name:
+                raise ValueError(f"Shard {p.name} holds config {name!r}, others {config_name!r}.")
+            config_name = name
+        problems += s.get("problems", 0)
+        failed += s.get("failed_requests", 0)
+        if f"{name}-samples" in discover_configs(p):  # an empty shard (more shards than problems) has none
+            rows += load_artifact(str(p), f"{name}-samples").to_list()
+    rows = _unsharded_order(rows, cfg)
+    summary = _write(
+        base,
+        config_name,
+        rows,
+        cfg,
+        extra={
+            "problems": problems,
+            "failed_requests": failed,
+            "merged_shards": n,
+        },
+    )
+    _log_summary(summary)
+    return summary
+
+
+def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
+    """Rows in the order an unsharded run writes them: generator, then problem, then sample index."""
+    from lema_hub.problems import load_problems
+
+    try:
+        order = {p.problem_id: i for i, p in enumerate(load_problems(dataclasses.replace(cfg, shard=None)))}
+    except Exception as exc:  # noqa: BLE001 - the source may be gone; shard order is still a valid dataset
+        logger.warning("Keeping shard order (cannot reload the problems to restore their order: %s).", exc)
+        return rows
+    gens = {name: i for i, (name, _, _) in enumerate(generator_configs(cfg))}
+    return sorted(
+        rows,
+        key=lambda r: (
+            gens.get(r["generator"], len(gens)),
+            order.get(r["problem_id"], len(order)),
+            r["sample_index"],
+        ),
+    )
+
+
+def _write(
+    out_dir: Path, config_name: str, rows: list[dict], cfg: CollectConfig, extra: dict[str, Any]
+) -> dict[str, Any]:
+    from lema_hub.configs import config_to_dict, redact
+    from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
+
+    features = sample_features()
+    rows = [{k: r.get(k) for k in features} for r in rows]
+    mistakes, dupes = select_mistakes(rows)
+    save_dataset_config(out_dir, f"{config_name}-samples", {"train": _dataset(rows, features)})
+    save_dataset_config(out_dir, config_name, {"train": _dataset(mistakes, features)})
+    verdicts = _verdict_counts(rows)
+    summary = {
+        "output_dir": str(out_dir),
+        "config_name": config_name,
+        "samples_config": f"{config_name}-samples",
+        "samples": len(rows),
+        **verdicts,
+        "mistakes": len(mistakes),
+        "duplicates_removed": dupes,
+        **extra,
+    }
+    # The names the other stages' summaries use (quickstart, evaluation).
+    summary.update(num_problems=summary.get("problems"), num_samples=len(rows), num_mistakes=len(mistakes))
+    write_run_record(out_dir, redact(config_to_dict(cfg)), summary, recipe=RECIPE)
+    if cfg.write_card:
+        write_dataset_card(out_dir, "mistakes")
+    if not cfg.shard:  # shards are pushed once merged
+        url = maybe_push(out_dir, cfg, "dataset", RECIPE)
+        if url:
+            summary["hub_url"] = url
+    return summary
+
+
+def _dataset(rows: list[dict], features):
+    from datasets import Dataset
+
+    if not rows:  # `from_list([])` loses the schema
+        return Dataset.from_dict({k: [] for k in features}, features=features)
+    return Dataset.from_list(rows, features=features)
+
+
+def _log_summary(s: dict[str, Any]) -> None:
+    merged = f" (merged {s['merged_shards']} shards)" if "merged_shards" in s else ""
+    print(
+        f"collect: {s['problems']} problems, {s['samples']} paths ({s['correct']} correct, {s['wrong']} wrong, "
+        f"{s['ungradeable']} ungradeable), {s['mistakes']} mistakes kept ({s['duplicates_removed']} duplicates "
+        f"removed), {s['failed_requests']} failed requests, {s.get('wall_s', 0.0):.1f} s -> {s['output_dir']}{merged}",
+        file=sys.stderr,
+    )
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "generator"
