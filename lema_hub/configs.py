@@ -121,7 +121,21 @@ def config_to_dict(*configs: Any) -> dict[str, Any]:
     return out
 
 
-_SECRET_WORDS = ("token", "api_key", "password", "secret")
+_SECRET_WORDS = ("token", "api_key", "apikey", "password", "secret")
+
+
+def is_secret(key: str, value: Any) -> bool:
+    """Whether `key: value` looks like a credential: a non-empty string under a credential-like name.
+
+    Numbers are never secrets (`max_tokens: 512`), and `*_env` keys name a variable, not its value.
+    """
+    k = key.lower()
+    return (
+        isinstance(value, str)
+        and value != ""
+        and any(w in k for w in _SECRET_WORDS)
+        and not k.endswith("_env")
+    )
 
 
 def _yaml_safe(value: Any) -> Any:
@@ -137,8 +151,5 @@ def _yaml_safe(value: Any) -> Any:
 
 
 def redact(mapping: dict[str, Any]) -> dict[str, Any]:
-    """Drop values of keys that look like credentials (never write a token into an artifact)."""
-    return {
-        k: ("<redacted>" if any(w in k.lower() for w in _SECRET_WORDS) and v not in (None, "") else v)
-        for k, v in mapping.items()
-    }
+    """Replace credential values (see `is_secret`) by "<redacted>"; never write a token anywhere."""
+    return {k: ("<redacted>" if is_secret(k, v) else v) for k, v in mapping.items()}

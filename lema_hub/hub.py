@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from lema_hub.configs import is_secret
+
 if TYPE_CHECKING:
     import datasets
 
@@ -86,7 +88,6 @@ _TOKEN_RE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{20,}|api_[A-Za
 _ABS_PATH_RE = re.compile(
     r"(?<![\w.:/~-])(?:/(?:[\w.@+\-]+/)+[\w.@+\-]*|/(?:home|root|tmp|Users|work)\b[\w./@+\-]*|~/[\w./@+\-]+|[A-Za-z]:\\[\w.\\\-]+)"
 )
-_SECRET_KEYS = ("token", "api_key", "apikey", "password", "secret")
 
 
 def _scrub_string(text: str, folder: Path | None = None) -> str:
@@ -116,11 +117,7 @@ def sanitize(value: Any, folder: Path | None = None) -> Any:
         out = {}
         for k, v in value.items():
             key = str(k)
-            if (
-                any(w in key.lower() for w in _SECRET_KEYS)
-                and not key.lower().endswith("_env")
-                and v not in (None, "")
-            ):
+            if is_secret(key, v):
                 out[key] = "<redacted>"
             else:
                 out[key] = sanitize(v, folder)

@@ -118,3 +118,15 @@ def test_run_records_never_keep_secrets():
     flat = redact(config_to_dict(_Demo()) | {"hub_token": "hf_abc", "api_key_env": "OPENAI_API_KEY"})
     assert flat["hub_token"] == "<redacted>"
     assert "hf_abc" not in str(flat)
+
+
+def test_counts_named_like_tokens_are_not_redacted():
+    flat = redact(
+        {"max_tokens": 512, "completion_tokens": 9, "hub_token": "hf_x", "api_key_env": "OPENAI_API_KEY"}
+    )
+    assert flat == {
+        "max_tokens": 512,
+        "completion_tokens": 9,
+        "hub_token": "<redacted>",
+        "api_key_env": "OPENAI_API_KEY",
+    }
