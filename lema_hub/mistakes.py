@@ -437,6 +437,8 @@ def _write(
         **verdicts,
         "mistakes": len(mistakes),
         "duplicates_removed": dupes,
+        "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in rows),
+        "completion_tokens": sum(r.get("completion_tokens") or 0 for r in rows),
         **extra,
     }
     # The names the other stages' summaries use (quickstart, evaluation).

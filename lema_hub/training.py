@@ -468,6 +468,9 @@ def finalize_model_folder(
         data["base_model_name_or_path"] = model_args.model_name_or_path
         adapter_config.write_text(json.dumps(data, indent=2, sort_keys=True))
     tokenizer.save_pretrained(output_dir)
+    # The Trainer pickles its arguments here (local output_dir, and hub_token when one was passed);
+    # the resolved config already travels, redacted, as lema_hub_config.yaml.
+    (output_dir / "training_args.bin").unlink(missing_ok=True)
     _write_model_meta(output_dir, info, adapter=info["adapter"])
     config = redact(config_to_dict(script_args, model_args, training_args))
     write_run_record(output_dir, config, {k: v for k, v in info.items() if k != "training"}, recipe="sft")

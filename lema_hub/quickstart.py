@@ -1,0 +1,488 @@
+"""`lema-hub quickstart`: the whole LeMa pipeline on the bundled sample, offline, on CPU.
+
+collect mistakes -> correct them -> build `cot` and `lema` views -> two LoRA adapters with the
+same budget -> evaluate base / CoT-only / LeMa on the held-out sample -> cards -> (push).
+
+Each finished stage leaves a marker in `<output_dir>/.quickstart/` holding a hash of the
+stage's config; a re-run skips stages whose marker matches, and the stages themselves resume
+half-finished work through the generation cache. `--fresh true` starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lema_hub.configs import config_to_dict, redact
+
+logger = logging.getLogger(__name__)
+
+STAGE_ORDER = ("collect", "correct", "build", "sft_cot", "sft_lema", "evaluate", "push")
+
+
+@dataclass
+class QuickstartConfig:
+    """Options of `lema-hub quickstart` (defaults: ~10 minutes on 2 CPU cores)."""
+
+    output_dir: str = field(
+        default="outputs/quickstart", metadata={"help": "Where every artifact folder goes."}
+    )
+    model: str = field(
+        default="embedded:smollm2-135m-instruct",
+        metadata={
+            "help": "Model that makes the mistakes and is fine-tuned (a name lema_hub.models accepts)."
+        },
+    )
+    problems: str = field(
+        default="sample", metadata={"help": "Problem source (the bundled sample by default)."}
+    )
+    train_split: str = field(default="train", metadata={"help": "Split mistakes are collected on."})
+    eval_split: str = field(default="test", metadata={"help": "Held-out split for the evaluation."})
+    train_limit: int | None = field(
+        default=None, metadata={"help": "Use only the first N training problems."}
+    )
+    eval_limit: int | None = field(
+        default=None, metadata={"help": "Evaluate on the first N held-out problems."}
+    )
+    num_samples: int = field(default=4, metadata={"help": "Sampled paths per training problem."})
+    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature for mistake collection."})
+    max_tokens: int = field(default=256, metadata={"help": "Max new tokens per sampled path."})
+    batch_size: int = field(default=16, metadata={"help": "Local generation batch size."})
+    corrector_backend: str = field(
+        default="reference",
+        metadata={"help": "reference (rule-based, offline) or openai (any OpenAI-compatible endpoint)."},
+    )
+    corrector_model: str | None = field(
+        default=None, metadata={"help": "Corrector model served at the endpoint."}
+    )
+    corrector_base_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "Endpoint for an LLM corrector (e.g. `transformers serve`, vLLM, OpenAI). Setting it "
+            "switches corrector_backend to openai."
+        },
+    )
+    corrector_api_key_env: str = field(
+        default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the corrector's API key."}
+    )
+    sft_max_steps: int = field(
+        default=24, metadata={"help": "Optimizer steps for EACH adapter (same budget)."}
+    )
+    sft_batch_size: int = field(default=4, metadata={"help": "Per-device train batch size."})
+    sft_learning_rate: float = field(default=3e-4, metadata={"help": "LoRA learning rate (constant)."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    sft_max_length: int = field(default=512, metadata={"help": "Max tokens per training row."})
+    eval_max_new_tokens: int = field(default=256, metadata={"help": "Max new tokens per evaluation answer."})
+    seed: int = field(default=0, metadata={"help": "Seed for sampling and training."})
+    fresh: bool = field(default=False, metadata={"help": "Delete output_dir and start over."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Push every artifact (needs hub_namespace)."})
+    hub_namespace: str | None = field(
+        default=None, metadata={"help": "User or org to push to: <ns>/lema-..."}
+    )
+    hub_private: bool = field(default=False, metadata={"help": "Create private repos."})
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        if self.corrector_base_url and self.corrector_backend == "reference":
+            self.corrector_backend = "openai"
+        if self.corrector_backend != "reference" and not (self.corrector_model and self.corrector_base_url):
+            raise ValueError("An LLM corrector needs corrector_model and corrector_base_url.")
+        if self.push_to_hub and not self.hub_namespace:
+            raise ValueError("push_to_hub needs hub_namespace (the user or org to push to).")
+        for name in ("num_samples", "sft_max_steps", "sft_batch_size", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+
+
+class StageFailed(RuntimeError):
+    """A quickstart stage failed; earlier stages' outputs are left intact."""
+
+
+@dataclass
+class _Layout:
+    root: Path
+
+    @property
+    def markers(self) -> Path:
+        return self.root / ".quickstart"
+
+    @property
+    def mistakes(self) -> Path:
+        return self.root / "lema-mistakes"
+
+    @property
+    def corrections(self) -> Path:
+        return self.root / "lema-corrections"
+
+    @property
+    def mixture(self) -> Path:
+        return self.root / "lema-mixture"
+
+    def model(self, view: str) -> Path:
+        return self.root / "models" / view
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+
+def _hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _digest(layout: _Layout, name: str) -> str:
+    """The finished stage's spec hash: later stages depend on it, so a re-run stage re-runs them."""
+    return json.loads((layout.markers / f"{name}.json").read_text())["spec_hash"]
+
+
+def _run_stage(
+    layout: _Layout,
+    name: str,
+    spec: dict[str, Any],
+    fn: Callable[[], dict[str, Any]],
+    timings: dict[str, float | None],
+) -> dict[str, Any]:
+    """Run `fn` unless a marker with the same spec hash says it already finished."""
+    marker = layout.markers / f"{name}.json"
+    # Paths inside the run folder are hashed relative to it, so a moved run folder still resumes.
+    digest = _hash(json.loads(json.dumps(spec, default=str).replace(str(layout.root), "<run>")))
+    if marker.is_file():
+        saved = json.loads(marker.read_text())
+        if saved.get("spec_hash") == digest:
+            logger.info("quickstart: %s already done, skipping", name)
+            timings[name] = None  # skipped
+            return saved["result"]
+    start = time.perf_counter()
+    logger.info("quickstart: stage %s", name)
+    try:
+        result = fn() or {}
+    except Exception as exc:  # name the stage, keep what earlier stages wrote
+        raise StageFailed(f"quickstart stage {name!r} failed: {type(exc).__name__}: {exc}") from exc
+    timings[name] = round(time.perf_counter() - start, 1)
+    result = json.loads(json.dumps(result, default=str))
+    layout.markers.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"spec_hash": digest, "seconds": timings[name], "result": result}, indent=2))
+    return result
+
+
+def _collect_config(cfg: QuickstartConfig, layout: _Layout):
+    from lema_hub.mistakes import CollectConfig
+
+    return CollectConfig(
+        problems=cfg.problems,
+        problems_split=cfg.train_split,
+        problems_limit=cfg.train_limit,
+        output_dir=str(layout.mistakes),
+        model=cfg.model,
+        backend="transformers",
+        num_samples=cfg.num_samples,
+        temperature=cfg.temperature,
+        max_tokens=cfg.max_tokens,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        progress=cfg.progress,
+    )
+
+
+def _correct_config(cfg: QuickstartConfig, layout: _Layout):
+    from lema_hub.correction import CorrectConfig
+
+    return CorrectConfig(
+        mistakes=str(layout.mistakes),
+        output_dir=str(layout.corrections),
+        backend=cfg.corrector_backend,
+        model=cfg.corrector_model,
+        base_urls=[cfg.corrector_base_url] if cfg.corrector_base_url else None,
+        api_key_env=cfg.corrector_api_key_env,
+        prompt_style="chat" if cfg.corrector_base_url else "plain",
+        progress=cfg.progress,
+    )
+
+
+def _build_config(cfg: QuickstartConfig, layout: _Layout, prompt_style: str):
+    from lema_hub.mixture import BuildConfig
+
+    return BuildConfig(
+        problems=cfg.problems,
+        problems_split=cfg.train_split,
+        problems_limit=cfg.train_limit,
+        corrections=str(layout.corrections),
+        views=["cot", "lema"],
+        prompt_style=prompt_style,
+        output_dir=str(layout.mixture),
+        seed=cfg.seed,
+        decontaminate="sample_test" if cfg.problems == "sample" else None,
+    )
+
+
+def _sft_configs(cfg: QuickstartConfig, layout: _Layout, task: str, view: str):
+    from trl import ModelConfig, SFTConfig
+
+    from lema_hub.training import SFTScriptArguments
+
+    script = SFTScriptArguments(dataset_name=str(layout.mixture), task=task, view=view, merge_adapter=True)
+    training = SFTConfig(
+        output_dir=str(layout.model(view)),
+        max_steps=cfg.sft_max_steps,
+        per_device_train_batch_size=cfg.sft_batch_size,
+        gradient_accumulation_steps=1,
+        learning_rate=cfg.sft_learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        max_length=cfg.sft_max_length,
+        logging_steps=4,
+        save_strategy="no",
+        report_to="none",
+        activation_checkpointing=False,
+        seed=cfg.seed,
+        use_cpu=True,
+        bf16=False,
+        disable_tqdm=not cfg.progress,
+    )
+    model = ModelConfig(
+        model_name_or_path=cfg.model,
+        use_peft=True,
+        lora_r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=0.05,
+        lora_target_modules=["all-linear"],
+    )
+    return script, training, model
+
+
+def _eval_config(cfg: QuickstartConfig, layout: _Layout):
+    from lema_hub.evaluation import EvalConfig
+
+    return EvalConfig(
+        models=[cfg.model, str(layout.model("cot")), str(layout.model("lema"))],
+        model_labels=["base", "cot", "lema"],
+        problems=cfg.problems,
+        problems_split=cfg.eval_split,
+        problems_limit=cfg.eval_limit,
+        output_dir=str(layout.eval),
+        max_new_tokens=cfg.eval_max_new_tokens,
+        batch_size=cfg.batch_size,
+    )
+
+
+def _prompt_style(model: str) -> str:
+    from lema_hub.models import has_chat_template, load_tokenizer
+
+    return "chat" if has_chat_template(load_tokenizer(model)) else "plain"
+
+
+def _short(model: str) -> str:
+    name = model.split(":", 1)[-1].rstrip("/").split("/")[-1]
+    return name.lower().replace("_", "-")
+
+
+def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, str]:
+    from lema_hub.hub import push_folder
+
+    ns, short = cfg.hub_namespace, _short(cfg.model)
+    targets = [
+        (layout.mistakes, f"{ns}/lema-mistakes", "dataset"),
+        (layout.corrections, f"{ns}/lema-corrections", "dataset"),
+        (layout.mixture, f"{ns}/lema-mixture", "dataset"),
+        (layout.eval, f"{ns}/lema-eval-details", "dataset"),
+        (layout.model("cot"), f"{ns}/lema-{short}-{task}-cot", "model"),
+        (layout.model("lema"), f"{ns}/lema-{short}-{task}", "model"),
+    ]
+    return {
+        str(folder.relative_to(layout.root)): push_folder(
+            folder,
+            repo_id,
+            repo_type=kind,
+            private=cfg.hub_private,
+            commit_message=f"lema-hub quickstart: {folder.name}",
+        )
+        for folder, repo_id, kind in targets
+    }
+
+
+def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
+    """Run (or resume) every stage and print the summary; returns it."""
+    from lema_hub.correction import correct
+    from lema_hub.evaluation import evaluate
+    from lema_hub.mistakes import collect
+    from lema_hub.mixture import build
+    from lema_hub.training import train
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    layout = _Layout(Path(cfg.output_dir))
+    if cfg.fresh and layout.root.exists():
+        shutil.rmtree(layout.root)
+    layout.root.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float | None] = {}
+    results: dict[str, dict[str, Any]] = {}
+    wall = time.perf_counter()
+
+    collect_cfg = _collect_config(cfg, layout)
+    results["collect"] = _run_stage(
+        layout, "collect", asdict(collect_cfg), lambda: collect(collect_cfg), timings
+    )
+
+    correct_cfg = _correct_config(cfg, layout)
+    results["correct"] = _run_stage(
+        layout,
+        "correct",
+        {**asdict(correct_cfg), "after": _digest(layout, "collect")},
+        lambda: correct(correct_cfg),
+        timings,
+    )
+
+    style = _prompt_style(cfg.model)
+    build_cfg = _build_config(cfg, layout, style)
+    results["build"] = _run_stage(
+        layout,
+        "build",
+        {**asdict(build_cfg), "after": _digest(layout, "correct")},
+        lambda: build(build_cfg),
+        timings,
+    )
+    task = results["build"].get("config_prefix") or results["build"].get("task") or cfg.problems
+
+    for view in ("cot", "lema"):
+        sft = _sft_configs(cfg, layout, task, view)
+        spec = {
+            **redact(config_to_dict(sft[0], sft[2])),
+            "steps": cfg.sft_max_steps,
+            "bs": cfg.sft_batch_size,
+            "lr": cfg.sft_learning_rate,
+            "after": _digest(layout, "build"),
+        }
+        results[f"sft_{view}"] = _run_stage(layout, f"sft_{view}", spec, lambda s=sft: train(*s), timings)
+
+    eval_cfg = _eval_config(cfg, layout)
+    results["evaluate"] = _run_stage(
+        layout,
+        "evaluate",
+        {**asdict(eval_cfg), "after": [_digest(layout, "sft_cot"), _digest(layout, "sft_lema")]},
+        lambda: evaluate(eval_cfg),
+        timings,
+    )
+
+    if cfg.push_to_hub:
+        results["push"] = _run_stage(
+            layout,
+            "push",
+            {"ns": cfg.hub_namespace, "after": _digest(layout, "evaluate")},
+            lambda: _push_all(cfg, layout, task),
+            timings,
+        )
+
+    summary = _summary(cfg, layout, results, timings, time.perf_counter() - wall)
+    (layout.root / "quickstart_summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print(format_summary(summary))
+    return summary
+
+
+def _summary(
+    cfg: QuickstartConfig,
+    layout: _Layout,
+    results: dict[str, dict[str, Any]],
+    timings: dict[str, float | None],
+    wall: float,
+) -> dict[str, Any]:
+    return {
+        "model": cfg.model,
+        "problems": cfg.problems,
+        "stages": results,
+        "seconds": timings,
+        "wall_seconds": round(wall, 1),
+        "demo_command": _demo_command(layout),
+        "folders": {
+            "mistakes": str(layout.mistakes),
+            "corrections": str(layout.corrections),
+            "mixture": str(layout.mixture),
+            "cot_adapter": str(layout.model("cot")),
+            "lema_adapter": str(layout.model("lema")),
+            "eval": str(layout.eval),
+        },
+    }
+
+
+def _demo_command(layout: _Layout) -> str:
+    if layout.root == Path("outputs/quickstart"):  # the demo's own defaults
+        return "lema-hub demo"
+    return (
+        f"lema-hub demo --lema_model {layout.model('lema')}-merged --baseline_model {layout.model('cot')}-merged "
+        f"--corrections {layout.corrections} --mistakes {layout.mistakes}"
+    )
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """Human-readable end-of-run summary."""
+    st = summary["stages"]
+    col, cor, bld = st.get("collect", {}), st.get("correct", {}), st.get("build", {})
+    lines = ["", "=" * 72, "LeMa quickstart summary", "=" * 72]
+    lines.append(f"model: {summary['model']}   problems: {summary['problems']}")
+    lines.append(
+        f"collect   {col.get('num_problems', '?')} problems, {col.get('num_samples', '?')} sampled paths "
+        f"({col.get('correct', '?')} correct, {col.get('wrong', '?')} wrong), "
+        f"{col.get('num_mistakes', '?')} mistakes kept; "
+        f"{col.get('prompt_tokens', '?')} prompt + {col.get('completion_tokens', '?')} completion tokens"
+    )
+    acc = cor.get("acceptance_rate")
+    reasons = ", ".join(f"{k} {v}" for k, v in (cor.get("reject_reasons") or {}).items())
+    lines.append(
+        f"correct   corrector {cor.get('corrector', '?')}: {cor.get('accepted', '?')} accepted / "
+        f"{cor.get('n', '?')}"
+        + (f" (acceptance {acc:.1%})" if isinstance(acc, (int, float)) else "")
+        + (f"; rejected: {reasons}" if reasons else "")
+    )
+    views = bld.get("views") or {}
+    lines.append(
+        "build     "
+        + ", ".join(
+            f"{v}: {c.get('total')} rows ({c.get('cot')} CoT + {c.get('correction')} corrections)"
+            for v, c in views.items()
+        )
+    )
+    for view in ("cot", "lema"):
+        sft = st.get(f"sft_{view}", {})
+        loss = (sft.get("metrics") or {}).get("train_loss")
+        if sft:
+            lines.append(
+                f"sft {view:<5} {sft.get('global_step', '?')} steps on {sft.get('train_rows', '?')} rows"
+                + (f", train loss {loss:.3f}" if isinstance(loss, (int, float)) else "")
+            )
+    for res in ((st.get("evaluate") or {}).get("results") or {}).values():
+        if isinstance(res, dict) and "accuracy" in res:
+            lines.append(
+                f"evaluate  {res.get('model_label', '?'):<5} pass@1 {res['accuracy']:.1%} "
+                f"(95% CI {res.get('ci_low', 0):.1%}-{res.get('ci_high', 0):.1%}) on {res.get('n', '?')} held-out "
+                f"problems, {res.get('mean_output_tokens', 0):.0f} output tokens on average"
+            )
+    lines.append(
+        "seconds   "
+        + ", ".join(
+            f"{k} {'(done before)' if v is None else f'{v:.0f}'}" for k, v in summary["seconds"].items()
+        )
+        + f"   (wall {summary['wall_seconds']:.0f})"
+    )
+    lines.append("folders")
+    lines += [f"  {k:<13} {v}" for k, v in summary["folders"].items()]
+    if st.get("push"):
+        lines.append("pushed")
+        lines += [f"  {k:<13} {v}" for k, v in st["push"].items()]
+    lines += [
+        "",
+        "Open the demo on these outputs:",
+        f"  {summary['demo_command']}",
+        "",
+        "What this run shows: every LeMa stage end to end on your machine, with real artifacts and cards.",
+        "What it cannot show: a 135M model tuned for a few dozen LoRA steps on ~30 problems is not expected",
+        "to move accuracy beyond noise: compare the intervals above, not the point estimates. For the",
+        "paper-scale run (GSM8K train, GPT-4 corrections, LLaMA-2 QLoRA) use recipes/llama-2-7b/ or,",
+        "on one GPU, recipes/qwen2.5-1.5b/ (see README.md).",
+    ]
+    return "\n".join(lines)
