@@ -1,0 +1,783 @@
+"""Zero-shot pass@1 evaluation on GSM8K, MATH, MATH-500, the bundled sample or any problem source.
+
+The protocol defaults to the paper's: zero-shot, the LeMa CoT prompt (raw text for base models, inside
+the chat template for instruct models, chosen per model), greedy decoding, up to 2048 new tokens.
+With `num_samples > 1` (and a temperature above 0) pass@1 is estimated from n samples per problem.
+
+Every run writes into `output_dir`, which is a Hub-layout dataset folder:
+- `data/<model-short-name>-<task>/test-*.parquet`: one row per sample (problem fields, prompt,
+  completion, extracted answer, verdict, tokens), with the dataset card and the run record;
+- `results.json`: the metrics of every (model, benchmark) evaluated into this folder;
+- `comparison.md`: a Markdown table across models, one per benchmark.
+When a model is a local folder that lema_hub wrote (it has `lema_hub_model.json`), its card gets
+`.eval_results/<task>.yaml` entries and a results table.
+Predictions from elsewhere (`predictions_path`) are graded through the same code path, without generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lema_hub.hub import HubArgs
+from lema_hub.problems import Problem, ProblemArgs
+
+DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
+BACKENDS = ("transformers", "vllm", "openai", "tgi")
+LOCAL_BACKENDS = ("transformers", "vllm")
+PROMPT_STYLES = ("auto", "plain", "chat")
+# Base models continue past their answer with a new "Question:"; cut there (chat models stop at EOS).
+PLAIN_STOP = ["\nQuestion:", "\n\nPlease solve the following math problem."]
+# The benchmark's dataset on the Hub, for `.eval_results` entries.
+BENCHMARK_DATASETS = {
+    "gsm8k": "openai/gsm8k",
+    "math": "EleutherAI/hendrycks_math",
+    "math500": "HuggingFaceH4/MATH-500",
+    "sample": "lema-hub/bundled-sample",
+}
+
+
+@dataclass
+class EvalConfig(ProblemArgs, HubArgs):
+    """`lema-hub evaluate`: pass@1 of one or more models on one benchmark (see the module docstring)."""
+
+    models: list[str] = field(
+        default_factory=lambda: [DEFAULT_MODEL],
+        metadata={
+            "help": "Models to evaluate side by side: Hub ids, local folders (LoRA adapters too), "
+            "embedded:/tiny: aliases, or served model names for the openai/tgi backends."
+        },
+    )
+    model_labels: list[str] | None = field(
+        default=None, metadata={"help": "Display names for the models (e.g. baseline lema), one per model."}
+    )
+    problems_split: str = field(default="test", metadata={"help": "Split of the problem source to evaluate."})
+    benchmark_name: str | None = field(
+        default=None,
+        metadata={"help": "Name of the benchmark in configs and cards (default: from `problems`)."},
+    )
+    backend: str = field(default="transformers", metadata={"help": "transformers | vllm | openai | tgi"})
+    base_urls: list[str] | None = field(default=None, metadata={"help": "Endpoints for openai/tgi."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the endpoint key."})
+    prompt_style: str = field(
+        default="auto",
+        metadata={
+            "help": "auto (chat template when the model has one, else the raw CoT prompt) | plain | chat"
+        },
+    )
+    batch_size: int = 8
+    concurrency: int = 16
+    max_retries: int = 6
+    request_timeout: float = 600.0
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the paper's protocol)."})
+    top_p: float = 1.0
+    max_new_tokens: int = 2048
+    num_samples: int = field(
+        default=1, metadata={"help": "Samples per problem; pass@1 is estimated from them."}
+    )
+    seed: int | None = 0
+    stop: list[str] | None = field(
+        default=None, metadata={"help": "Stop strings (default: none for chat, a new 'Question:' for plain)."}
+    )
+    predictions_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Grade completions from this .jsonl/.json/.parquet file instead of generating. Rows are "
+            "matched to problems by problem_id, question, prompt, or position (in that order)."
+        },
+    )
+    predictions_column: str = "completion"
+    output_dir: str = "outputs/eval"
+    cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Generation cache for resuming (default: <output_dir>/.cache/generation)."},
+    )
+    grading_workers: int | None = None
+    update_model_card: bool = field(
+        default=True,
+        metadata={"help": "Write .eval_results and a results table into lema_hub model folders."},
+    )
+    confidence: float = 0.95
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------
+
+
+def _z(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
+    return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (well-behaved at 0 % and 100 %)."""
+    if total <= 0:
+        return (0.0, 0.0)
+    if not 0 <= successes <= total:
+        raise ValueError(f"successes must be in [0, {total}], got {successes}.")
+    z = _z(confidence)
+    p = successes / total
+    denom = 1 + z * z / total
+    center = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    # At 0 % / 100 % the bound is exactly 0 / 1 (floating point would leave ~1e-17).
+    low = 0.0 if successes == 0 else max(0.0, center - half)
+    high = 1.0 if successes == total else min(1.0, center + half)
+    return (low, high)
+
+
+def bootstrap_interval(
+    scores: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of per-problem scores (for pass@1 from n samples)."""
+    import numpy as np
+
+    if len(scores) == 0:
+        return (0.0, 0.0)
+    arr = np.asarray(scores, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, len(arr), size=(n_resamples, len(arr)))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
+
+
+def pass_at_k(n: int, c: int, k: int = 1) -> float:
+    """Unbiased pass@k from n samples with c correct (Chen et al. 2021); pass@1 = c / n."""
+    if n <= 0 or not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k}).")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def accuracy_with_interval(scores: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+    """Mean score with a 95 % interval: Wilson when every score is 0/1, else bootstrap. Fractions."""
+    n = len(scores)
+    acc = sum(scores) / n if n else 0.0
+    if all(s in (0, 1) for s in scores):
+        low, high = wilson_interval(int(sum(scores)), n, confidence)
+        method = "wilson"
+    else:
+        low, high = bootstrap_interval(scores, confidence)
+        method = "bootstrap"
+    return {"accuracy": acc, "ci_low": low, "ci_high": high, "ci_method": method, "n": n}
+
+
+def summarize_rows(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> dict[str, Any]:
+    """Metrics of one (model, benchmark) from its details rows (one row per sample).
+
+    Accuracy is the mean over problems of pass@1 estimated from that problem's samples; the invalid rate
+    is the share of samples with no extractable answer. Breakdowns by level and subject when present.
+    """
+    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_problem[r["problem_id"]].append(r)
+    scores = {
+        pid: pass_at_k(len(rs), sum(r["verdict"] == "correct" for r in rs), 1)
+        for pid, rs in by_problem.items()
+    }
+    out = accuracy_with_interval(list(scores.values()), confidence)
+    out["num_problems"] = out.pop("n")
+    out["num_samples"] = len(rows)
+    out["samples_per_problem"] = len(rows) / len(by_problem) if by_problem else 0
+    out["invalid_rate"] = sum(r["predicted_answer"] is None for r in rows) / len(rows) if rows else 0.0
+    out["error_count"] = sum(bool(r.get("error")) for r in rows)
+    out["truncated_rate"] = sum(r.get("finish_reason") == "length" for r in rows) / len(rows) if rows else 0.0
+    tokens = [r["completion_tokens"] for r in rows if r.get("completion_tokens") is not None]
+    out["mean_output_tokens"] = sum(tokens) / len(tokens) if tokens else None
+    for key in ("level", "subject"):
+        groups: dict[str, list[float]] = defaultdict(list)
+        for pid, rs in by_problem.items():
+            value = rs[0].get(key)
+            if value is not None:
+                groups[str(value)].append(scores[pid])
+        if groups:
+            out[f"by_{key}"] = {
+                g: {k: v for k, v in accuracy_with_interval(s, confidence).items() if k != "ci_method"}
+                for g, s in sorted(groups.items(), key=lambda kv: _natural_key(kv[0]))
+            }
+    return out
+
+
+def _natural_key(s: str) -> tuple:
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{100 * x:.{digits}f}"
+
+
+def comparison_table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown tables across models, one per benchmark, from `results.json`-style entries."""
+    by_bench: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for entry in results.values():
+        by_bench[entry["benchmark"]].append(entry)
+    parts = []
+    for bench, entries in sorted(by_bench.items()):
+        proto = entries[0]["protocol"]
+        parts.append(f"### {bench} ({entries[0]['num_problems']} problems, {proto['decoding']})\n")
+        parts.append(
+            "| Model | pass@1 (%) | 95% CI | Invalid (%) | Truncated (%) | Mean output tokens | Prompt |"
+        )
+        parts.append("|---|---:|---:|---:|---:|---:|---|")
+        for e in sorted(entries, key=lambda e: -e["accuracy"]):
+            tok = "–" if e["mean_output_tokens"] is None else f"{e['mean_output_tokens']:.0f}"
+            parts.append(
+                f"| {e['model_label']} | {_pct(e['accuracy'])} | {_pct(e['ci_low'])}–{_pct(e['ci_high'])} "
+                f"| {_pct(e['invalid_rate'])} | {_pct(e['truncated_rate'])} | {tok} | {e['protocol']['prompt_style']} |"
+            )
+        for key in ("level", "subject"):
+            models_with = [e for e in entries if e.get(f"by_{key}")]
+            if not models_with:
+                continue
+            groups = sorted({g for e in models_with for g in e[f"by_{key}"]}, key=_natural_key)
+            parts.append(f"\npass@1 (%) by {key}:\n")
+            parts.append("| Model | " + " | ".join(groups) + " |")
+            parts.append("|---|" + "---:|" * len(groups))
+            for e in models_with:
+                cells = [_pct(e[f"by_{key}"][g]["accuracy"]) if g in e[f"by_{key}"] else "–" for g in groups]
+                parts.append(f"| {e['model_label']} | " + " | ".join(cells) + " |")
+        parts.append("")
+    return "\n".join(parts).strip() + "\n"
+
+
+def model_card_table(entries: Sequence[dict[str, Any]]) -> str:
+    """The results table written into a model's card."""
+    lines = [
+        "| Benchmark | pass@1 (%) | 95% CI | Invalid (%) | Problems | Protocol |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for e in entries:
+        lines.append(
+            f"| {e['benchmark']} | {_pct(e['accuracy'])} | {_pct(e['ci_low'])}–{_pct(e['ci_high'])} "
+            f"| {_pct(e['invalid_rate'])} | {e['num_problems']} | {protocol_notes(e['protocol'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def protocol_notes(protocol: dict[str, Any]) -> str:
+    n = protocol["num_samples"]
+    est = "" if n == 1 else f", pass@1 from {n} samples"
+    return (
+        f"zero-shot CoT ({protocol['prompt_style']} prompt), {protocol['decoding']}, "
+        f"max {protocol['max_new_tokens']} new tokens{est}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
+# ---------------------------------------------------------------------------------------------
+
+
+def model_short_name(name: str) -> str:
+    """A config-safe short name: `meta-llama/Llama-2-7b-hf` -> `llama-2-7b-hf`, `tiny:smollm2` -> `tiny-smollm2`."""
+    if name.startswith("tiny:"):
+        base = "tiny-" + name.split(":", 1)[1]
+    elif ":" in name and not Path(name).exists():
+        base = name.split(":", 1)[1]
+    else:
+        base = Path(name.rstrip("/")).name or name
+    short = re.sub(r"[^a-z0-9._-]+", "-", base.lower()).strip("-.")
+    return short or "model"
+
+
+def benchmark_of(cfg: EvalConfig) -> str:
+    """Benchmark name: gsm8k | math | math500 | sample | `benchmark_name` | derived from the source."""
+    if cfg.benchmark_name:
+        name = cfg.benchmark_name
+    elif cfg.problems in BENCHMARK_DATASETS:
+        name = cfg.problems
+    else:
+        name = (
+            Path(cfg.problems.rstrip("/")).stem if Path(cfg.problems).suffix else cfg.problems.split("/")[-1]
+        )
+    return re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.") or "benchmark"
+
+
+def benchmark_dataset_id(cfg: EvalConfig) -> str:
+    if cfg.problems in BENCHMARK_DATASETS:
+        return BENCHMARK_DATASETS[cfg.problems]
+    if not Path(cfg.problems).exists() and cfg.problems.count("/") == 1:
+        return cfg.problems  # a Hub dataset id
+    return benchmark_of(cfg)
+
+
+# ---------------------------------------------------------------------------------------------
+# Models and prompts
+# ---------------------------------------------------------------------------------------------
+
+
+def _model_meta(name: str) -> dict[str, Any]:
+    from lema_hub.models import resolve_model
+
+    try:
+        path = Path(resolve_model(name))
+    except Exception:  # a served model name for an endpoint backend
+        return {}
+    meta = path / "lema_hub_model.json"
+    return json.loads(meta.read_text()) if meta.is_file() else {}
+
+
+def resolve_prompt_style(cfg: EvalConfig, model: str) -> str:
+    """The prompt style for one model: as configured, else what the model was trained with, else by template."""
+    if cfg.prompt_style not in PROMPT_STYLES:
+        raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {cfg.prompt_style!r}.")
+    if cfg.prompt_style != "auto":
+        return cfg.prompt_style
+    if cfg.backend not in LOCAL_BACKENDS:
+        return "chat"  # served models are almost always instruct models behind a chat API
+    trained = _model_meta(model).get("prompt_style")
+    if trained in ("plain", "chat"):
+        return trained
+    from lema_hub.models import has_chat_template, load_tokenizer
+
+    return "chat" if has_chat_template(load_tokenizer(model)) else "plain"
+
+
+def public_model_name(name: str) -> str:
+    """The model name to record: aliases and Hub ids as given, a local folder by its own name only."""
+    if not name.startswith(("embedded:", "tiny:")) and Path(name).expanduser().is_dir():
+        return Path(name).expanduser().resolve().name
+    return name
+
+
+def owned_model_folder(name: str) -> Path | None:
+    """The model's folder when it is a local folder written by lema_hub (never a cache or a user's download)."""
+    from lema_hub.models import cache_dir
+
+    if name.startswith(("embedded:", "tiny:")):
+        return None
+    path = Path(name).expanduser()
+    if not path.is_dir() or not (path / "lema_hub_model.json").is_file():
+        return None
+    if path.resolve().is_relative_to(cache_dir().resolve()):
+        return None
+    return path
+
+
+def _write_minimal_model_card(folder: Path) -> None:
+    from lema_hub.hub import write_model_card
+    from lema_hub.models import base_model_hub_id, is_adapter
+
+    meta = json.loads((folder / "lema_hub_model.json").read_text())
+    write_model_card(
+        folder,
+        {
+            "model_name": folder.name,
+            "base_model": base_model_hub_id(str(folder)),
+            "base_model_name": meta.get("base_model_name") or meta.get("name"),
+            "adapter": is_adapter(str(folder)),
+            "prompt_style": meta.get("prompt_style"),
+        },
+    )
+
+
+def _build_prompt(question: str, style: str) -> str | list[dict]:
+    from lema_hub.formats import as_messages, cot_prompt
+
+    text = cot_prompt(question)
+    return as_messages(text) if style == "chat" else text
+
+
+# ---------------------------------------------------------------------------------------------
+# Predictions files
+# ---------------------------------------------------------------------------------------------
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a .jsonl, .json (list of objects) or .parquet file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Predictions file {path} does not exist.")
+    if path.suffix == ".jsonl":
+        rows = []
+        with path.open(encoding="utf-8") as fh:
+            for i, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise ValueError(f"{path}:{i} is not valid JSON: {exc}") from None
+        return rows
+    if path.suffix == ".json":
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, list):
+            raise ValueError(f"{path} must hold a JSON list of objects.")
+        return data
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    raise ValueError(f"Predictions file {path} must be .jsonl, .json or .parquet.")
+
+
+def _norm(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+_QUESTION_IN_PROMPT = re.compile(r"Question:\s*(.*?)\s*\nAnswer:", re.S)
+
+
+def match_predictions(
+    problems: Sequence[Problem], rows: Sequence[dict[str, Any]], column: str
+) -> list[list[str]]:
+    """Completions per problem (several rows per problem = several samples).
+
+    Rows are matched by `problem_id`, else `question`, else the question inside a LeMa CoT `prompt`,
+    else by position (then the file must have exactly one row per problem). Rows matching no problem
+    (e.g. outside `problems_limit`) are ignored; a problem without a completion is an error.
+    """
+    if not rows:
+        raise ValueError("The predictions file is empty.")
+    if column not in rows[0]:
+        raise ValueError(f"Predictions have no column {column!r} (columns: {', '.join(rows[0])}).")
+    out: list[list[str]] = [[] for _ in problems]
+    cols = set(rows[0])
+    if "problem_id" in cols:
+        index = {p.problem_id: [i] for i, p in enumerate(problems)}
+        keys = [str(r["problem_id"]) for r in rows]
+    elif "question" in cols or "prompt" in cols:
+        index = defaultdict(list)
+        for i, p in enumerate(problems):
+            index[_norm(p.question)].append(i)
+        keys = []
+        for r in rows:
+            if "question" in cols:
+                keys.append(_norm(r["question"]))
+            else:
+                m = _QUESTION_IN_PROMPT.search(str(r["prompt"]))
+                keys.append(_norm(m.group(1) if m else r["prompt"]))
+    else:
+        if len(rows) != len(problems):
+            raise ValueError(
+                f"Predictions have {len(rows)} rows for {len(problems)} problems and no problem_id/question/prompt "
+                "column to match them by."
+            )
+        return [[_completion_text(r, column)] for r in rows]
+    for key, row in zip(keys, rows):
+        targets = index.get(key)
+        if targets:
+            # Duplicate questions: give each row to the least-served problem with that text.
+            i = min(targets, key=lambda t: len(out[t]))
+            out[i].append(_completion_text(row, column))
+    missing = [problems[i].problem_id for i, c in enumerate(out) if not c]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of {len(problems)} problems have no prediction (first: {', '.join(missing[:3])})."
+        )
+    return out
+
+
+def _completion_text(row: dict[str, Any], column: str) -> str:
+    value = row[column]
+    if isinstance(value, list):  # a conversational completion: [{"role": "assistant", "content": ...}]
+        value = "".join(m.get("content", "") for m in value if isinstance(m, dict))
+    return "" if value is None else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def _validate(cfg: EvalConfig) -> None:
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}.")
+    if cfg.prompt_style not in PROMPT_STYLES:
+        raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {cfg.prompt_style!r}.")
+    if not cfg.models:
+        raise ValueError("models must name at least one model.")
+    if cfg.model_labels is not None and len(cfg.model_labels) != len(cfg.models):
+        raise ValueError(f"model_labels has {len(cfg.model_labels)} names for {len(cfg.models)} models.")
+    if cfg.num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}.")
+    if cfg.num_samples > 1 and cfg.temperature == 0:
+        raise ValueError("num_samples > 1 needs temperature > 0 (greedy decoding gives n identical samples).")
+    if cfg.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}.")
+    if cfg.backend in ("openai", "tgi") and not cfg.base_urls:
+        raise ValueError(f"backend {cfg.backend!r} needs base_urls (the endpoint(s) to query).")
+    if cfg.predictions_path is not None and len(cfg.models) > 1:
+        raise ValueError("predictions_path grades one model's completions: give exactly one entry in models.")
+
+
+def _labels(cfg: EvalConfig) -> list[str]:
+    labels = list(cfg.model_labels) if cfg.model_labels else [model_short_name(m) for m in cfg.models]
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label}-{seen[label]}")
+    return out
+
+
+def _protocol(cfg: EvalConfig, style: str, stop: list[str] | None, predictions: bool) -> dict[str, Any]:
+    decoding = "greedy" if cfg.temperature == 0 else f"sampling (T={cfg.temperature}, top_p={cfg.top_p})"
+    return {
+        "shots": 0,
+        "prompt": "lema-cot",
+        "prompt_style": style,
+        "decoding": decoding,
+        "temperature": cfg.temperature,
+        "top_p": cfg.top_p,
+        "max_new_tokens": cfg.max_new_tokens,
+        "num_samples": cfg.num_samples,
+        "seed": cfg.seed,
+        "stop": stop,
+        "backend": "predictions-file" if predictions else cfg.backend,
+        "metric": "pass@1" if cfg.num_samples == 1 else f"pass@1 estimated from {cfg.num_samples} samples",
+    }
+
+
+def merged_adapter_folder(model: str, target: Path) -> str:
+    """A LoRA adapter merged into its base and saved once (vLLM loads full checkpoints only)."""
+    from lema_hub.models import is_adapter, load_model, load_tokenizer, resolve_model
+
+    resolved = resolve_model(model)
+    if not is_adapter(resolved):
+        return model
+    if not (target / "config.json").is_file():
+        tmp = target.with_name(target.name + ".tmp")
+        load_model(model).save_pretrained(tmp)
+        load_tokenizer(model).save_pretrained(tmp)
+        tmp.replace(target)
+    return str(target)
+
+
+def _generate(cfg: EvalConfig, model: str, problems: Sequence[Problem], style: str, stop, cache_path: Path):
+    from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams, make_engine
+
+    sampling = SamplingParams(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_new_tokens,
+        n=cfg.num_samples,
+        stop=stop,
+        seed=cfg.seed,
+    )
+    if cfg.backend == "vllm":  # the transformers backend merges adapters itself (models.load_model)
+        model = merged_adapter_folder(model, cache_path.parent / "merged" / cache_path.stem)
+    engine_cfg = EngineConfig(
+        backend=cfg.backend,
+        model=model,
+        base_urls=cfg.base_urls,
+        api_key_env=cfg.api_key_env,
+        prompt_style=style,
+        concurrency=cfg.concurrency,
+        batch_size=cfg.batch_size,
+        max_retries=cfg.max_retries,
+        request_timeout=cfg.request_timeout,
+    )
+    requests = [
+        GenerationRequest(request_id=p.problem_id, prompt=_build_prompt(p.question, style), sampling=sampling)
+        for p in problems
+    ]
+    engine = make_engine(engine_cfg, cache_path=cache_path)
+    try:
+        results = engine.generate(requests, desc=f"evaluating {model}")
+    finally:
+        engine.close()
+    by_id: dict[str, list] = defaultdict(list)
+    for r in results:
+        by_id[r.request_id].append(r)
+    return [sorted(by_id[p.problem_id], key=lambda r: r.sample_index) for p in problems]
+
+
+def _grade_rows(rows: list[dict[str, Any]], workers: int | None) -> None:
+    """Fill predicted_answer / verdict in place, grading each task's rows together."""
+    from lema_hub.grading import grade_many
+    from lema_hub.problems import task_of
+
+    by_task: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        if r["completion"] is None:
+            r.update(predicted_answer=None, verdict="ungradeable", grade_reason="generation failed")
+        else:
+            by_task[task_of(r)].append(i)
+    for task, idx in by_task.items():
+        verdicts = grade_many(
+            [rows[i]["completion"] for i in idx],
+            [rows[i]["gold_answer"] for i in idx],
+            task=task,
+            workers=workers,
+        )
+        for i, v in zip(idx, verdicts):
+            rows[i].update(predicted_answer=v.predicted_answer, verdict=v.verdict, grade_reason=v.reason)
+
+
+def _details_rows(
+    problems: Sequence[Problem],
+    outputs: Sequence[Sequence[Any]],
+    model: str,
+    label: str,
+    style: str,
+    sampling: dict[str, Any],
+) -> list[dict[str, Any]]:
+    from lema_hub.formats import cot_prompt
+
+    rows = []
+    for p, outs in zip(problems, outputs):
+        prompt = cot_prompt(p.question)
+        for i, o in enumerate(outs):
+            if isinstance(o, str):  # from a predictions file
+                o = {"text": o, "sample_index": i}
+            elif not isinstance(o, dict):
+                o = dataclasses.asdict(o)
+            rows.append(
+                {
+                    **p.to_dict(),
+                    "generator": model,
+                    "model_label": label,
+                    "sample_index": int(o.get("sample_index", i)),
+                    "prompt_style": style,
+                    "prompt": prompt,
+                    "sampling": sampling,
+                    "completion": o.get("text"),
+                    "finish_reason": o.get("finish_reason"),
+                    "prompt_tokens": o.get("prompt_tokens"),
+                    "completion_tokens": o.get("completion_tokens"),
+                    "error": o.get("error"),
+                }
+            )
+    return rows
+
+
+def _load_results(folder: Path) -> dict[str, dict[str, Any]]:
+    path = folder / "results.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def evaluate(cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate every model in `cfg.models` on the configured problems; return the summary.
+
+    Returns {"output_dir", "benchmark", "results": {config_name: metrics}, "comparison": markdown,
+    "model_cards": [folders updated]}.
+    """
+    from lema_hub.configs import config_to_dict
+    from lema_hub.hub import (
+        maybe_push,
+        save_dataset_config,
+        write_dataset_card,
+        write_eval_results,
+        write_run_record,
+    )
+    from lema_hub.problems import load_problems
+
+    _validate(cfg)
+    problems = load_problems(cfg)
+    if not problems:
+        raise ValueError(f"No problems loaded from {cfg.problems!r} split {cfg.problems_split!r}.")
+    out_dir = Path(cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # `.cache/` inside the folder is never pushed (hub.PUSH_IGNORE) and keeps the run resumable.
+    cache_root = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / ".cache" / "generation"
+    benchmark = benchmark_of(cfg)
+    shard_suffix = f"-shard-{cfg.shard.replace('/', '-of-')}" if cfg.shard else ""
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    all_results = _load_results(out_dir)
+    run_results: dict[str, dict[str, Any]] = {}
+    cards: list[str] = []
+
+    for model, label in zip(cfg.models, _labels(cfg)):
+        started = time.perf_counter()
+        predictions = cfg.predictions_path is not None
+        if predictions:  # how the completions were prompted is the file's business; default: the paper's
+            style = "plain" if cfg.prompt_style == "auto" else cfg.prompt_style
+        else:
+            style = resolve_prompt_style(cfg, model)
+        stop = cfg.stop if cfg.stop is not None else (PLAIN_STOP if style == "plain" else None)
+        protocol = _protocol(cfg, style, stop, predictions)
+        sampling = {
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+            "max_tokens": cfg.max_new_tokens,
+            "seed": cfg.seed,
+        }
+        config_name = f"{label}-{benchmark}{shard_suffix}"
+        if predictions:
+            outputs = match_predictions(problems, read_records(cfg.predictions_path), cfg.predictions_column)
+        else:
+            outputs = _generate(cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl")
+        rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling)
+        _grade_rows(rows, cfg.grading_workers)
+        save_dataset_config(out_dir, config_name, {"test": rows})
+
+        metrics = summarize_rows(rows, cfg.confidence)
+        entry = {
+            "model": public_model_name(model),
+            "model_label": label,
+            "benchmark": benchmark,
+            "benchmark_dataset": benchmark_dataset_id(cfg),
+            "problems": cfg.problems,
+            "problems_split": cfg.problems_split,
+            "problems_limit": cfg.problems_limit,
+            "shard": cfg.shard,
+            "details_config": config_name,
+            "date": date,
+            "wall_time_s": round(time.perf_counter() - started, 1),
+            "protocol": protocol,
+            **metrics,
+            "n": metrics["num_problems"],
+        }
+        run_results[config_name] = entry
+        all_results[config_name] = entry
+
+        folder = owned_model_folder(model)
+        if folder is not None and cfg.update_model_card and not cfg.shard:
+            card_entry = {
+                "dataset_id": entry["benchmark_dataset"],
+                "task_id": benchmark,
+                "value": round(100 * entry["accuracy"], 2),
+                "ci_low": round(100 * entry["ci_low"], 2),
+                "ci_high": round(100 * entry["ci_high"], 2),
+                "n": entry["num_problems"],
+                "date": date,
+                "notes": protocol_notes(protocol),
+            }
+            if not (folder / "README.md").is_file():  # a bare folder gets a model card to hold the results
+                _write_minimal_model_card(folder)
+            write_eval_results(folder, [card_entry], model_card_table([entry]))
+            cards.append(str(folder))
+
+    (out_dir / "results.json").write_text(json.dumps(all_results, indent=2, ensure_ascii=False) + "\n")
+    table = comparison_table(all_results)
+    (out_dir / "comparison.md").write_text(table)
+    print(table)
+
+    summary = {"benchmark": benchmark, "results": all_results}
+    record = config_to_dict(cfg)  # write_run_record redacts credentials
+    for key in ("output_dir", "cache_dir"):
+        record.pop(key, None)
+    # Local paths stay out of a pushable artifact: keep only their last component.
+    for key in ("problems_path", "predictions_path"):
+        if record.get(key):
+            record[key] = Path(record[key]).name
+    record["models"] = [public_model_name(m) for m in cfg.models]
+    write_run_record(out_dir, record, summary, recipe="evaluate")
+    write_dataset_card(out_dir, "eval_details")
+    pushed = maybe_push(out_dir, cfg, "dataset", "evaluate")
+    return {
+        "output_dir": str(out_dir),
+        "benchmark": benchmark,
+        "results": run_results,
+        "comparison": table,
+        "model_cards": cards,
+        "pushed": pushed,
+    }
