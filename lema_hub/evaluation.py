@@ -75,17 +75,30 @@ class EvalConfig(ProblemArgs, HubArgs):
             "help": "auto (chat template when the model has one, else the raw CoT prompt) | plain | chat"
         },
     )
-    batch_size: int = 8
-    concurrency: int = 16
-    max_retries: int = 6
-    request_timeout: float = 600.0
+    batch_size: int = field(
+        default=8, metadata={"help": "Batch size of the local transformers / vLLM backend."}
+    )
+    concurrency: int = field(default=16, metadata={"help": "Max concurrent requests to an endpoint."})
+    max_retries: int = field(
+        default=6,
+        metadata={
+            "help": "Retries on 429 / 5xx / timeouts / malformed responses before a request is recorded as failed."
+        },
+    )
+    request_timeout: float = field(
+        default=600.0, metadata={"help": "Seconds before one endpoint request times out."}
+    )
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the paper's protocol)."})
-    top_p: float = 1.0
-    max_new_tokens: int = 2048
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
+    max_new_tokens: int = field(
+        default=2048, metadata={"help": "Max new tokens per answer (the paper: 2048)."}
+    )
     num_samples: int = field(
         default=1, metadata={"help": "Samples per problem; pass@1 is estimated from them."}
     )
-    seed: int | None = 0
+    seed: int | None = field(
+        default=0, metadata={"help": "Random seed (used when sampling, num_samples > 1)."}
+    )
     stop: list[str] | None = field(
         default=None, metadata={"help": "Stop strings (default: none for chat, a new 'Question:' for plain)."}
     )
@@ -96,18 +109,27 @@ class EvalConfig(ProblemArgs, HubArgs):
             "matched to problems by problem_id, question, prompt, or position (in that order)."
         },
     )
-    predictions_column: str = "completion"
-    output_dir: str = "outputs/eval"
+    predictions_column: str = field(
+        default="completion", metadata={"help": "Column of predictions_path holding the completion text."}
+    )
+    output_dir: str = field(
+        default="outputs/eval",
+        metadata={
+            "help": "Output folder (a Hub-layout dataset of per-problem details + results.json + comparison.md)."
+        },
+    )
     cache_dir: str | None = field(
         default=None,
         metadata={"help": "Generation cache for resuming (default: <output_dir>/.cache/generation)."},
     )
-    grading_workers: int | None = None
+    grading_workers: int | None = field(
+        default=None, metadata={"help": "Processes for batch grading (default: CPU count)."}
+    )
     update_model_card: bool = field(
         default=True,
         metadata={"help": "Write .eval_results and a results table into lema_hub model folders."},
     )
-    confidence: float = 0.95
+    confidence: float = field(default=0.95, metadata={"help": "Confidence level of the accuracy interval."})
 
 
 # ---------------------------------------------------------------------------------------------

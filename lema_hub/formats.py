@@ -72,21 +72,29 @@ _EQUALS = re.compile(r"\s*=\s*")
 
 
 def _space_operators(line: str) -> str:
-    """Pad ``+ - * /`` with spaces when glued to the previous character (``7+11`` -> ``7 + 11``).
+    """Pad ``+ - * /`` (and ``//``, ``**``) with spaces when glued to the previous character.
 
-    An operator that already follows a space is left alone (``45 -40`` keeps its unary-looking
-    minus, ``+14`` stays), which is what the paper's released GSM8K test file does.
+    ``7+11`` -> ``7 + 11``. An operator that already follows a space is left alone (``45 -40``
+    keeps its unary-looking minus, ``+14`` stays), which is what the paper's released GSM8K test
+    file does.
     """
     out: list[str] = []
-    n = len(line)
-    for i, ch in enumerate(line):
-        if ch in "+-*/" and out and out[-1] != " ":
-            out.append(" ")
-            out.append(ch)
-            if i + 1 < n and line[i + 1] != " ":
+    i, n = 0, len(line)
+    while i < n:
+        ch = line[i]
+        if ch in "+-*/":
+            op = line[i : i + 2] if ch in "*/" and line[i + 1 : i + 2] == ch else ch
+            if out and out[-1] != " ":
                 out.append(" ")
+                out.append(op)
+                if i + len(op) < n and line[i + len(op)] != " ":
+                    out.append(" ")
+            else:
+                out.append(op)
+            i += len(op)
         else:
             out.append(ch)
+            i += 1
     return "".join(out)
 
 

@@ -241,3 +241,10 @@ def test_plain_and_chat_rows():
     assert as_messages("hi") == [{"role": "user", "content": "hi"}]
     with pytest.raises(ValueError, match="prompt style"):
         to_prompt_completion("P", "C", "markdown")  # type: ignore[arg-type]
+
+
+def test_floor_division_and_power_stay_one_operator():
+    from lema_hub.formats import gsm8k_line
+
+    assert gsm8k_line("He fills 250//12 = <<250//12=20>>20 boxes") == "He fills 250 // 12 = 20 boxes."
+    assert gsm8k_line("The area is 3**2 = <<3**2=9>>9") == "The area is 3 ** 2 = 9."
