@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 
 logger = logging.getLogger(__name__)
@@ -439,7 +440,7 @@ def reference_rules_ref() -> str:
 
 
 @dataclass
-class CorrectConfig(HubArgs):
+class CorrectConfig(HubArgs, EndpointArgs):
     """`lema-hub correct`: correct every mistake with an LLM (through the engine) or the reference rules."""
 
     mistakes: str | None = field(
@@ -455,50 +456,25 @@ class CorrectConfig(HubArgs):
     )
     backend: str = field(
         default=REFERENCE_CORRECTOR,
-        metadata={"help": "Reference (rule-based, offline) | transformers | openai | tgi | vllm"},
+        metadata={"help": "reference (rule-based, offline) | transformers | openai | tgi | vllm"},
     )
     model: str | None = field(
         default=None, metadata={"help": "The corrector model (required unless backend is reference)"}
     )
-    base_urls: list[str] | None = field(
-        default=None, metadata={"help": "OpenAI-compatible / TGI endpoints (several share the load)."}
-    )
-    api_key_env: str = field(
-        default="OPENAI_API_KEY", metadata={"help": "Env var holding the key (never the key itself)"}
-    )
     prompt_style: str = field(
-        default="plain", metadata={"help": "Plain (completion, the paper's way) | chat (one user message)"}
+        default="plain", metadata={"help": "plain (completion, the paper's way) | chat (one user message)"}
     )
     corrector_prompt_file: str | None = field(
         default=None, metadata={"help": "E.g. the paper's prompt_correction_gsm8k.txt, verbatim"}
     )
     corrector_task: str | None = field(
-        default=None, metadata={"help": "Gsm8k | math: which bundled prompt; default: from the problems"}
+        default=None, metadata={"help": "gsm8k | math: which bundled prompt; default: from the problems"}
     )
-    num_attempts: int = field(default=1, metadata={"help": "K corrections sampled per mistake"})
+    num_attempts: int = field(default=1, metadata={"help": "k corrections sampled per mistake"})
     temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
     max_tokens: int = field(default=768, metadata={"help": "Max new tokens per generation."})
     seed: int | None = field(default=0, metadata={"help": "Random seed (sampling, shuffling)."})
-    concurrency: int = field(default=16, metadata={"help": "Max concurrent requests to an endpoint."})
-    batch_size: int = field(
-        default=8, metadata={"help": "Batch size of the local transformers / vLLM backend."}
-    )
-    max_retries: int = field(
-        default=6,
-        metadata={
-            "help": "Retries on 429 / 5xx / timeouts / malformed responses before a request is recorded as failed."
-        },
-    )
-    request_timeout: float = field(
-        default=600.0, metadata={"help": "Seconds before one endpoint request times out."}
-    )
-    extra_body: dict | None = field(
-        default=None,
-        metadata={
-            "help": "Extra JSON fields sent with each endpoint request (e.g. {generation_config: {do_sample: true}} for transformers serve)."
-        },
-    )
     reference_qa: bool = field(
         default=True,
         metadata={"help": "Also record the rule-based locator's step (agreement in the summary)"},

@@ -62,47 +62,98 @@ def _from_env(name: str, default: Any) -> Any:
 class DemoConfig:
     """What the demo serves. Every field can be set as `--field` or as `LEMA_DEMO_<FIELD>`."""
 
-    lema_model: str = f"{QUICKSTART_DIR}/models/lema-merged"
-    """The LeMa model: Hub id, local folder, `embedded:...`/`tiny:...`, or the served name on an endpoint."""
-    baseline_model: str | None = f"{QUICKSTART_DIR}/models/cot-merged"
-    """The CoT-only baseline; `none` hides it."""
-    fallback_model: str = EMBEDDED_MODEL
-    """Used (and said so on the page) when a configured local model folder is absent."""
-    corrections: str | None = f"{QUICKSTART_DIR}/lema-corrections"
-    """Corrections dataset for Browse: Hub id or Hub-layout folder; `none` hides the tab's data."""
-    mistakes: str | None = f"{QUICKSTART_DIR}/lema-mistakes"
-    """Mistakes dataset whose wrong paths are the Correct tab's examples."""
-    examples: list[str] = field(default_factory=lambda: ["sample"])
-    """Solve examples: sample, gsm8k, math, math500 (test splits, from the Hub), or `gsm8k=FILE` for a local file."""
-    examples_per_source: int = 20
+    lema_model: str = field(
+        default=f"{QUICKSTART_DIR}/models/lema-merged",
+        metadata={
+            "help": "The LeMa model: Hub id, local folder, `embedded:...`/`tiny:...`, or the served name on an endpoint."
+        },
+    )
+    baseline_model: str | None = field(
+        default=f"{QUICKSTART_DIR}/models/cot-merged",
+        metadata={"help": "The CoT-only baseline; `none` hides it."},
+    )
+    fallback_model: str = field(
+        default=EMBEDDED_MODEL,
+        metadata={"help": "Used (and said so on the page) when a configured local model folder is absent."},
+    )
+    corrections: str | None = field(
+        default=f"{QUICKSTART_DIR}/lema-corrections",
+        metadata={
+            "help": "Corrections dataset for Browse: Hub id or Hub-layout folder; `none` hides the tab's data."
+        },
+    )
+    mistakes: str | None = field(
+        default=f"{QUICKSTART_DIR}/lema-mistakes",
+        metadata={"help": "Mistakes dataset whose wrong paths are the Correct tab's examples."},
+    )
+    examples: list[str] = field(
+        default_factory=lambda: ["sample"],
+        metadata={
+            "help": "Solve examples: sample, gsm8k, math, math500 (test splits, from the Hub), or `gsm8k=FILE` for a local file."
+        },
+    )
+    examples_per_source: int = field(
+        default=20, metadata={"help": "Examples listed per source in the Solve tab."}
+    )
 
-    backend: str = "transformers"
-    """transformers (local) | openai (OpenAI-compatible endpoint: TGI, vLLM, HF router) | inference_client."""
-    base_url: str | None = None
-    """Endpoint for the LeMa model (openai / inference_client backends)."""
-    baseline_base_url: str | None = None
-    """Endpoint for the baseline; defaults to `base_url`."""
-    api_key_env: str = "HF_TOKEN"
-    """Name of the environment variable holding the endpoint key (never the key itself)."""
-    prompt_style: str = "auto"
-    """chat | plain | auto (a model's recorded style, else chat when it has a chat template)."""
-    endpoint_stream: bool = True
+    backend: str = field(
+        default="transformers",
+        metadata={
+            "help": "transformers (local) | openai (OpenAI-compatible endpoint: TGI, vLLM, HF router) | inference_client."
+        },
+    )
+    base_url: str | None = field(
+        default=None, metadata={"help": "Endpoint for the LeMa model (openai / inference_client backends)."}
+    )
+    baseline_base_url: str | None = field(
+        default=None, metadata={"help": "Endpoint for the baseline; defaults to `base_url`."}
+    )
+    api_key_env: str = field(
+        default="HF_TOKEN",
+        metadata={
+            "help": "Name of the environment variable holding the endpoint key (never the key itself)."
+        },
+    )
+    prompt_style: str = field(
+        default="auto",
+        metadata={
+            "help": "chat | plain | auto (a model's recorded style, else chat when it has a chat template)."
+        },
+    )
+    endpoint_stream: bool = field(
+        default=True, metadata={"help": "Stream tokens from the endpoint (server-sent events)."}
+    )
 
-    max_question_chars: int = 1500
-    max_solution_chars: int = 4000
-    max_new_tokens: int = 384
-    correction_max_new_tokens: int = 512
-    generation_timeout_s: float = 90.0
-    concurrency_limit: int = 2
-    """Generations running at once (Solve and Correct share it); the rest wait in the queue."""
-    queue_size: int = 32
-    preload: bool = True
-    """Load local models when the app starts instead of at the first request."""
+    max_question_chars: int = field(
+        default=1500,
+        metadata={"help": "Longest question accepted (longer input gets a message, not a crash)."},
+    )
+    max_solution_chars: int = field(
+        default=4000, metadata={"help": "Longest solution accepted in the Correct tab."}
+    )
+    max_new_tokens: int = field(default=384, metadata={"help": "Max new tokens for a Solve answer."})
+    correction_max_new_tokens: int = field(default=512, metadata={"help": "Max new tokens for a correction."})
+    generation_timeout_s: float = field(
+        default=90.0, metadata={"help": "Wall-clock bound on one generation, in seconds."}
+    )
+    concurrency_limit: int = field(
+        default=2,
+        metadata={
+            "help": "Generations running at once (Solve and Correct share it); the rest wait in the queue."
+        },
+    )
+    queue_size: int = field(
+        default=32, metadata={"help": "Requests waiting in the queue at most; more are refused politely."}
+    )
+    preload: bool = field(
+        default=True,
+        metadata={"help": "Load local models when the app starts instead of at the first request."},
+    )
 
-    host: str = "127.0.0.1"
-    port: int = 7860
-    share: bool = False
-    title: str = "LeMa: Learning From Mistakes"
+    host: str = field(default="127.0.0.1", metadata={"help": "Interface to serve on (0.0.0.0 on a Space)."})
+    port: int = field(default=7860, metadata={"help": "Port to serve on."})
+    share: bool = field(default=False, metadata={"help": "Create a public gradio.live link."})
+    title: str = field(default="LeMa: Learning From Mistakes", metadata={"help": "Page title."})
 
     def __post_init__(self) -> None:
         # Precedence: explicit argument > LEMA_DEMO_<FIELD> > built-in default.

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.problems import Problem, ProblemArgs
 
@@ -48,7 +49,7 @@ BENCHMARK_DATASETS = {
 
 
 @dataclass
-class EvalConfig(ProblemArgs, HubArgs):
+class EvalConfig(ProblemArgs, HubArgs, EndpointArgs):
     """`lema-hub evaluate`: pass@1 of one or more models on one benchmark (see the module docstring)."""
 
     models: list[str] = field(
@@ -67,26 +68,11 @@ class EvalConfig(ProblemArgs, HubArgs):
         metadata={"help": "Name of the benchmark in configs and cards (default: from `problems`)."},
     )
     backend: str = field(default="transformers", metadata={"help": "transformers | vllm | openai | tgi"})
-    base_urls: list[str] | None = field(default=None, metadata={"help": "Endpoints for openai/tgi."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Env var holding the endpoint key."})
     prompt_style: str = field(
         default="auto",
         metadata={
             "help": "auto (chat template when the model has one, else the raw CoT prompt) | plain | chat"
         },
-    )
-    batch_size: int = field(
-        default=8, metadata={"help": "Batch size of the local transformers / vLLM backend."}
-    )
-    concurrency: int = field(default=16, metadata={"help": "Max concurrent requests to an endpoint."})
-    max_retries: int = field(
-        default=6,
-        metadata={
-            "help": "Retries on 429 / 5xx / timeouts / malformed responses before a request is recorded as failed."
-        },
-    )
-    request_timeout: float = field(
-        default=600.0, metadata={"help": "Seconds before one endpoint request times out."}
     )
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy (the paper's protocol)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs
 
@@ -39,10 +40,15 @@ _PLACEHOLDER = "{question}"
 
 
 @dataclass
-class EvolveConfig(ProblemArgs, HubArgs):
+class EvolveConfig(ProblemArgs, HubArgs, EndpointArgs):
     """`lema-hub evolve`: new problems from seeds, labelled by majority vote."""
 
-    strategy: str = field(default="correction_centric", metadata={"help": "Correction_centric | general"})
+    strategy: str = field(
+        default="correction_centric",
+        metadata={
+            "help": "correction_centric (seeds from accepted corrections, the paper) | general (seeds from all problems)"
+        },
+    )
     corrections: str | None = field(
         default=None, metadata={"help": "Corrections folder or Hub id (seeds for correction_centric)"}
     )
@@ -50,43 +56,17 @@ class EvolveConfig(ProblemArgs, HubArgs):
         default=None,
         metadata={"help": "Config of the corrections folder to read (default: its main config)."},
     )
-    num_seeds: int = field(default=100, metadata={"help": "K seeds, sampled with replacement"})
+    num_seeds: int = field(default=100, metadata={"help": "k seeds, sampled with replacement"})
     seed: int = field(default=0, metadata={"help": "Random seed (sampling, shuffling)."})
     evolution_prompt_file: str | None = field(
         default=None, metadata={"help": "A text file with a `{question}` placeholder"}
     )
-    backend: str = field(default="transformers", metadata={"help": "Transformers | openai | tgi | vllm"})
+    backend: str = field(default="transformers", metadata={"help": "transformers | openai | tgi | vllm"})
     model: str = field(
         default="embedded:smollm2-135m-instruct", metadata={"help": "Writes the new questions"}
     )
     answer_model: str | None = field(default=None, metadata={"help": "Answers them (default: `model`)"})
-    base_urls: list[str] | None = field(
-        default=None, metadata={"help": "OpenAI-compatible / TGI endpoints (several share the load)."}
-    )
-    api_key_env: str = field(
-        default="OPENAI_API_KEY",
-        metadata={"help": "Environment variable holding the endpoint's API key (never the key itself)."},
-    )
-    prompt_style: str = field(default="chat", metadata={"help": "Plain | chat"})
-    concurrency: int = field(default=16, metadata={"help": "Max concurrent requests to an endpoint."})
-    batch_size: int = field(
-        default=8, metadata={"help": "Batch size of the local transformers / vLLM backend."}
-    )
-    max_retries: int = field(
-        default=6,
-        metadata={
-            "help": "Retries on 429 / 5xx / timeouts / malformed responses before a request is recorded as failed."
-        },
-    )
-    request_timeout: float = field(
-        default=600.0, metadata={"help": "Seconds before one endpoint request times out."}
-    )
-    extra_body: dict | None = field(
-        default=None,
-        metadata={
-            "help": "Extra JSON fields sent with each endpoint request (e.g. {generation_config: {do_sample: true}} for transformers serve)."
-        },
-    )
+    prompt_style: str = field(default="chat", metadata={"help": "plain | chat"})
     evolve_temperature: float = field(
         default=0.7, metadata={"help": "Sampling temperature when writing evolved questions."}
     )

@@ -69,9 +69,13 @@ class HubArgs:
 class PushConfig:
     """`lema-hub push FOLDER REPO_ID`: push any artifact folder in one commit."""
 
-    folder: str
-    repo_id: str
-    repo_type: str = field(default="dataset", metadata={"help": "Dataset | model | space"})
+    folder: str = field(
+        metadata={
+            "help": "The artifact folder to push (a Hub-layout dataset folder, a model folder or a Space folder)."
+        }
+    )
+    repo_id: str = field(metadata={"help": "Target repo, '<namespace>/<name>'."})
+    repo_type: str = field(default="dataset", metadata={"help": "dataset | model | space"})
     private: bool = field(default=False, metadata={"help": "Create the repo as private."})
     revision: str | None = field(default=None, metadata={"help": "Branch to push to (created if missing)."})
     commit_message: str | None = field(

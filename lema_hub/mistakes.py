@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams, make_engine
+from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs, parse_shard
 
@@ -57,7 +58,7 @@ def _f(default: Any, help: str) -> Any:
 
 
 @dataclass
-class CollectConfig(ProblemArgs, HubArgs):
+class CollectConfig(ProblemArgs, HubArgs, EndpointArgs):
     """Configuration of `lema-hub collect` / `recipes/collect_mistakes.py`."""
 
     output_dir: str = _f(
@@ -77,10 +78,6 @@ class CollectConfig(ProblemArgs, HubArgs):
         "generator model: a lema_hub model name, or the served model name for endpoints",
     )
     backend: str = _f("transformers", "transformers | openai | tgi | vllm")
-    base_urls: list[str] | None = _f(None, "endpoint URLs for openai/tgi (several share the load)")
-    api_key_env: str = _f(
-        "OPENAI_API_KEY", "name of the environment variable holding the API key (never the key)"
-    )
     prompt_style: str = _f("auto", "plain (raw completion) | chat (chat template / chat API) | auto")
     num_samples: int = _f(4, "paths sampled per problem and generator")
     temperature: float = _f(0.8, "sampling temperature (0 = greedy)")
@@ -88,19 +85,10 @@ class CollectConfig(ProblemArgs, HubArgs):
     max_tokens: int = _f(512, "max new tokens per path")
     seed: int | None = _f(0, "base seed; sample k uses seed + k")
     stop: list[str] | None = _f(None, "stop strings")
-    concurrency: int = _f(16, "requests in flight per generator (endpoints)")
-    batch_size: int = _f(8, "sequences per batch (local backends)")
-    max_retries: int = _f(
-        6, "retries per request on 429/5xx/timeouts/dropped connections/malformed responses"
-    )
-    request_timeout: float = _f(600.0, "seconds per request")
     retry_base_delay: float = _f(
         1.0, "first backoff in seconds (doubles per retry, with jitter; Retry-After wins)"
     )
     retry_max_delay: float = _f(60.0, "longest backoff in seconds")
-    extra_body: dict | None = _f(
-        None, "merged into every request body (e.g. transformers serve's generation_config)"
-    )
     progress: bool = _f(True, "show a progress bar with req/s, tok/s and ETA")
     merge_shards: bool = _f(
         False, "merge the finished <output_dir>-shard-* folders into output_dir instead of generating"

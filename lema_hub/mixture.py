@@ -66,7 +66,7 @@ class BuildConfig(ProblemArgs, HubArgs):
             "help": "Ablation views to write: lema, cot, no_explanation, no_incorrect_step, no_corrected_solution, cot_corrected."
         },
     )
-    prompt_style: str = field(default="plain", metadata={"help": "Plain | chat"})
+    prompt_style: str = field(default="plain", metadata={"help": "plain | chat"})
     dataset_config_name: str | None = field(
         default=None, metadata={"help": "The `<task>` prefix of the config names; default: corrections'"}
     )

@@ -11,9 +11,16 @@ results = engine.generate([GenerationRequest("q1", "What is 2 + 3?", SamplingPar
 
 from lema_hub.generation.cache import RequestCache, request_key
 from lema_hub.generation.engine import Engine, make_engine
-from lema_hub.generation.types import EngineConfig, GenerationRequest, GenerationResult, SamplingParams
+from lema_hub.generation.types import (
+    EndpointArgs,
+    EngineConfig,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+)
 
 __all__ = [
+    "EndpointArgs",
     "Engine",
     "EngineConfig",
     "GenerationRequest",

@@ -116,3 +116,36 @@ class GenerationResult:
     @property
     def ok(self) -> bool:
         return self.error is None and self.text is not None
+
+
+@dataclass
+class EndpointArgs:
+    """Mixin: how a stage reaches its model servers (shared by collect, correct, evolve, evaluate)."""
+
+    base_urls: list[str] | None = field(
+        default=None, metadata={"help": "OpenAI-compatible / TGI endpoints (several share the load)."}
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "Environment variable holding the endpoint's API key (never the key itself)."},
+    )
+    concurrency: int = field(default=16, metadata={"help": "Max concurrent requests to an endpoint."})
+    batch_size: int = field(
+        default=8, metadata={"help": "Batch size of the local transformers / vLLM backend."}
+    )
+    max_retries: int = field(
+        default=6,
+        metadata={
+            "help": "Retries on 429 / 5xx / timeouts / malformed responses before a request is recorded as failed."
+        },
+    )
+    request_timeout: float = field(
+        default=600.0, metadata={"help": "Seconds before one endpoint request times out."}
+    )
+    extra_body: dict | None = field(
+        default=None,
+        metadata={
+            "help": "Extra JSON fields sent with each endpoint request (e.g. {generation_config: "
+            "'{\"do_sample\": true}'} for transformers serve)."
+        },
+    )
