@@ -51,10 +51,10 @@ class QuickstartConfig:
     eval_limit: int | None = field(
         default=None, metadata={"help": "Evaluate on the first N held-out problems."}
     )
-    num_samples: int = field(default=4, metadata={"help": "Sampled paths per training problem."})
+    num_samples: int = field(default=2, metadata={"help": "Sampled paths per training problem."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature for mistake collection."})
-    max_tokens: int = field(default=256, metadata={"help": "Max new tokens per sampled path."})
-    batch_size: int = field(default=16, metadata={"help": "Local generation batch size."})
+    max_tokens: int = field(default=192, metadata={"help": "Max new tokens per sampled path."})
+    batch_size: int = field(default=32, metadata={"help": "Local generation batch size."})
     corrector_backend: str = field(
         default="reference",
         metadata={"help": "reference (rule-based, offline) or openai (any OpenAI-compatible endpoint)."},
@@ -75,7 +75,7 @@ class QuickstartConfig:
     sft_max_steps: int = field(
         default=24, metadata={"help": "Optimizer steps for EACH adapter (same budget)."}
     )
-    sft_batch_size: int = field(default=4, metadata={"help": "Per-device train batch size."})
+    sft_batch_size: int = field(default=2, metadata={"help": "Per-device train batch size."})
     sft_learning_rate: float = field(default=3e-4, metadata={"help": "LoRA learning rate (constant)."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
