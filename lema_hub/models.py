@@ -50,8 +50,14 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 TINY_MODELS: dict[str, tuple[str, dict[str, int]]] = {
     "smollm2": (
         "smollm2-135m-instruct",
-        dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=4096),
+        dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+        ),
     ),
 }
 _TINY_VERSION = "v1"  # bump when the tiny architecture or seed changes, to invalidate caches
@@ -79,7 +85,9 @@ def embedded_gguf_path(key: str = "smollm2-135m-instruct") -> Path:
         ) from None
     path = Path(str(dist.locate_file(spec.gguf_file)))
     if not path.is_file():
-        raise ModelNotFoundError(f"{spec.distribution} is installed but {spec.gguf_file} is missing at {path}.")
+        raise ModelNotFoundError(
+            f"{spec.distribution} is installed but {spec.gguf_file} is missing at {path}."
+        )
     return path
 
 
@@ -145,7 +153,9 @@ def _embedded_model_dir(key: str) -> Path:
         import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)
         tok = _tokenizer_from_gguf(gguf, spec)
@@ -154,8 +164,15 @@ def _embedded_model_dir(key: str) -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "lema_hub_model.json").write_text(
-            json.dumps({"name": f"{EMBEDDED_PREFIX}{key}", "base_model": spec.hub_id, "license": spec.license,
-                        "converted_from": spec.gguf_file}, indent=2)
+            json.dumps(
+                {
+                    "name": f"{EMBEDDED_PREFIX}{key}",
+                    "base_model": spec.hub_id,
+                    "license": spec.license,
+                    "converted_from": spec.gguf_file,
+                },
+                indent=2,
+            )
         )
 
     return _publish_atomically(build, target)
@@ -202,9 +219,9 @@ def resolve_model(name: str) -> str:
     if not name or not isinstance(name, str):
         raise ModelNotFoundError(f"Model name must be a non-empty string, got {name!r}.")
     if name.startswith(EMBEDDED_PREFIX):
-        return str(_embedded_model_dir(name[len(EMBEDDED_PREFIX):]))
+        return str(_embedded_model_dir(name[len(EMBEDDED_PREFIX) :]))
     if name.startswith(TINY_PREFIX):
-        return str(_tiny_model_dir(name[len(TINY_PREFIX):]))
+        return str(_tiny_model_dir(name[len(TINY_PREFIX) :]))
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -224,7 +241,7 @@ def is_adapter(resolved: str) -> bool:
 def base_model_hub_id(name: str) -> str | None:
     """The Hub id a model derives from, for cards (`base_model:`); None for random tiny models."""
     if name.startswith(EMBEDDED_PREFIX):
-        return _embedded(name[len(EMBEDDED_PREFIX):]).hub_id
+        return _embedded(name[len(EMBEDDED_PREFIX) :]).hub_id
     if name.startswith(TINY_PREFIX):
         return None
     path = Path(name).expanduser()
