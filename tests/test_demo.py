@@ -394,3 +394,35 @@ def test_streamed_endpoint_answers_are_assembled() -> None:
         assert "$5 notebook" in lema
     finally:
         server.shutdown()
+
+
+def test_inference_client_backend_solves_through_a_real_endpoint(repo_root: Path) -> None:
+    """backend inference_client: huggingface_hub's InferenceClient against an endpoint on 127.0.0.1.
+
+    huggingface_hub refuses every request under HF_HUB_OFFLINE=1 (set for the whole suite), even to
+    a self-hosted server, so the client runs in a subprocess with offline mode off; the endpoint is
+    still on loopback.
+    """
+    code = f"""
+from lema_hub.demo import DemoApp, DemoConfig
+import sys
+cfg = DemoConfig(backend="inference_client", base_url=sys.argv[1], lema_model="lema", baseline_model="baseline",
+                 corrections="none", mistakes="none", prompt_style="chat", endpoint_stream=False)
+baseline, lema = list(DemoApp(cfg).solve({QUESTION!r}, {GOLD!r}))[-1]
+print("LEMA", lema)
+print("BASELINE", baseline)
+"""
+    with FakeOpenAIServer(responder=responder) as srv:
+        env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_TELEMETRY": "1"}
+        base_url = srv.base_url.removesuffix("/v1")
+        proc = subprocess.run(
+            [sys.executable, "-c", code, base_url],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=repo_root,
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "✓ <b>11</b>" in proc.stdout and "✗ <b>12</b>" in proc.stdout
+        assert sum(srv.request_counts.values()) >= 2  # both models were asked through the endpoint
