@@ -520,13 +520,9 @@ def load_artifact(folder_or_repo: str, config: str = "default", split: str = "tr
             raise ValueError(
                 f"{path} config {name!r} has no split {split!r}; splits: {', '.join(found[name])}."
             )
-        # Read the parquet files directly: `datasets.load_dataset(folder)` caches by folder *name*,
-        # so two folders both called e.g. `mistakes` would share one cache entry.
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.concat_tables([pq.read_table(path / f) for f in found[name][split]])
-        return datasets.Dataset(table)
+        # Read the parquet files directly: `datasets.load_dataset(folder)` caches by folder *name*
+        # (and keeps stale rows when a folder is rebuilt in place).
+        return datasets.Dataset(_concat_parquet(path, found[name][split]))
     return datasets.load_dataset(folder_or_repo, None if config == "default" else config, split=split)
 
 
@@ -594,18 +590,20 @@ def _size_category(n: int) -> str:
     return "1M<n<10M" if n < 10_000_000 else "10M<n<100M"
 
 
-def _read_tables(folder: Path) -> dict[str, dict[str, Any]]:
-    """{config: {split: pyarrow.Table}} for every parquet config in the folder."""
+def _concat_parquet(folder: Path, files: list[str]):
+    """One pyarrow.Table from a split's parquet shards (paths relative to `folder`)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    out: dict[str, dict[str, Any]] = {}
-    for config, splits in discover_configs(folder).items():
-        out[config] = {
-            split: pa.concat_tables([pq.read_table(folder / f) for f in files])
-            for split, files in splits.items()
-        }
-    return out
+    return pa.concat_tables([pq.read_table(folder / f) for f in files])
+
+
+def _read_tables(folder: Path) -> dict[str, dict[str, Any]]:
+    """{config: {split: pyarrow.Table}} for every parquet config in the folder."""
+    return {
+        config: {split: _concat_parquet(folder, files) for split, files in splits.items()}
+        for config, splits in discover_configs(folder).items()
+    }
 
 
 def _column(table: Any, name: str) -> list[Any]:

@@ -230,7 +230,14 @@ def load_mixture(script_args: SFTScriptArguments, seed: int = 42):
     config = script_args.config_name
     folder = Path(name).expanduser()
     if folder.is_dir():
-        dataset = _load_local_config(folder, config, script_args.dataset_train_split)
+        from lema_hub.hub import load_artifact
+
+        try:
+            dataset = load_artifact(str(folder), config, script_args.dataset_train_split)
+        except (ValueError, FileNotFoundError) as exc:
+            raise ValueError(
+                f"Mixture folder {folder}: {exc} Build it with `lema-hub build` or set task/view/dataset_config."
+            ) from exc
     else:
         try:
             dataset = load_dataset(
@@ -262,27 +269,6 @@ def load_mixture(script_args: SFTScriptArguments, seed: int = 42):
     if len(dataset) == 0:
         raise ValueError(f"Mixture {name!r} config {config!r} has no training rows left.")
     return dataset
-
-
-def _load_local_config(folder: Path, config: str, split: str):
-    """Read `data/<config>/<split>-*.parquet` of a Hub-layout folder straight into memory.
-
-    Not `load_dataset(folder, config)`: datasets caches local folders under a key that does not change
-    when the folder is rebuilt in place, so a rebuilt mixture would silently train on stale rows.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from datasets import Dataset
-
-    files = sorted((folder / "data" / config).glob(f"{split}-*.parquet"))
-    if not files:
-        found = sorted(p.name for p in (folder / "data").glob("*") if p.is_dir())
-        raise ValueError(
-            f"Mixture folder {folder} has no config {config!r} with split {split!r} "
-            f"(configs found: {', '.join(found) or 'none'}); build it with `lema-hub build` or set "
-            "task/view/dataset_config."
-        )
-    return Dataset(pa.concat_tables([pq.read_table(f) for f in files]))
 
 
 def _seeded_subset(indices, k: int, seed: int) -> list[int]:

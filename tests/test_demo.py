@@ -7,12 +7,14 @@ correction, which random weights cannot produce).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -150,6 +152,29 @@ def serve(cfg: Any) -> tuple[Any, str]:
     return demo, url
 
 
+@contextlib.contextmanager
+def endpoint_demo(corrections: Path, mistakes: Path) -> Iterator[tuple[Any, str, FakeOpenAIServer]]:
+    """The demo served on 127.0.0.1 with both models behind a real OpenAI-compatible endpoint."""
+    from lema_hub.demo import DemoConfig
+
+    with FakeOpenAIServer(responder=responder) as srv:
+        cfg = DemoConfig(
+            backend="openai",
+            base_url=srv.base_url,
+            lema_model="lema",
+            baseline_model="baseline",
+            corrections=str(corrections),
+            mistakes=str(mistakes),
+            endpoint_stream=False,
+            port=free_port(),
+        )
+        demo, url = serve(cfg)
+        try:
+            yield demo, url, srv
+        finally:
+            demo.close()
+
+
 @pytest.fixture(scope="module")
 def datasets_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_datasets(tmp_path_factory.mktemp("demo-data"))
@@ -184,25 +209,8 @@ def local_app(tiny_model: str, datasets_dir: tuple[Path, Path]):
 def endpoint_app(datasets_dir: tuple[Path, Path]):
     from gradio_client import Client
 
-    from lema_hub.demo import DemoConfig
-
-    corrections, mistakes = datasets_dir
-    with FakeOpenAIServer(responder=responder) as srv:
-        cfg = DemoConfig(
-            backend="openai",
-            base_url=srv.base_url,
-            lema_model="lema",
-            baseline_model="baseline",
-            corrections=str(corrections),
-            mistakes=str(mistakes),
-            endpoint_stream=False,
-            port=free_port(),
-        )
-        demo, url = serve(cfg)
-        try:
-            yield demo, Client(url, verbose=False), srv
-        finally:
-            demo.close()
+    with endpoint_demo(*datasets_dir) as (demo, url, srv):
+        yield demo, Client(url, verbose=False), srv
 
 
 # ------------------------------------------------------------------------------------ local model

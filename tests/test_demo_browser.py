@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_openai_server import FakeOpenAIServer
-from tests.test_demo import GOLD, free_port, make_datasets, responder, serve
+from tests.test_demo import GOLD, endpoint_demo, make_datasets
 
 pytestmark = pytest.mark.browser
 
@@ -27,25 +26,8 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory: pytest.TempPathFactory):
-    from lema_hub.demo import DemoConfig
-
-    corrections, mistakes = make_datasets(tmp_path_factory.mktemp("demo-browser-data"))
-    with FakeOpenAIServer(responder=responder) as srv:
-        cfg = DemoConfig(
-            backend="openai",
-            base_url=srv.base_url,
-            lema_model="lema",
-            baseline_model="baseline",
-            corrections=str(corrections),
-            mistakes=str(mistakes),
-            endpoint_stream=False,
-            port=free_port(),
-        )
-        demo, url = serve(cfg)
-        try:
-            yield url
-        finally:
-            demo.close()
+    with endpoint_demo(*make_datasets(tmp_path_factory.mktemp("demo-browser-data"))) as (_, url, _srv):
+        yield url
 
 
 @pytest.fixture(scope="module")
