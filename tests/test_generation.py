@@ -288,12 +288,16 @@ def test_against_real_transformers_serve(tiny_model):
     import shutil
     import socket
     import subprocess
+    import sys
     import time
     import urllib.request
+    from pathlib import Path
 
     from lema_hub.models import resolve_model
 
-    exe = shutil.which("transformers")
+    # `make test` runs .venv/bin/python without activating the venv: look beside the interpreter first.
+    beside = Path(sys.executable).parent / "transformers"
+    exe = str(beside) if beside.is_file() else shutil.which("transformers")
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
     if exe is None:
