@@ -49,10 +49,11 @@ def _requests(k: int, n: int = 1, **sp) -> list[GenerationRequest]:
     ]
 
 
-def test_faults_every_request_finishes_exactly_once(tmp_path):
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_faults_every_request_finishes_exactly_once(tmp_path, transport):
     with FakeOpenAIServer(fault_rate=0.3, seed=3, hang_s=1.5) as srv:
         cache = tmp_path / "requests.jsonl"
-        with make_engine(_fast([srv.base_url]), cache) as engine:
+        with make_engine(_fast([srv.base_url], http_transport=transport), cache) as engine:
             results = engine.generate(_requests(30, n=2))
         assert [(r.request_id, r.sample_index) for r in results] == [
             (f"q{i}", j) for i in range(30) for j in range(2)
@@ -212,6 +213,8 @@ def test_config_errors_are_clear():
         EngineConfig(backend="tgi")
     with pytest.raises(ValueError, match="n must be >= 1"):
         SamplingParams(n=0)
+    with pytest.raises(ValueError, match="http_transport must be one of"):
+        EngineConfig(backend="openai", http_transport="requests")
 
 
 def test_transformers_batched_greedy_equals_one_by_one(tiny_model, tmp_path):

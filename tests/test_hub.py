@@ -445,6 +445,8 @@ def test_load_artifact_reads_each_folder_even_when_names_collide(tmp_path):
     from lema_hub.hub import load_artifact, save_dataset_config
 
     save_dataset_config(a, "sample", {"train": [{"problem_id": "x/1", "n": 1}]})
-    save_dataset_config(b, "sample", {"train": [{"problem_id": "y/1", "n": 2}, {"problem_id": "y/2", "n": 3}]})
+    save_dataset_config(
+        b, "sample", {"train": [{"problem_id": "y/1", "n": 2}, {"problem_id": "y/2", "n": 3}]}
+    )
     assert load_artifact(str(a), "sample")["problem_id"] == ["x/1"]
     assert load_artifact(str(b), "sample")["problem_id"] == ["y/1", "y/2"]

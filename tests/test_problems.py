@@ -227,8 +227,16 @@ def test_rows_that_are_already_problems_keep_their_ids(tmp_path):
     from lema_hub import hub
     from lema_hub.problems import ProblemArgs, load_problems
 
-    row = {"problem_id": "evolved/abc123", "source": "evolved", "split": "train", "question": "What is 2+3?",
-           "gold_solution": "2+3=<<2+3=5>>5\n#### 5", "gold_answer": "5", "level": None, "subject": None}
+    row = {
+        "problem_id": "evolved/abc123",
+        "source": "evolved",
+        "split": "train",
+        "question": "What is 2+3?",
+        "gold_solution": "2+3=<<2+3=5>>5\n#### 5",
+        "gold_answer": "5",
+        "level": None,
+        "subject": None,
+    }
     hub.save_dataset_config(tmp_path / "evolved", "sample", {"train": [row]})
     (p,) = load_problems(ProblemArgs(problems=str(tmp_path / "evolved"), problems_subset="sample"))
     assert (p.problem_id, p.source, p.gold_answer) == ("evolved/abc123", "evolved", "5")

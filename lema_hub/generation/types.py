@@ -7,6 +7,7 @@ from typing import Any
 
 BACKENDS = ("transformers", "openai", "tgi", "vllm")
 PROMPT_STYLES = ("auto", "plain", "chat")
+HTTP_TRANSPORTS = ("auto", "aiohttp", "httpx")
 
 
 @dataclass
@@ -69,6 +70,7 @@ class EngineConfig:
     retry_base_delay: float = 1.0  # first backoff, doubled per attempt, with jitter
     retry_max_delay: float = 60.0
     progress: bool = True  # tqdm progress bar with req/s, tok/s and ETA
+    http_transport: str = "auto"  # openai backend: aiohttp | httpx | auto (aiohttp when installed)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -78,6 +80,10 @@ class EngineConfig:
         if self.prompt_style not in PROMPT_STYLES:
             raise ValueError(
                 f"EngineConfig.prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}."
+            )
+        if self.http_transport not in HTTP_TRANSPORTS:
+            raise ValueError(
+                f"EngineConfig.http_transport must be one of {', '.join(HTTP_TRANSPORTS)}, got {self.http_transport!r}."
             )
         if isinstance(self.base_urls, str):
             self.base_urls = [self.base_urls]
