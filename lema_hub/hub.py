@@ -406,8 +406,12 @@ def push_folder(
     revision: str | None = None,
     commit_message: str | None = None,
     token: str | None = None,
+    delete_patterns: list[str] | None = None,
 ) -> str:
     """Create the repo if needed and upload the whole folder as ONE commit; return the commit URL.
+
+    `delete_patterns` removes matching remote files in the same commit (e.g. what an earlier,
+    in-training push left that the final folder no longer holds).
 
     With `revision`, the branch is created (from main) when missing. Transient Hub errors (429,
     5xx, dropped connections) are retried with exponential backoff; the upload itself is one commit,
@@ -446,6 +450,7 @@ def push_folder(
             revision=revision,
             commit_message=message,
             ignore_patterns=PUSH_IGNORE,
+            delete_patterns=delete_patterns,
         ),
         f"upload_folder {repo_id}",
     )

@@ -204,6 +204,12 @@ def _check_args(script_args: SFTScriptArguments, training_args, model_args) -> N
             "assistant_only_loss is not needed (prompt/completion rows already give completion-only loss) and "
             "fails on chat templates without {% generation %} markers; remove it."
         )
+    if training_args.hub_token:
+        # The Trainer pickles its arguments into training_args.bin, saved with every checkpoint and
+        # uploaded by every in-training push: keep the token in this process's environment instead,
+        # where huggingface_hub finds it, and out of every file.
+        os.environ["HF_TOKEN"] = training_args.hub_token
+        training_args.hub_token = None
     if training_args.bf16 and not torch.cuda.is_available():
         logger.warning("bf16 on CPU is several times slower than fp32; set `bf16: false` for CPU runs.")
 
@@ -510,5 +516,7 @@ def push_model(output_dir: Path, training_args) -> str:
         private=bool(training_args.hub_private_repo),
         revision=training_args.hub_revision,
         commit_message="LeMa SFT: final model and card",
-        token=training_args.hub_token,
+        # The Trainer's in-training pushes (hub_strategy every_save) upload its pickled arguments,
+        # which hold local paths; the final folder has none, and neither does the final commit.
+        delete_patterns=["training_args.bin"],
     )

@@ -251,3 +251,61 @@ def test_size_limits_and_view(tmp_path, tiny_model):
         ]
     )
     assert len(again) == 5
+
+
+@pytest.mark.slow
+def test_push_to_hub_during_training_and_final_card(tmp_path, tiny_model, repo_root):
+    """hub_strategy every_save pushes while training; the final commit carries our card; no token leaks."""
+    from tests.hub_emulator import TOKEN, USER, HubEmulator
+
+    mixture = make_mixture(tmp_path / "mixture", repeat=4)
+    out = tmp_path / "lema-tiny-push"
+    repo_id = f"{USER}/lema-tiny-push"
+    config = tiny_config(
+        tmp_path / "c.yaml",
+        mixture,
+        out,
+        max_steps=4,
+        save_strategy="steps",
+        save_steps=2,
+        push_to_hub=True,
+        hub_model_id=repo_id,
+        hub_strategy="every_save",
+    )
+    with HubEmulator() as hub:
+        env = hub.client_env(tmp_path)
+        env.update(PYTHONPATH=str(repo_root), TOKENIZERS_PARALLELISM="false")
+        del env["HF_TOKEN"]  # the token comes from the command line, the way users pass it to TRL
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(repo_root / "recipes" / "sft.py"),
+                "--config",
+                str(config),
+                "--hub_token",
+                TOKEN,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert hub.state.unknown_routes == [], hub.state.unknown_routes
+        commits = hub.commits(repo_id, repo_type="model")
+        files = hub.files(repo_id, repo_type="model")
+
+    # At least one upload while training (every_save) before the final commit with our card.
+    assert len(commits) >= 3, [c.message for c in commits]  # initial + during training + final
+    assert commits[0].message == "LeMa SFT: final model and card"
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md"} <= set(files)
+    assert files["adapter_model.safetensors"] == (out / "adapter_model.safetensors").read_bytes()
+    card = files["README.md"].decode()
+    assert card == (out / "README.md").read_text() and TINY in card
+    assert not any(name.endswith("training_args.bin") for name in files)
+    assert not [name for name, data in files.items() if TOKEN.encode() in data]
+    # Checkpoints keep the Trainer's pickled arguments (resume needs them), without the token.
+    assert (out / "checkpoint-4" / "training_args.bin").is_file()
+    assert not [p for p in out.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert TOKEN not in proc.stdout + proc.stderr
