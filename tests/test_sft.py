@@ -135,7 +135,7 @@ def test_real_batch_masks_prompt_and_trains_on_completion_with_eos(tmp_path, tin
 def test_two_processes_train_save_one_adapter_and_card(tmp_path, tiny_model, repo_root):
     mixture = make_mixture(tmp_path / "lema-mixture", repeat=8)
     out = tmp_path / "lema-tiny-sample"
-    config = tiny_config(tmp_path / "c.yaml", mixture, out)
+    config = tiny_config(tmp_path / "c.yaml", mixture, out, use_cpu=True)
     env = dict(
         os.environ,
         HF_HUB_OFFLINE="1",
@@ -147,15 +147,8 @@ def test_two_processes_train_save_one_adapter_and_card(tmp_path, tiny_model, rep
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--num_processes",
-        "2",
-        "--cpu",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
+        "--config_file",  # the shipped CPU example: 2 processes, gloo, fp32 (with use_cpu in the config)
+        str(repo_root / "recipes" / "accelerate_configs" / "cpu_multiprocess.yaml"),
         str(repo_root / "recipes" / "sft.py"),
         "--config",
         str(config),
@@ -166,6 +159,8 @@ def test_two_processes_train_save_one_adapter_and_card(tmp_path, tiny_model, rep
     state = json.loads((out / "trainer_state.json").read_text())
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
     assert len(losses) == 8
+    # 32 rows, 2 processes x 4 rows a step: 8 steps are 2 epochs (one process would make it 1).
+    assert state["epoch"] == pytest.approx(2.0), state["epoch"]
     # A random tiny model starts near ln(vocab) ~ 10.8; seeded, so the drop is reproducible.
     assert sum(losses[-2:]) / 2 < sum(losses[:2]) / 2 - 0.2, losses
     assert sorted(p.name for p in out.rglob("adapter_model.safetensors")) == ["adapter_model.safetensors"]
@@ -174,6 +169,7 @@ def test_two_processes_train_save_one_adapter_and_card(tmp_path, tiny_model, rep
     assert cards == [out / "README.md"]
     card = cards[0].read_text()
     assert TINY in card and "lema-mixture" in card
+    assert "| `num_processes` | 2 |" in card  # and the card records the real world size
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert adapter_config["base_model_name_or_path"] == TINY
     targeted = {m.rsplit(".", 1)[-1] for m in adapter_config["target_modules"]}
