@@ -6,6 +6,7 @@ with FakeOpenAIServer(responder=lambda payload: "The answer is 4.", fault_rate=0
     ...
     srv.request_counts   # Counter: stable request key -> attempts that reached the server
     srv.success_counts   # Counter: stable request key -> valid completions sent back
+    srv.auth_headers     # Counter: Authorization header value -> requests that carried it
 ```
 
 It serves `/v1/chat/completions`, `/v1/completions`, `/v1/models`, and TGI's `/generate` (and `/`).
@@ -78,6 +79,8 @@ class FakeOpenAIServer:
         self.success_counts: collections.Counter[str] = collections.Counter()
         self.fault_counts: collections.Counter[str] = collections.Counter()
         self.payloads: list[dict[str, Any]] = []  # the successful requests' bodies, in order
+        self.auth_headers: collections.Counter[str] = collections.Counter()  # Authorization values seen
+        self.not_found = 0  # requests to unknown paths (answered 404)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.AbstractServer | None = None
         self._thread: threading.Thread | None = None
@@ -132,6 +135,8 @@ class FakeOpenAIServer:
             self.success_counts.clear()
             self.fault_counts.clear()
             self.payloads.clear()
+            self.auth_headers.clear()
+            self.not_found = 0
 
     # ------------------------------------------------------------------ HTTP
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -206,6 +211,8 @@ class FakeOpenAIServer:
         }
         kind = kinds.get(path.rstrip("/") or "/")
         if method != "POST" or kind is None:
+            with self._lock:
+                self.not_found += 1
             self._send(writer, 404, b'{"error": {"message": "not found"}}')
             await writer.drain()
             return True
@@ -218,6 +225,7 @@ class FakeOpenAIServer:
         key = headers.get("x-lema-request-key") or payload_key(payload)
         with self._lock:
             self.request_counts[key] += 1
+            self.auth_headers[headers.get("authorization", "")] += 1
             fault = self._rng.choice(self.faults) if self._rng.random() < self.fault_rate else None
             if fault:
                 self.fault_counts[fault] += 1

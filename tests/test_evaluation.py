@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from lema_hub.evaluation import (
@@ -296,6 +297,7 @@ def test_tiny_model_end_to_end_writes_details_and_card(tmp_path, tiny_model):
     assert cache.is_file() and len(cache.read_text().splitlines()) == 4
     evaluate(cfg)
     assert _details(out, config) == details
+    assert len(cache.read_text().splitlines()) == 4  # served from the cache: nothing generated again
 
 
 def test_endpoint_backend_two_models_side_by_side(tmp_path):
@@ -359,7 +361,9 @@ def test_lora_adapter_folder_is_evaluated_over_its_base(tmp_path, tiny_model):
 
     folder = tmp_path / "lema-tiny-lora"
     peft_model = get_peft_model(
-        load_model(TINY_MODEL), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"])
+        # init_lora_weights=False: a non-zero update, so the merged model differs from its base
+        load_model(TINY_MODEL),
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"], init_lora_weights=False),
     )
     peft_model.peft_config["default"].base_model_name_or_path = TINY_MODEL
     peft_model.save_pretrained(folder)
@@ -377,3 +381,7 @@ def test_lora_adapter_folder_is_evaluated_over_its_base(tmp_path, tiny_model):
     assert res["protocol"]["stop"] == ["\nQuestion:", "\n\nPlease solve the following math problem."]
     assert res["num_samples"] == 2 and res["error_count"] == 0
     assert _card_value(folder, "sample")["dataset"]["id"] == "lema-hub/bundled-sample"
+    # What was evaluated is base + adapter, merged: q_proj moved, the rest is the base's.
+    merged, base = load_model(str(folder)).model.layers[0], load_model(TINY_MODEL).model.layers[0]
+    assert not torch.equal(merged.self_attn.q_proj.weight, base.self_attn.q_proj.weight)
+    assert torch.equal(merged.self_attn.k_proj.weight, base.self_attn.k_proj.weight)

@@ -50,7 +50,12 @@ def _requests(k: int, n: int = 1, **sp) -> list[GenerationRequest]:
 
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
-def test_faults_every_request_finishes_exactly_once(tmp_path, transport):
+def test_faults_every_request_finishes_exactly_once(tmp_path, transport, monkeypatch):
+    from lema_hub.generation.backends import openai_backend
+
+    made = []  # the http_client each AsyncOpenAI got: openai's aiohttp client, or None (httpx)
+    real = openai_backend.make_http_client
+    monkeypatch.setattr(openai_backend, "make_http_client", lambda t: made.append(real(t)) or made[-1])
     with FakeOpenAIServer(fault_rate=0.3, seed=3, hang_s=1.5) as srv:
         cache = tmp_path / "requests.jsonl"
         with make_engine(_fast([srv.base_url], http_transport=transport), cache) as engine:
@@ -64,6 +69,12 @@ def test_faults_every_request_finishes_exactly_once(tmp_path, transport):
         assert set(srv.fault_counts) == {"429", "500", "hang", "drop", "malformed"}
         assert len(srv.success_counts) == 60 and set(srv.success_counts.values()) == {1}
         assert srv.total_requests == 60 + sum(srv.fault_counts.values())
+        if transport == "aiohttp":
+            from openai import DefaultAioHttpClient
+
+            assert made and all(isinstance(c, DefaultAioHttpClient) for c in made), made
+        else:
+            assert made and all(c is None for c in made), made
         # A rerun is served from the cache: no request reaches the server.
         before = srv.total_requests
         with make_engine(_fast([srv.base_url]), cache) as engine:
@@ -91,6 +102,7 @@ def test_client_errors_fail_without_retry(tmp_path):
             (res,) = engine.generate(_requests(1))
         assert res.error.startswith("HTTP 404")
         assert srv.total_requests == 0  # unknown paths are not counted as completions
+        assert srv.not_found == 1  # a 404 is final: one attempt, no retry
 
 
 def test_several_base_urls_share_the_load():
@@ -140,6 +152,7 @@ def test_api_key_comes_from_env_and_is_never_written(tmp_path, monkeypatch, capl
         with make_engine(_fast([srv.base_url], api_key_env="LEMA_TEST_KEY"), tmp_path / "c.jsonl") as engine:
             results = engine.generate(_requests(4))
     assert all(r.ok for r in results)
+    assert set(srv.auth_headers) == {f"Bearer {secret}"}  # the key was read and sent, on every attempt
     assert secret not in (tmp_path / "c.jsonl").read_text()
     assert secret not in caplog.text and secret not in json.dumps(engine.last_summary)
 
@@ -253,6 +266,8 @@ def test_transformers_sampling_is_reproducible_and_resumes(tiny_model, tmp_path)
     with make_engine(cfg) as eng:
         b = [r.text for r in eng.generate(reqs)]
     assert a == b
+    assert len(set(a)) > 1  # it sampled (greedy would give each prompt's two samples the same text)
+    assert all(a[2 * i] != a[2 * i + 1] for i in range(3)), a  # and each sample has its own seed
     with make_engine(cfg, tmp_path / "s.jsonl") as eng:
         first = [r.text for r in eng.generate(reqs[:2])]
     with make_engine(cfg, tmp_path / "s.jsonl") as eng:

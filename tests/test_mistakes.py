@@ -99,6 +99,9 @@ def test_several_generators_and_their_errors(tmp_path):
         ])  # fmt: skip
         summary = collect(CollectConfig(**cfg))
         assert a.total_requests == 4 and b.total_requests == 2
+        # Each generator asks for its own model.
+        assert {p["model"] for p in a.payloads} == {"model-a"}
+        assert {p["model"] for p in b.payloads} == {"model-b"}
     samples = _rows(summary["output_dir"], "sample-samples")
     assert [r["generator"] for r in samples] == ["gen-a"] * 4 + ["gen-b"] * 2
     bad = CollectConfig(**_endpoint_config(tmp_path, "http://x", "bad", generators=[{"modle": "typo"}]))
