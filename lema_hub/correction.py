@@ -566,7 +566,7 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
             rows.append(_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
         return rows, tokens
 
-    from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams, make_engine
+    from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 
     prompts: dict[str, CorrectorPrompt] = {}
 
@@ -593,19 +593,7 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
         rid = _sha12(repr((m.get("problem_id"), m.get("generator"), m.get("sample_index"), content)).encode())
         requests.append(GenerationRequest(request_id=f"correct-{rid}", prompt=content, sampling=sampling))
         owners[f"correct-{rid}"] = (i, p)
-    engine_cfg = EngineConfig(
-        backend=cfg.backend,
-        model=cfg.model,
-        base_urls=cfg.base_urls,
-        api_key_env=cfg.api_key_env,
-        prompt_style=cfg.prompt_style,
-        concurrency=cfg.concurrency,
-        batch_size=cfg.batch_size,
-        max_retries=cfg.max_retries,
-        request_timeout=cfg.request_timeout,
-        extra_body=cfg.extra_body,
-        progress=cfg.progress,
-    )
+    engine_cfg = cfg.engine_config(cfg.backend, cfg.model, cfg.prompt_style, progress=cfg.progress)
     # `.cache/` is never pushed; the engine's request cache makes an interrupted run resume.
     cache = output_dir / ".cache" / f"correct-{_sha12(repr((cfg.backend, cfg.model)).encode())}.jsonl"
     engine = make_engine(engine_cfg, cache_path=cache)

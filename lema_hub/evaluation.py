@@ -570,7 +570,7 @@ def merged_adapter_folder(model: str, target: Path) -> str:
 
 
 def _generate(cfg: EvalConfig, model: str, problems: Sequence[Problem], style: str, stop, cache_path: Path):
-    from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams, make_engine
+    from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 
     sampling = SamplingParams(
         temperature=cfg.temperature,
@@ -582,17 +582,7 @@ def _generate(cfg: EvalConfig, model: str, problems: Sequence[Problem], style: s
     )
     if cfg.backend == "vllm":  # the transformers backend merges adapters itself (models.load_model)
         model = merged_adapter_folder(model, cache_path.parent / "merged" / cache_path.stem)
-    engine_cfg = EngineConfig(
-        backend=cfg.backend,
-        model=model,
-        base_urls=cfg.base_urls,
-        api_key_env=cfg.api_key_env,
-        prompt_style=style,
-        concurrency=cfg.concurrency,
-        batch_size=cfg.batch_size,
-        max_retries=cfg.max_retries,
-        request_timeout=cfg.request_timeout,
-    )
+    engine_cfg = cfg.engine_config(cfg.backend, model, style)
     requests = [
         GenerationRequest(request_id=p.problem_id, prompt=_build_prompt(p.question, style), sampling=sampling)
         for p in problems

@@ -177,24 +177,10 @@ def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
 
 
 def _engine(cfg: EvolveConfig, model: str, cache: Path):
-    from lema_hub.generation import EngineConfig, make_engine
+    from lema_hub.generation import make_engine
 
-    return make_engine(
-        EngineConfig(
-            backend=cfg.backend,
-            model=model,
-            base_urls=cfg.base_urls,
-            api_key_env=cfg.api_key_env,
-            prompt_style=cfg.prompt_style,
-            concurrency=cfg.concurrency,
-            batch_size=cfg.batch_size,
-            max_retries=cfg.max_retries,
-            request_timeout=cfg.request_timeout,
-            extra_body=cfg.extra_body,
-            progress=cfg.progress,
-        ),
-        cache_path=cache,
-    )
+    engine_cfg = cfg.engine_config(cfg.backend, model, cfg.prompt_style, progress=cfg.progress)
+    return make_engine(engine_cfg, cache_path=cache)
 
 
 def _sha(text: str) -> str:

@@ -51,6 +51,8 @@ GENERATOR_KEYS = (
     "retry_base_delay",
     "retry_max_delay",
 )
+# The generator keys that configure its engine (the rest: name and sampling).
+ENGINE_KEYS = tuple(k for k in GENERATOR_KEYS if k in {f.name for f in dataclasses.fields(EngineConfig)})
 
 
 def _f(default: Any, help: str) -> Any:
@@ -128,21 +130,7 @@ def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, Sampl
                 f"generators[{i}]: two generators are named {name!r}; give them distinct `name`s."
             )
         names.add(name)
-        engine = EngineConfig(
-            backend=g["backend"],
-            model=g["model"],
-            base_urls=g["base_urls"],
-            api_key_env=g["api_key_env"],
-            prompt_style=g["prompt_style"],
-            concurrency=g["concurrency"],
-            batch_size=g["batch_size"],
-            max_retries=g["max_retries"],
-            request_timeout=g["request_timeout"],
-            extra_body=g["extra_body"],
-            retry_base_delay=g["retry_base_delay"],
-            retry_max_delay=g["retry_max_delay"],
-            progress=cfg.progress,
-        )
+        engine = EngineConfig(**{k: g[k] for k in ENGINE_KEYS}, progress=cfg.progress)
         sampling = SamplingParams(
             temperature=g["temperature"],
             top_p=g["top_p"],

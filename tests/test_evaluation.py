@@ -323,8 +323,10 @@ def test_endpoint_backend_two_models_side_by_side(tmp_path):
                 problems_limit=5,
                 output_dir=str(tmp_path / "eval"),
                 max_retries=1,
+                extra_body={"top_k": 1},
             )
         )
+        assert srv.payloads and all(p["top_k"] == 1 for p in srv.payloads)  # extra_body reaches the server
     assert summary["results"]["lema-sample"]["accuracy"] == 1.0
     assert summary["results"]["baseline-sample"]["accuracy"] == 0.0
     assert summary["results"]["lema-sample"]["protocol"]["prompt_style"] == "chat"

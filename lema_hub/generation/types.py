@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 BACKENDS = ("transformers", "openai", "tgi", "vllm")
@@ -155,3 +155,10 @@ class EndpointArgs:
             "'{\"do_sample\": true}'} for transformers serve)."
         },
     )
+
+    def engine_config(
+        self, backend: str, model: str, prompt_style: str = "auto", **more: Any
+    ) -> EngineConfig:
+        """The engine settings for `model` on `backend`, with every endpoint field of these args."""
+        endpoint = {f.name: getattr(self, f.name) for f in fields(EndpointArgs)}
+        return EngineConfig(backend=backend, model=model, prompt_style=prompt_style, **endpoint, **more)
