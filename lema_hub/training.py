@@ -95,6 +95,7 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args) ->
     from lema_hub.models import resolve_model
 
     _check_args(script_args, training_args, model_args)
+    _move_hub_token_to_env(training_args)
     set_seed(training_args.seed)
 
     # Data: one view of the mixture, as prompt/completion rows
@@ -204,14 +205,19 @@ def _check_args(script_args: SFTScriptArguments, training_args, model_args) -> N
             "assistant_only_loss is not needed (prompt/completion rows already give completion-only loss) and "
             "fails on chat templates without {% generation %} markers; remove it."
         )
-    if training_args.hub_token:
-        # The Trainer pickles its arguments into training_args.bin, saved with every checkpoint and
-        # uploaded by every in-training push: keep the token in this process's environment instead,
-        # where huggingface_hub finds it, and out of every file.
-        os.environ["HF_TOKEN"] = training_args.hub_token
-        training_args.hub_token = None
     if training_args.bf16 and not torch.cuda.is_available():
         logger.warning("bf16 on CPU is several times slower than fp32; set `bf16: false` for CPU runs.")
+
+
+def _move_hub_token_to_env(training_args) -> None:
+    """Keep a `hub_token` argument out of every file: in this process's HF_TOKEN instead.
+
+    The Trainer pickles its arguments into training_args.bin, saved with every checkpoint and
+    uploaded by every in-training push; huggingface_hub finds the token in the environment.
+    """
+    if training_args.hub_token:
+        os.environ["HF_TOKEN"] = training_args.hub_token
+        training_args.hub_token = None
 
 
 def _data_seed(training_args) -> int:
