@@ -6,6 +6,8 @@ few-shot prompt + a question + a wrong reasoning path, ending at `Incorrect Step
 It never sees the gold answer. `parse_correction` turns the raw output into fields, tolerant of
 formatting noise but strict about meaning, and a correction is accepted only when its final answer
 grades `correct` against gold. Rejected rows are kept with a reason from `REJECT_REASONS`.
+The parser runs in linear time (outputs over `MAX_CORRECTION_CHARS` are `too_long`) and reads only
+the first `Correct Solution` block. Column names and types of the rows are `lema_hub.schema`'s.
 """
 
 from __future__ import annotations
@@ -215,7 +217,7 @@ def _solution_block(sol_text: str) -> list[str]:
     braced = bool(lines) and lines[0].startswith("{") and not lines[0].startswith("{}")
     depth = 0
     for i, line in enumerate(lines):
-        if not line.replace("}", "").strip():
+        if line[0] == "}" and not line.strip("} \t"):
             return lines[: i + 1]
         if not braced:
             continue
@@ -259,10 +261,10 @@ def _strip_braces(lines: list[str]) -> list[str]:
 def _solution_steps(lines: list[str]) -> list[tuple[int | None, str]]:
     """(number, text) per step; unnumbered lines continue the previous step; `...` lines drop."""
     steps: list[tuple[int | None, list[str]]] = []
-    for line in lines:
-        if _ELLIPSIS_RE.fullmatch(line):
+    for line in lines:  # stripped, non-blank (from _strip_braces); the first-char tests skip the regexes
+        if line[0] in ".\u2026" and _ELLIPSIS_RE.fullmatch(line):
             continue
-        m = _STEP_LINE_RE.match(line.strip())
+        m = _STEP_LINE_RE.match(line) if line[0] in "sS-*>" else None
         if m:
             # A number too long to be a step sorts after every real step (it is never int()-ed).
             num = _step_number(m.group(1))
@@ -292,14 +294,14 @@ def parse_correction(raw: str | None, num_steps: int, task: str = "gsm8k") -> Pa
 def _parse(raw: str | None, num_steps: int, task: str) -> ParsedCorrection:
     from lema_hub.grading import extract_answer
 
-    if raw is None or not raw.strip():
-        return ParsedCorrection(
-            reject_reason="generation_failed" if raw is None else "parse_error", detail="empty output"
-        )
-    if len(raw) > MAX_CORRECTION_CHARS:
+    if raw is not None and len(raw) > MAX_CORRECTION_CHARS:
         return ParsedCorrection(
             reject_reason="too_long",
             detail=f"{len(raw):,} characters, over the parser's cap of {MAX_CORRECTION_CHARS:,}",
+        )
+    if raw is None or not raw.strip():
+        return ParsedCorrection(
+            reject_reason="generation_failed" if raw is None else "parse_error", detail="empty output"
         )
     text = _normalize(raw)
     first = _NON_SPACE_RE.search(text)
