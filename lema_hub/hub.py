@@ -693,9 +693,10 @@ def _token_usage(
             )
         else:
             cost = "unknown"
-        out.append(
-            {**u, "cost": cost, "tokens": "complete" if u["complete"] else "partial (some rows report none)"}
-        )
+        tokens = "complete" if u["complete"] else "partial (some rows report none)"
+        if u["model"] == REFERENCE_CORRECTOR:
+            tokens = "none (rule-based)"
+        out.append({**u, "cost": cost, "tokens": tokens})
     return out
 
 

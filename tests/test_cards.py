@@ -306,7 +306,8 @@ def test_corrections_card_shows_the_llm_corrector_tokens_and_cost(lema_server, c
     assert summary["accepted"] == len(rows) > 0  # the server's corrections reach gold
     prompt = sum(r[CORRECTOR_TOKENS.prompt] for r in rows)
     completion = sum(r[CORRECTOR_TOKENS.completion] for r in rows)
-    assert (prompt, completion) == (summary["tokens"]["prompt_tokens"], summary["tokens"]["completion_tokens"])
+    tokens = summary["tokens"]
+    assert (prompt, completion) == (tokens["prompt_tokens"], tokens["completion_tokens"])
     assert prompt > 500 * len(rows) and completion > 0  # the few-shot prompt went in
     cost = (prompt * PRICE["input"] + completion * PRICE["output"]) / 1e6
     text = (folder / "README.md").read_text()

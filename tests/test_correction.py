@@ -498,6 +498,8 @@ def test_correct_writes_the_schema_columns_and_types(tmp_path):
         for name in (CORRECTOR_TOKENS.prompt, CORRECTOR_TOKENS.completion, "incorrect_step"):
             assert str(schema.field(name).type) == "int64", name
     assert {r[CORRECTOR_TOKENS.prompt] for r in load_rows(str(out), "sample")} == {None}
+    card = (out / "README.md").read_text()
+    assert f"| `reference` | {len(rows)} | 0 | 0 | none (rule-based) | $0 (rule-based, no model) |" in card
 
 
 def test_correct_config_errors():
