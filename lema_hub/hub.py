@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from lema_hub.configs import is_secret
+from lema_hub.schema import CORRECTOR_TOKENS, GENERATOR_TOKENS, REFERENCE_CORRECTOR, TokenColumns
 
 if TYPE_CHECKING:
     import datasets
@@ -559,7 +560,6 @@ SOURCES = {
     "math500": ("HuggingFaceH4/MATH-500", "mit"),
     "sample": (None, "apache-2.0"),  # the bundled sample problems were written for this project
 }
-REFERENCE_CORRECTOR = "reference"
 
 
 def _template_path(group: str, name: str) -> Path:
@@ -648,18 +648,16 @@ def _is_local_model(name: str) -> bool:
 
 def _token_usage(
     tables: dict[str, dict[str, Any]],
-    model_col: str,
-    prompt_col: str,
-    completion_col: str,
+    cols: TokenColumns,
     configs: list[str],
     prices: dict[str, dict[str, float]],
 ) -> list[dict[str, Any]]:
-    """Per model: requests, prompt/completion tokens and estimated cost (None when unknown)."""
+    """Per model (`cols.model`): rows, prompt/completion tokens and estimated cost ("unknown" without a price)."""
     usage: dict[str, dict[str, Any]] = {}
     for config in configs:
         for t in tables.get(config, {}).values():
-            models = _column(t, model_col)
-            pt, ct = _column(t, prompt_col), _column(t, completion_col)
+            models = _column(t, cols.model)
+            pt, ct = _column(t, cols.prompt), _column(t, cols.completion)
             if not models or not pt or not ct:
                 continue
             for m, p, c in zip(models, pt, ct):
@@ -695,9 +693,10 @@ def _token_usage(
             )
         else:
             cost = "unknown"
-        out.append(
-            {**u, "cost": cost, "tokens": "complete" if u["complete"] else "partial (some rows report none)"}
-        )
+        tokens = "complete" if u["complete"] else "partial (some rows report none)"
+        if u["model"] == REFERENCE_CORRECTOR:
+            tokens = "none (rule-based)"
+        out.append({**u, "cost": cost, "tokens": tokens})
     return out
 
 
@@ -946,6 +945,10 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
     ctx["reject_reasons"] = _counter_rows(_all_values(tables, "reject_reason", rejected))
     correctors = sorted({str(c) for c in _all_values(tables, "corrector") if c})
     ctx["reference_corrector"] = REFERENCE_CORRECTOR in correctors
+    ctx["corrector_token_columns"] = [CORRECTOR_TOKENS.prompt, CORRECTOR_TOKENS.completion]
+    # Task configs: a main config is not written when nothing was accepted, so read `-rejected` too.
+    tasks = sorted({*main, *(c.removesuffix("-rejected") for c in rejected)})
+    ctx["tasks"] = tasks
     ctx["correctors"] = [
         {
             "name": c,
@@ -957,7 +960,7 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
     ]
     # Acceptance per corrector (and per task config).
     per: list[dict[str, Any]] = []
-    for cfg in main:
+    for cfg in tasks:
         task = cfg
         rej_cfg = f"{cfg}-rejected"
         acc_c = Counter(_all_values(tables, "corrector", [cfg]))
@@ -1012,9 +1015,9 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
     label = "level"
     if not by:
         label = "task"
-        for cfg in main:
+        for cfg in tasks:
             by[cfg] = [
-                sum(t.num_rows for t in tables[cfg].values()),
+                sum(t.num_rows for t in tables.get(cfg, {}).values()),
                 sum(t.num_rows for t in tables.get(f"{cfg}-rejected", {}).values()),
             ]
     keys = sorted(by)
@@ -1154,23 +1157,16 @@ def write_dataset_card(
     if (folder / IMAGES_DIR).is_dir():  # plots are re-drawn from the current data
         for old in (folder / IMAGES_DIR).glob("*.png"):
             old.unlink()
-    ctx: dict[str, Any] = {"images": []}
+    ctx: dict[str, Any] = {"images": [], "reference_corrector_name": REFERENCE_CORRECTOR}
     _KIND_STATS[kind](folder, tables, main, ctx)
     if not ctx["images"]:
         ctx["images"].append(("Rows per config and split", _rows_per_config_plot(folder, counts)))
     ctx["images"] = [{"caption": c, "path": p} for c, p in ctx["images"] if p]
     usage = _token_usage(
-        tables,
-        "generator",
-        "prompt_tokens",
-        "completion_tokens",
-        [c for c in order if c.endswith("-samples")] or main,
-        prices_all,
+        tables, GENERATOR_TOKENS, [c for c in order if c.endswith("-samples")] or main, prices_all
     )
     if kind == "corrections":  # rows carry the generator's tokens; the corrector's come from its own columns
-        usage = _token_usage(
-            tables, "corrector", "corrector_prompt_tokens", "corrector_completion_tokens", order, prices_all
-        )
+        usage = _token_usage(tables, CORRECTOR_TOKENS, order, prices_all)
     samples_md = []
     for cfg in order:
         row = _first_row(tables, cfg)

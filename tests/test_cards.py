@@ -9,7 +9,8 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard, ModelCard, SpaceCard, parse_eval_result_entries
 
-from lema_hub import PAPER_CITATION
+from lema_hub import PAPER_CITATION, formats
+from lema_hub.correction import CorrectConfig, correct, load_rows, reference_correction
 from lema_hub.hub import (
     find_leaks,
     save_dataset_config,
@@ -19,6 +20,10 @@ from lema_hub.hub import (
     write_run_record,
     write_space_card,
 )
+from lema_hub.mistakes import CollectConfig, collect
+from lema_hub.problems import load_sample
+from lema_hub.schema import CORRECTOR_TOKENS
+from tests.fake_openai_server import FakeOpenAIServer
 from tests.hub_emulator import TOKEN
 from tests.test_hub import build_corrections, build_mistakes, correction_rows, problem, sample_rows
 
@@ -237,4 +242,91 @@ def test_space_card(tmp_path):
     assert card.data.sdk == "gradio" and card.data.sdk_version == gradio.__version__
     assert card.data.app_file == "app.py" and card.data.models == ["someone/lema-smollm2-135m-gsm8k"]
     assert card.data.datasets == ["someone/lema-corrections"]
+    _assert_clean(folder, tmp_path)
+
+
+# ------------------------------------------------------------- corrections cards from stage-written folders
+PRICE = {"input": 2.5, "output": 10.0}  # $ per million tokens
+_SAMPLE = {p.question: p for p in load_sample("train")}
+
+
+def _lema_responder(payload: dict) -> str:
+    """A loopback LLM: a wrong CoT path for each problem; LeMa-format corrections from the corrector.
+
+    The corrector named "broken-corrector" answers no correction at all (every row is rejected).
+    """
+    text = payload["messages"][-1]["content"] if "messages" in payload else payload["prompt"]
+    if "Original Solution:" not in text:  # a CoT prompt: a wrong first step, a wrong answer
+        p = _SAMPLE[text.split("Question: ", 1)[1].rsplit("\nAnswer:", 1)[0]]
+        steps = formats.gold_steps(p)
+        return " ".join([f"{steps[0]} Plus 1000.", f"The answer is {float(p.gold_answer) + 1000:g}."])
+    if payload["model"] == "broken-corrector":
+        return "I am not sure what is wrong here."
+    block = text.rsplit("\n\nQuestion: ", 1)[1]
+    p = _SAMPLE[block.split("\nOriginal Solution:", 1)[0]]
+    steps = [s for _, s in formats.parse_rendered_steps(block.split("Original Solution:", 1)[1])]
+    fix = reference_correction(p.to_dict(), steps)
+    return formats.correction_target(fix.incorrect_step, fix.explanation, fix.corrected_steps)
+
+
+@pytest.fixture(scope="module")
+def lema_server():
+    with FakeOpenAIServer(responder=_lema_responder) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def collected(lema_server, tmp_path_factory) -> Path:
+    """A mistakes folder written by `lema-hub collect` against the loopback server."""
+    out = tmp_path_factory.mktemp("collect") / "lema-mistakes"
+    collect(
+        CollectConfig(
+            problems="sample", problems_limit=4, output_dir=str(out), backend="openai", model="fake-model",
+            base_urls=[lema_server.base_url], prompt_style="chat", num_samples=1, temperature=0.0,
+            max_tokens=128, progress=False,
+        )
+    )  # fmt: skip
+    assert load_rows(str(out), "sample")
+    return out
+
+
+def _correct(server, mistakes: Path, out: Path, model: str, **kw) -> dict:
+    return correct(
+        CorrectConfig(
+            mistakes=str(mistakes), output_dir=str(out), backend="openai", model=model,
+            base_urls=[server.base_url], prompt_style="chat", progress=False, **kw,
+        )
+    )  # fmt: skip
+
+
+def test_corrections_card_shows_the_llm_corrector_tokens_and_cost(lema_server, collected, tmp_path):
+    folder = tmp_path / "lema-corrections"
+    summary = _correct(lema_server, collected, folder, "gpt-4o-fake", price_table={"gpt-4o-fake": PRICE})
+    rows = load_rows(str(folder), "sample") + load_rows(str(folder), "sample-rejected", missing_ok=True)
+    assert summary["accepted"] == len(rows) > 0  # the server's corrections reach gold
+    prompt = sum(r[CORRECTOR_TOKENS.prompt] for r in rows)
+    completion = sum(r[CORRECTOR_TOKENS.completion] for r in rows)
+    tokens = summary["tokens"]
+    assert (prompt, completion) == (tokens["prompt_tokens"], tokens["completion_tokens"])
+    assert prompt > 500 * len(rows) and completion > 0  # the few-shot prompt went in
+    cost = (prompt * PRICE["input"] + completion * PRICE["output"]) / 1e6
+    text = (folder / "README.md").read_text()
+    assert (
+        f"| `gpt-4o-fake` | {len(rows)} | {prompt:,} | {completion:,} | complete | "
+        f"${cost:,.2f} (at $2.5/$10.0 per M in/out tokens) |"
+    ) in text
+    assert "Token usage: unknown" not in text
+    assert "The main configs (`sample`) hold the **accepted** corrections" in text
+    _assert_clean(folder, tmp_path)
+
+
+def test_corrections_card_when_nothing_was_accepted(lema_server, collected, tmp_path):
+    folder = tmp_path / "lema-corrections"
+    summary = _correct(lema_server, collected, folder, "broken-corrector")
+    assert summary["accepted"] == 0 and summary["reject_reasons"] == {"parse_error": summary["n"]}
+    text = (folder / "README.md").read_text()
+    assert "(``)" not in text and "hold the **accepted** corrections" not in text
+    assert "**No correction was accepted**" in text and "(`sample-rejected`)" in text
+    assert f"| `sample` | `broken-corrector` | 0 | {summary['n']} | 0.0% |" in text
+    assert f"| `broken-corrector` | {summary['n']} |" in text  # tokens are still counted
     _assert_clean(folder, tmp_path)

@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lema_hub import formats
+from lema_hub import correction, formats
 from lema_hub.calculator import numbers_in
 from lema_hub.correction import (
+    MAX_CORRECTION_CHARS,
     REJECT_REASONS,
     CorrectConfig,
     build_corrector_input,
@@ -25,6 +26,8 @@ from lema_hub.correction import (
 from lema_hub.grading import grade
 from lema_hub.hub import save_dataset_config
 from lema_hub.problems import load_sample
+from lema_hub.schema import CORRECTION_COLUMNS, CORRECTOR_TOKENS
+from tests.regex_linearity import linearity_problems
 
 # (task, answer of each demonstration's corrected solution) for the bundled prompts.
 DEMO_ANSWERS = {"gsm8k": ["288", "3", "840", "100"], "math": ["\\frac{7}{2}", "125", "8\\sqrt{2}", "72"]}
@@ -262,6 +265,103 @@ def test_parser_fuzz_never_raises_and_every_reject_has_a_reason(parts, num_steps
         assert parsed.detail
 
 
+# ------------------------------------------------------------------- parser: adversarial inputs
+# The patterns the parser used before it was made linear: 16,000 newlines took 4.6 s (x4 per doubling).
+_QUADRATIC_PATTERNS = [
+    (re.compile(r"\s*[>#*]*\s*incorrect\s+step\s*[:\-]?", re.I), "match"),
+    (re.compile(r"\n\s*(?:Question|Original Solution)\s*:", re.I), "search"),
+    (re.compile(r"step\s*#?\s*(\d+)", re.I), "search"),
+    (re.compile(r"^\s*[-*>]?\s*step\s*(\d+)\s*[:.)\-]\s*(.*)$", re.I), "match"),
+    (re.compile(r"\n\s*\n(?=Question:)"), "search"),
+]
+
+
+def test_parser_patterns_cannot_backtrack_quadratically():
+    # The check bites: it flags every pattern that made the old parser quadratic.
+    for pattern, mode in _QUADRATIC_PATTERNS:
+        assert linearity_problems(pattern, mode), pattern.pattern
+    listed = {id(p) for p, _ in correction._PARSER_PATTERNS}
+    module_patterns = [v for k, v in vars(correction).items() if isinstance(v, re.Pattern)]
+    assert module_patterns and all(id(p) in listed for p in module_patterns)  # none left unchecked
+    for pattern, mode in correction._PARSER_PATTERNS:
+        assert linearity_problems(pattern, mode) == [], pattern.pattern
+
+
+def _pad(text: str, n: int, ws: str) -> str:
+    """GOOD with `n` characters of whitespace `ws` after every line (the shape that was quadratic)."""
+    return text.replace("\n", "\n" + ws * (n // (len(ws) * text.count("\n"))))
+
+
+@pytest.mark.parametrize("ws", ["\n", " ", "\t", "\n \t", "\r\n"], ids=["nl", "sp", "tab", "mixed", "crlf"])
+def test_parser_reads_a_correction_padded_to_the_cap(ws):
+    raw = _pad(GOOD, MAX_CORRECTION_CHARS - len(GOOD), ws)
+    assert len(GOOD) < len(raw) <= MAX_CORRECTION_CHARS
+    parsed = parse_correction(raw, 3)
+    assert parsed.ok, parsed.detail
+    assert (parsed.incorrect_step, parsed.corrected_answer) == (2, "96")
+    assert parsed.corrected_steps == ["It sold 48 * 2 = 96 cookies.", "The answer is 96."]
+
+
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        ("x" + "\n" * (MAX_CORRECTION_CHARS - 2) + "x", "parse_error"),
+        ("Step" + "\n" * (MAX_CORRECTION_CHARS - 4), "parse_error"),
+        (" Step 2.\nExplanation: a\n" + "\n" * (MAX_CORRECTION_CHARS - 30), "parse_error"),
+        (" Step 2.\nExplanation: a\nCorrect Solution:\n{" + "{ " * 15000 + "\nStep 2: The answer is 5", None),
+        (" Step 2.\nExplanation: a\nCorrect Solution:\nStep 2: The answer is 5." + "}" * 30000, None),
+        ("x" * (MAX_CORRECTION_CHARS + 1), "too_long"),
+        ("\n" * MAX_CORRECTION_CHARS + " Step 2.", "too_long"),
+    ],
+    ids=["newlines", "step-newlines", "explanation-newlines", "open-braces", "close-braces", "long", "ws"],
+)
+def test_parser_on_degenerate_outputs(raw, reason):
+    parsed = parse_correction(raw, 3)
+    assert parsed.reject_reason == reason, parsed.detail
+    if reason is None:
+        assert parsed.corrected_answer == "5" and parsed.corrected_steps[0].startswith("The answer is 5")
+    if reason == "too_long":
+        assert f"{MAX_CORRECTION_CHARS:,}" in parsed.detail and parsed.incorrect_step is None
+
+
+REPEATED = (
+    " Step 2.\nExplanation: twice means times 2.\nCorrect Solution: {\nStep 2: It sold 2 * 2 = 4.\n"
+    "Step 3: The answer is 5.\n}\nIncorrect Step: Step 2.\nExplanation: again.\nCorrect Solution: {\n"
+    "Step 2: The answer is 7.\n}"
+)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        REPEATED,  # the model starts its block again after the closing brace
+        REPEATED.replace("{", "").replace("}", ""),  # ... with no braces at all
+        REPEATED.replace("\nIncorrect Step: Step 2.", ""),  # ... or goes on without the label
+        REPEATED.replace("The answer is 5.\n}", "The answer is 5. }"),  # ... after an inline brace
+    ],
+    ids=["repeat", "repeat-no-braces", "chatter-after-brace", "inline-brace"],
+)
+def test_parser_keeps_only_the_first_block(raw):
+    parsed = parse_correction(raw, 3)
+    assert parsed.ok, parsed.detail
+    assert parsed.explanation == "twice means times 2."
+    assert parsed.corrected_steps == ["It sold 2 * 2 = 4.", "The answer is 5."]
+    assert parsed.corrected_answer == "5"
+
+
+def test_parser_huge_step_numbers_are_out_of_range():
+    for digits in (19, 4301, 20000):
+        parsed = parse_correction(GOOD.replace(" Step 2.", f" Step {'9' * digits}."), 3)
+        assert parsed.reject_reason == "step_out_of_range", parsed.detail
+        assert parsed.incorrect_step is None and f"{digits:,}-digit step" in parsed.detail
+    # 18 digits still fit an int64 column: the number is kept.
+    parsed = parse_correction(GOOD.replace(" Step 2.", f" Step {'9' * 18}."), 3)
+    assert (parsed.reject_reason, parsed.incorrect_step) == ("step_out_of_range", 10**18 - 1)
+    # A huge number inside the corrected solution is a step after the others, not a parser error.
+    parsed = parse_correction(GOOD.replace("Step 3:", f"Step {'9' * 5000}:"), 3)
+    assert parsed.ok and parsed.corrected_steps == ["It sold 48 * 2 = 96 cookies.", "The answer is 96."]
+
+
 # ------------------------------------------------------------------------------ reference corrector
 def _perturbed_paths():
     """(problem, wrong steps, perturbed step) for every gold step with a computed result, the result
@@ -383,6 +483,23 @@ def test_correct_with_reference_backend(tmp_path):
     assert summary["reference_agreement"]["rate"] == 1.0
     assert set(summary["by_generator"]) == {"perturb"} and "2" in summary["by_level"]
     assert (out / "README.md").is_file() and (out / "run_summary.json").is_file()
+
+
+def test_correct_writes_the_schema_columns_and_types(tmp_path):
+    import pyarrow.parquet as pq
+
+    folder, rows = _mistakes_folder(tmp_path)
+    out = tmp_path / "corrections"
+    correct(CorrectConfig(mistakes=str(folder), output_dir=str(out)))
+    for config in ("sample", "sample-rejected"):
+        schema = pq.read_schema(next((out / "data" / config).glob("*.parquet")))
+        assert set(schema.names) == set(rows[0]) | set(CORRECTION_COLUMNS)
+        # The reference corrector reports no tokens: the columns are null but still int64 on disk.
+        for name in (CORRECTOR_TOKENS.prompt, CORRECTOR_TOKENS.completion, "incorrect_step"):
+            assert str(schema.field(name).type) == "int64", name
+    assert {r[CORRECTOR_TOKENS.prompt] for r in load_rows(str(out), "sample")} == {None}
+    card = (out / "README.md").read_text()
+    assert f"| `reference` | {len(rows)} | 0 | 0 | none (rule-based) | $0 (rule-based, no model) |" in card
 
 
 def test_correct_config_errors():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lema_hub.schema import CORRECTOR_TOKENS
+
 PROMPT_ID = "lema-gsm8k@sha256:3f2a9c1b7d4e"
 SAMPLING = {"temperature": 0.8, "top_p": 0.95, "max_tokens": 512, "seed": 1234}
 
@@ -102,8 +104,8 @@ def correction_rows(mistakes: list[dict[str, Any]]) -> tuple[list[dict], list[di
             "accepted": ok,
             "reject_reason": None if ok else "corrected answer 9 != gold",
             "reference_step": 1,
-            "corrector_prompt_tokens": 900 + j,
-            "corrector_completion_tokens": 120 + j,
+            CORRECTOR_TOKENS.prompt: 900 + j,  # the names the correct stage writes
+            CORRECTOR_TOKENS.completion: 120 + j,
         }
         (accepted if ok else rejected).append(row)
     return accepted, rejected
