@@ -670,8 +670,8 @@ def load_artifact(folder_or_repo: str, config: str = "default", split: str = "tr
             raise ValueError(
                 f"{path} config {name!r} has no split {split!r}; splits: {', '.join(found[name])}."
             )
-        # Read the parquet files directly: `datasets.load_dataset(folder)` caches by folder *name*
-        # (and keeps stale rows when a folder is rebuilt in place).
+        # Read the parquet files directly (no `datasets` cache to build): also right for folders
+        # written before data file names carried a content hash, which `load_dataset` may read stale.
         return datasets.Dataset(_concat_parquet(path, found[name][split]))
     return datasets.load_dataset(folder_or_repo, None if config == "default" else config, split=split)
 
