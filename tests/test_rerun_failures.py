@@ -154,8 +154,15 @@ def test_collect_into_a_fresh_folder_with_every_request_failing_writes_nothing(t
     assert snapshot(tmp_path / "mistakes") == {}  # no card with `configs: []`, no run record
 
 
-def test_partial_runs_publish_resume_and_never_shrink_a_finished_folder(tmp_path):
+def test_partial_runs_publish_resume_and_never_shrink_a_finished_folder(tmp_path, monkeypatch):
+    import datasets.config
+
     from lema_hub.mistakes import CollectConfig, collect
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
+
+    def plain_load() -> int:  # what users type; its cache is keyed on the folder name and the YAML
+        return len(datasets.load_dataset(str(folder), "sample-samples", split="train"))
 
     def cfg(url: str, **kw) -> CollectConfig:
         return CollectConfig(
@@ -168,11 +175,13 @@ def test_partial_runs_publish_resume_and_never_shrink_a_finished_folder(tmp_path
         first = collect(cfg(srv.base_url, max_retries=0))
     req = first["requests"]["sample"]
     assert 0 < req["failed"] < 12 and first["samples"] == req["succeeded"] == 12 - req["failed"]
+    assert plain_load() == req["succeeded"]
     # The rerun takes the successes from the cache and retries only the failures.
     with FakeOpenAIServer(responder=graded_responder()) as srv:
         second = collect(cfg(srv.base_url))
         assert srv.total_requests == req["failed"]
     assert second["samples"] == 12 and second["requests"]["sample"]["failed"] == 0
+    assert plain_load() == 12  # the rows on disk now, not the first run's
     finished = snapshot(folder)
     # Changed sampling against a flaky server: fewer successes than the finished run -> refused.
     with FakeOpenAIServer(responder=graded_responder(), fault_rate=0.5, faults=("500",), seed=3) as srv:
