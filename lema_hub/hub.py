@@ -334,11 +334,12 @@ def _only_parquet(path: Path) -> bool:
     return all(f.is_file() and f.suffix == ".parquet" for f in path.iterdir())
 
 
-def leftover_work_dirs(folder: str | os.PathLike) -> list[tuple[Path, str, str]]:
+def leftover_work_dirs(folder: str | os.PathLike, live_too: bool = False) -> list[tuple[Path, str, str]]:
     """(path, "staging" | "old", config) of the hidden swap folders an interrupted write left behind.
 
-    Folders of a writer that is still running (its pid alive) are not leftovers. The names older
-    versions used (`.<config>.<rand>/`, `.<config>.old-<pid>/`) count when they hold only parquet files.
+    Folders of a writer that is still running (its pid alive) are not leftovers unless `live_too`.
+    The names older versions used (`.<config>.<rand>/`, `.<config>.old-<pid>/`) count when they hold
+    only parquet files.
     """
     folder = Path(folder)
     out: list[tuple[Path, str, str]] = []
@@ -356,7 +357,7 @@ def leftover_work_dirs(folder: str | os.PathLike) -> list[tuple[Path, str, str]]
             pid, config = int(m.group(3) or 0), m.group(1)
         else:
             continue
-        if pid and _pid_alive(pid):
+        if pid and not live_too and _pid_alive(pid):
             continue
         out.append((path, kind, config))
     return out
@@ -586,7 +587,7 @@ def push_folder(
         )
     message = commit_message or _default_commit_message(folder)
     # Hidden swap folders of an interrupted write (also those named the way older versions did).
-    ignore = PUSH_IGNORE + [f"{path.name}/**" for path, _, _ in leftover_work_dirs(folder)]
+    ignore = PUSH_IGNORE + [f"{path.name}/**" for path, _, _ in leftover_work_dirs(folder, live_too=True)]
     info = _with_retries(
         lambda: api.upload_folder(
             folder_path=str(folder),

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub.generation.retry import RETRYABLE_STATUS
+from lema_hub.generation.retry import RETRYABLE_STATUS, failure_cause
 
-_GAVE_UP_RE = re.compile(r"^gave up after \d+ attempts: ", re.S)
 _HTTP_RE = re.compile(r"^HTTP (\d{3})\b")
 _SECRET_ENV_RE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
 _EXAMPLE_CHARS = 160
@@ -46,9 +45,8 @@ class RequestsFailed(SystemExit):
 
 
 def cause_of(error: str) -> str:
-    """The kind of a failure ("HTTP 401", "ConnectError", "timeout", ...), retries stripped."""
-    inner = _GAVE_UP_RE.sub("", error.strip())
-    return inner.split(":", 1)[0].strip() or "unknown error"
+    """The kind of a failure ("HTTP 401", "connection failed", "timeout", ...), retries stripped."""
+    return failure_cause(error)
 
 
 def is_permanent(cause: str) -> bool:

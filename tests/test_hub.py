@@ -504,7 +504,7 @@ def _leftovers(folder: Path, dead_pid: int) -> None:
     """What a kill inside the folder swap leaves: hidden staging and old-rows folders (both namings)."""
     for name in (
         ".gsm8k.k3j9x_0a",  # older versions: `.<config>.<rand>/` (staging)
-        ".gsm8k.old-4242",  # older versions: `.<config>.old-<pid>/` (rows being replaced)
+        f".gsm8k.old-{dead_pid}",  # older versions: `.<config>.old-<pid>/` (rows being replaced)
         f".lema-staging-{dead_pid}-gsm8k.ab12cd34",
     ):
         shutil.copytree(folder / "data" / "gsm8k", folder / name)

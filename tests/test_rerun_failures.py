@@ -293,7 +293,10 @@ def test_evaluate_rerun_keeps_each_finished_config_whose_requests_failed(tmp_pat
 def test_failure_causes_and_advice():
     assert cause_of("gave up after 7 attempts: HTTP 503: busy") == "HTTP 503"
     assert cause_of("HTTP 401: Error code: 401") == "HTTP 401"
-    assert cause_of("gave up after 2 attempts: ConnectError: refused") == "ConnectError"
+    assert (
+        cause_of("gave up after 2 attempts: connection failed: ConnectionRefusedError: x")
+        == "connection failed"
+    )
     assert [is_permanent(c) for c in ("HTTP 401", "HTTP 403", "HTTP 404", "HTTP 429", "HTTP 500", "timeout")] == [
         True, True, True, False, False, False,
     ]  # fmt: skip

@@ -24,6 +24,7 @@ from lema_hub.generation.retry import (
     MalformedResponse,
     PermanentError,
     RetryPolicy,
+    failure_cause,
     headers_of,
     parse_retry_after,
     status_of,
@@ -253,7 +254,7 @@ class Engine:
         generated = len(out) - cached - len(failed)
         reasons: dict[str, int] = {}
         for r in failed:
-            kind = r.error.split(":")[0]
+            kind = failure_cause(r.error)
             reasons[kind] = reasons.get(kind, 0) + 1
         new_tokens = max(0, self._progress_tokens)
         return {
