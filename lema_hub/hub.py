@@ -588,6 +588,9 @@ def push_folder(
     message = commit_message or _default_commit_message(folder)
     # Hidden swap folders of an interrupted write (also those named the way older versions did).
     ignore = PUSH_IGNORE + [f"{path.name}/**" for path, _, _ in leftover_work_dirs(folder, live_too=True)]
+    # A rewritten config has new (content-named) files: the remote's old ones of the configs this
+    # folder holds go in the same commit, so the repo holds exactly the rows the card lists.
+    deletes = list(delete_patterns or []) + [f"{DATA_DIR}/{c}/*.parquet" for c in discover_configs(folder)]
     info = _with_retries(
         lambda: api.upload_folder(
             folder_path=str(folder),
@@ -596,7 +599,7 @@ def push_folder(
             revision=revision,
             commit_message=message,
             ignore_patterns=ignore,
-            delete_patterns=delete_patterns,
+            delete_patterns=deletes or None,
         ),
         f"upload_folder {repo_id}",
     )

@@ -122,8 +122,8 @@ class RequestOutcome:
     def advice(self) -> str:
         if self.permanent:
             return (
-                "Rerunning will not help: fix the cause (API key, endpoint URL, model name or request) "
-                "first; finished requests come from the cache."
+                "Rerunning as is will not help: fix the cause (API key, endpoint URL, model name or "
+                "request), then rerun (finished requests come from the cache)."
             )
         if any(is_permanent(c) for c in self.causes):
             return (

@@ -561,3 +561,27 @@ def test_artifact_files_honour_the_umask(tmp_path):
     assert any(p.startswith("data/gsm8k/") for p in files) and "data/gsm8k" in dirs
     assert set(files.values()) == {0o644}, files
     assert set(dirs.values()) == {0o755}, dirs
+
+
+def test_a_rewritten_config_replaces_its_remote_files_in_one_push(tmp_path, hub):
+    folder = tmp_path / "lema-mistakes"
+    samples = build_mistakes(folder)
+    repo = f"{NS}/lema-mistakes"
+    run_client(hub, tmp_path, [{"do": "push", "folder": str(folder), "repo_id": repo}])
+    # A rerun wrote fewer rows into gsm8k-samples: new content, new file names.
+    save_dataset_config(folder, "gsm8k-samples", {"train": samples[:2]})
+    write_dataset_card(folder, "mistakes")
+    out = run_client(
+        hub,
+        tmp_path,
+        [
+            {"do": "push", "folder": str(folder), "repo_id": repo},
+            {"do": "load", "repo_id": repo, "config": "gsm8k-samples"},
+        ],
+    )
+    remote_data = {p for p in hub.files(repo) if p.startswith("data/")}
+    local_data = {
+        f for splits in discover_configs(folder).values() for files in splits.values() for f in files
+    }
+    assert remote_data == local_data  # the first push's gsm8k-samples files are gone
+    assert _normalize(out["loaded"]["gsm8k-samples@None"]) == _normalize(samples[:2])

@@ -143,7 +143,7 @@ def test_collect_rerun_refused_by_the_server_says_401_once_and_not_to_rerun(tmp_
     assert proc.returncode != 0
     assert snapshot(finished_mistakes) == before
     assert proc.stderr.count("12 of 12 requests failed: 12 x HTTP 401") == 1  # progress: false, still said
-    assert "Rerunning will not help" in proc.stderr and "Rerun the same command" not in proc.stderr
+    assert "Rerunning as is will not help" in proc.stderr and "Rerun the same command" not in proc.stderr
     assert KEY not in proc.stderr and "Traceback" not in proc.stderr
 
 
