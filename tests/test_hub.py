@@ -585,3 +585,18 @@ def test_a_rewritten_config_replaces_its_remote_files_in_one_push(tmp_path, hub)
     }
     assert remote_data == local_data  # the first push's gsm8k-samples files are gone
     assert _normalize(out["loaded"]["gsm8k-samples@None"]) == _normalize(samples[:2])
+
+
+def test_model_folders_built_atomically_honour_the_umask(tmp_path):
+    from lema_hub.models import _publish_atomically
+
+    def build(tmp: Path) -> None:
+        (tmp / "tokenizer_config.json").write_text("{}")
+
+    old = os.umask(0o022)
+    try:
+        target = _publish_atomically(build, tmp_path / "tokenizers" / "tiny")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o755
+    assert (target / "tokenizer_config.json").stat().st_mode & 0o777 == 0o644
