@@ -665,6 +665,7 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
         return rows, tokens
 
     from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
+    from lema_hub.run_guard import RequestOutcome
 
     prompts: dict[str, CorrectorPrompt] = {}
 
@@ -700,6 +701,8 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
         tokens["engine"] = dict(engine.last_summary)
     finally:
         engine.close()
+    tokens["outcome"] = RequestOutcome("correct")
+    tokens["outcome"].add(results, engine.last_summary)
     for res in results:
         i, p = owners[res.request_id]
         m = mistakes[i]
@@ -829,6 +832,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         write_dataset_card,
         write_run_record,
     )
+    from lema_hub.run_guard import guard_publish
 
     if not cfg.mistakes:
         raise ValueError(
@@ -853,6 +857,9 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     )
 
     rows, tokens = _correction_rows(cfg, mistakes, output_dir)
+    outcome = tokens.pop("outcome", None)
+    # Before anything is written: a run whose requests failed never replaces finished rows.
+    guard_publish(outcome, output_dir, "correct", name, [name, f"{name}-rejected"])
     if cfg.reference_qa:
         for r in rows:
             r["reference_step"] = reference_step(r, list(r["steps"]))
@@ -869,6 +876,8 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         tokens=tokens,
         wall_s=round(time.time() - t0, 2),
     )
+    if outcome is not None:
+        summary["requests"] = {name: outcome.record()}
     ds = datasets.Dataset.from_list(rows)
     ds = ds.cast(correction_features(ds.features))  # the correction columns' types, every run
     # An empty side is not written (and a stale one from an earlier run is removed).

@@ -569,7 +569,16 @@ def merged_adapter_folder(model: str, target: Path) -> str:
     return str(target)
 
 
-def _generate(cfg: EvalConfig, model: str, problems: Sequence[Problem], style: str, stop, cache_path: Path):
+def _generate(
+    cfg: EvalConfig,
+    model: str,
+    problems: Sequence[Problem],
+    style: str,
+    stop,
+    cache_path: Path,
+    outcome: Any = None,
+):
+    """Per problem, its samples; `outcome` (a `run_guard.RequestOutcome`) counts the failures."""
     from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 
     sampling = SamplingParams(
@@ -592,6 +601,8 @@ def _generate(cfg: EvalConfig, model: str, problems: Sequence[Problem], style: s
         results = engine.generate(requests, desc=f"evaluating {model}")
     finally:
         engine.close()
+    if outcome is not None:
+        outcome.add(results, engine.last_summary)
     by_id: dict[str, list] = defaultdict(list)
     for r in results:
         by_id[r.request_id].append(r)
@@ -677,6 +688,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         write_run_record,
     )
     from lema_hub.problems import load_problems
+    from lema_hub.run_guard import RequestOutcome, RequestsFailed, earlier_requests, guard_publish
 
     _validate(cfg)
     problems = load_problems(cfg)
@@ -692,6 +704,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     all_results = _load_results(out_dir)
     run_results: dict[str, dict[str, Any]] = {}
     cards: list[str] = []
+    requests: dict[str, Any] = {}
+    refused: list[RequestsFailed] = []
 
     for model, label in zip(cfg.models, _labels(cfg)):
         started = time.perf_counter()
@@ -709,10 +723,22 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             "seed": cfg.seed,
         }
         config_name = f"{label}-{benchmark}{shard_suffix}"
+        outcome = None
         if predictions:
             outputs = match_predictions(problems, read_records(cfg.predictions_path), cfg.predictions_column)
         else:
-            outputs = _generate(cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl")
+            outcome = RequestOutcome(f"evaluate [{label}]")
+            outputs = _generate(
+                cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl", outcome
+            )
+        # Failed requests never replace a finished config; the other models' results are still written.
+        try:
+            guard_publish(outcome, out_dir, "evaluate", config_name, [config_name])
+        except RequestsFailed as exc:
+            refused.append(exc)
+            continue
+        if outcome is not None:
+            requests[config_name] = outcome.record()
         rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling)
         _grade_rows(rows, cfg.grading_workers)
         save_dataset_config(out_dir, config_name, {"test": rows})
@@ -754,12 +780,16 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             write_eval_results(folder, [card_entry], model_card_table([entry]))
             cards.append(str(folder))
 
+    if refused and not run_results:  # nothing to write: the folder stays exactly as it was
+        raise RequestsFailed("\n".join(e.message for e in refused), refused[0].outcome)
     (out_dir / "results.json").write_text(json.dumps(all_results, indent=2, ensure_ascii=False) + "\n")
     table = comparison_table(all_results)
     (out_dir / "comparison.md").write_text(table)
     print(table)
 
-    summary = {"benchmark": benchmark, "results": all_results}
+    summary: dict[str, Any] = {"benchmark": benchmark, "results": all_results}
+    earlier = {k: earlier_requests(out_dir, "evaluate", k) for k in all_results}
+    summary["requests"] = {**{k: v for k, v in earlier.items() if v is not None}, **requests}
     record = config_to_dict(cfg)  # write_run_record redacts credentials
     for key in ("output_dir", "cache_dir"):
         record.pop(key, None)
@@ -771,6 +801,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     write_run_record(out_dir, record, summary, recipe="evaluate")
     write_dataset_card(out_dir, "eval_details")
     pushed = maybe_push(out_dir, cfg, "dataset", "evaluate")
+    if refused:  # the others were written; the run still failed
+        raise RequestsFailed("\n".join(e.message for e in refused), refused[0].outcome)
     return {
         "output_dir": str(out_dir),
         "benchmark": benchmark,

@@ -203,6 +203,7 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     from lema_hub.grading import extract_answer
     from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
     from lema_hub.problems import task_of
+    from lema_hub.run_guard import RequestOutcome, guard_publish
 
     t0 = time.time()
     seeds, seed_config = _seeds(cfg)
@@ -229,8 +230,10 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
         for i, s in enumerate(seeds)
     ]
     engine = _engine(cfg, cfg.model, out / ".cache" / f"evolve-{_sha(cfg.model)}.jsonl")
+    outcome = RequestOutcome("evolve")
     try:
         results = engine.generate(reqs, desc="evolving")
+        outcome.add(results, engine.last_summary)
     finally:
         if answer_model != cfg.model:
             engine.close()
@@ -263,8 +266,12 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
         engine = _engine(cfg, answer_model, out / ".cache" / f"answer-{_sha(answer_model)}.jsonl")
     try:
         answers = engine.generate(areqs, desc="answering") if areqs else []
+        if areqs:
+            outcome.add(answers, engine.last_summary)
     finally:
         engine.close()
+    # Before anything is written: a run whose requests failed never replaces finished rows.
+    guard_publish(outcome, out, "evolve", name, [name])
     by_req: dict[str, list] = {}
     for res in answers:
         by_req.setdefault(res.request_id, []).append(res)
@@ -314,6 +321,7 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
         "tokens": dict(tokens),
         "output_dir": str(out),
         "config": name,
+        "requests": {name: outcome.record()},
         "wall_s": round(time.time() - t0, 2),
     }
     if not rows:

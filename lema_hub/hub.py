@@ -2,9 +2,12 @@
 
 Every artifact (mistakes, corrections, CoT rows, mixtures, evolved problems, eval details, models)
 is a folder laid out exactly as its Hub repository: a `README.md` card whose YAML `configs:` lists
-each config's parquet files, `data/<config>/<split>-NNNNN-of-NNNNN.parquet`, the recipe's resolved
-config (`lema_hub_config.yaml`) and run summary (`run_summary.json`). `datasets.load_dataset(folder,
-config)` reads it offline, and `push_folder` sends it to the Hub in a single commit.
+each config's parquet files by name, `data/<config>/<split>-NNNNN-of-NNNNN-<hash>.parquet` (the hash is
+of the file's bytes, so the YAML changes whenever the rows do and `datasets`' cache, keyed on the
+folder name and the YAML, never serves another folder's or an earlier run's rows), the recipe's
+resolved config (`lema_hub_config.yaml`) and run summary (`run_summary.json`).
+`datasets.load_dataset(folder, config)` reads it offline, and `push_folder` sends it to the Hub in a
+single commit.
 
 Cards are rendered from the Jinja templates in `dataset_cards/` and `model_cards/` with
 `DatasetCard.from_template` / `ModelCard.from_template`; every number in a card is computed from the
@@ -13,6 +16,7 @@ folder's own files, so a card can never disagree with its data.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -47,8 +51,29 @@ _SHARD_BYTES = 256 * 1024 * 1024
 _CONFIG_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SPLIT_RE = re.compile(r"^\w+(\.\w+)*$")
 
-# Paths of files that never go to the Hub (local caches, locks, trainer checkpoints).
-PUSH_IGNORE = [".cache/**", "**/.cache/**", "*.lock", "**/*.lock", "checkpoint-*/**", "**/__pycache__/**"]
+# Hidden work folders of `save_dataset_config`'s swap: `.lema-staging-<pid>-<config>.<rand>/` (new
+# rows being written) and `.lema-old-<pid>-<config>/` (the rows being replaced).
+_STAGING_PREFIX = ".lema-staging-"
+_OLD_PREFIX = ".lema-old-"
+_WORK_DIR_RE = re.compile(r"^\.lema-(staging|old)-(\d+)-(.+?)(\.[^.]+)?$")
+# The same folders as older versions named them: `.<config>.<rand>/` and `.<config>.old-<pid>/`.
+_LEGACY_WORK_DIR_RE = re.compile(r"^\.([A-Za-z0-9][A-Za-z0-9_.\-]*?)\.(old-(\d+)|[A-Za-z0-9_]{8})$")
+# A data file: `<split>-NNNNN-of-NNNNN[-<content hash>].parquet`.
+_DATA_FILE_RE = re.compile(r"^(\w+(?:\.\w+)*)-(\d{5})-of-(\d{5})(?:-([0-9a-f]{8,64}))?\.parquet$")
+_HASH_CHARS = 16
+
+# Paths of files that never go to the Hub (local caches, locks, trainer checkpoints, the hidden work
+# folders of an interrupted `save_dataset_config`).
+PUSH_IGNORE = [
+    ".cache/**",
+    "**/.cache/**",
+    "*.lock",
+    "**/*.lock",
+    "checkpoint-*/**",
+    "**/__pycache__/**",
+    f"{_STAGING_PREFIX}*/**",
+    f"{_OLD_PREFIX}*/**",
+]
 
 
 @dataclass
@@ -182,12 +207,41 @@ def _read_card(folder: Path) -> tuple[dict[str, Any], str]:
     return meta, m.group(2)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike) -> None:
+    """Give a `mkstemp` file (0600) or `mkdtemp` folder (0700) the mode a plain open/mkdir would have.
+
+    Artifacts are read by other users (a demo container under another uid), so they get
+    0666/0777 minus the umask like every other file, not the temp-file defaults.
+    """
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        honour_umask(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _dump_yaml(data: Any) -> str:
@@ -212,13 +266,18 @@ def discover_configs(folder: str | os.PathLike) -> dict[str, dict[str, list[str]
         return out
     for cdir in sorted(p for p in data.iterdir() if p.is_dir()):
         splits: dict[str, list[str]] = {}
-        for f in sorted(cdir.glob("*.parquet")):
-            m = re.match(r"^(.+)-\d{5}-of-\d{5}\.parquet$", f.name)
+        for f in sorted(cdir.glob("*.parquet"), key=_shard_order):
+            m = _DATA_FILE_RE.match(f.name)
             if m:
                 splits.setdefault(m.group(1), []).append(f.relative_to(folder).as_posix())
         if splits:
             out[cdir.name] = splits
     return out
+
+
+def _shard_order(path: Path) -> tuple:
+    m = _DATA_FILE_RE.match(path.name)
+    return (m.group(1), int(m.group(2)), path.name) if m else ("", 0, path.name)
 
 
 def _configs_metadata(folder: Path, previous: list[dict] | None) -> list[dict[str, Any]]:
@@ -235,8 +294,11 @@ def _configs_metadata(folder: Path, previous: list[dict] | None) -> list[dict[st
         entry: dict[str, Any] = {"config_name": name}
         if name == default and len(order) > 1:
             entry["default"] = True
+        # The files by name (not a `<split>-*` glob): the names carry a content hash, so the YAML -
+        # and with it `datasets`' cache key - changes whenever the rows on disk do.
         entry["data_files"] = [
-            {"split": split, "path": f"{DATA_DIR}/{name}/{split}-*.parquet"} for split in sorted(found[name])
+            {"split": split, "path": files[0] if len(files) == 1 else files}
+            for split, files in sorted(found[name].items())
         ]
         configs.append(entry)
     return configs
@@ -257,6 +319,82 @@ def _to_dataset(
     return datasets.Dataset.from_list(rows, features=features)
 
 
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers are from an earlier call that failed: never in use
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _only_parquet(path: Path) -> bool:
+    return all(f.is_file() and f.suffix == ".parquet" for f in path.iterdir())
+
+
+def leftover_work_dirs(folder: str | os.PathLike, live_too: bool = False) -> list[tuple[Path, str, str]]:
+    """(path, "staging" | "old", config) of the hidden swap folders an interrupted write left behind.
+
+    Folders of a writer that is still running (its pid alive) are not leftovers unless `live_too`.
+    The names older versions used (`.<config>.<rand>/`, `.<config>.old-<pid>/`) count when they hold
+    only parquet files.
+    """
+    folder = Path(folder)
+    out: list[tuple[Path, str, str]] = []
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.iterdir()):
+        if not path.is_dir() or not path.name.startswith("."):
+            continue
+        if m := _WORK_DIR_RE.match(path.name):
+            kind, pid, config = m.group(1), int(m.group(2)), m.group(3)
+            if kind == "old":
+                config = path.name[len(_OLD_PREFIX) + len(m.group(2)) + 1 :]
+        elif (m := _LEGACY_WORK_DIR_RE.match(path.name)) and _only_parquet(path):
+            kind = "old" if m.group(3) else "staging"
+            pid, config = int(m.group(3) or 0), m.group(1)
+        else:
+            continue
+        if pid and not live_too and _pid_alive(pid):
+            continue
+        out.append((path, kind, config))
+    return out
+
+
+def clean_leftovers(folder: str | os.PathLike) -> list[str]:
+    """Remove (or restore) what an interrupted `save_dataset_config` left; returns what was done.
+
+    A half-written staging folder is deleted. A config's old rows are put back when the kill came
+    between moving them aside and moving the new rows in (the config's folder is missing), else
+    deleted.
+    """
+    folder = Path(folder)
+    done = []
+    for path, kind, config in leftover_work_dirs(folder):
+        target = folder / DATA_DIR / config
+        if kind == "old" and not target.exists() and _CONFIG_NAME_RE.match(config) and any(path.iterdir()):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            done.append(f"restored {DATA_DIR}/{config} from {path.name}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path.name}")
+    for line in done:
+        logger.warning("%s: %s (left by an interrupted write)", folder.name, line)
+    return done
+
+
+def _content_name(path: Path, split: str, index: int, count: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{split}-{index:05d}-of-{count:05d}-{digest.hexdigest()[:_HASH_CHARS]}.parquet"
+
+
 def save_dataset_config(
     folder: str | os.PathLike,
     config_name: str,
@@ -264,11 +402,12 @@ def save_dataset_config(
     max_shard_rows: int | None = None,
     features: datasets.Features | None = None,
 ) -> None:
-    """Write `data/<config_name>/<split>-NNNNN-of-NNNNN.parquet` and list them in README.md `configs:`.
+    """Write `data/<config_name>/<split>-NNNNN-of-NNNNN-<hash>.parquet` and list them in README.md `configs:`.
 
     Only this config's old files are replaced; other configs, the rest of the YAML and the card
     body are kept. `datasets` cannot load a zero-row split, so empty splits are not written; a
-    config whose splits are all empty is removed from the folder (its old files included).
+    config whose splits are all empty is removed from the folder (its old files included). What
+    an interrupted earlier write left behind (hidden swap folders) is cleaned up first.
     """
     import datasets.utils as hf_tqdm
 
@@ -283,8 +422,11 @@ def save_dataset_config(
         raise ValueError(f"max_shard_rows must be >= 1, got {max_shard_rows}.")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(folder)
     target = folder / DATA_DIR / config_name
-    staging = Path(tempfile.mkdtemp(prefix=f".{config_name}.", dir=folder))
+    pid = os.getpid()
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{pid}-{config_name}.", dir=folder))
+    honour_umask(staging)
     bars_were_off = hf_tqdm.are_progress_bars_disabled()
     hf_tqdm.disable_progress_bars()
     try:
@@ -301,15 +443,17 @@ def save_dataset_config(
                 num_shards = max(1, min(n, math.ceil(nbytes / _SHARD_BYTES)))
             for i in range(num_shards):
                 shard = ds.shard(num_shards, i, contiguous=True) if num_shards > 1 else ds
-                shard.to_parquet(str(staging / f"{split}-{i:05d}-of-{num_shards:05d}.parquet"))
+                tmp = staging / f".{split}-{i:05d}.parquet.tmp"
+                shard.to_parquet(str(tmp))
+                os.replace(tmp, staging / _content_name(tmp, split, i, num_shards))
         if not any(staging.iterdir()):
             shutil.rmtree(target, ignore_errors=True)
         elif target.exists():
-            old = folder / f".{config_name}.old-{os.getpid()}"
+            old = folder / f"{_OLD_PREFIX}{pid}-{config_name}"
             os.replace(target, old)
             os.replace(staging, target)
             shutil.rmtree(old, ignore_errors=True)
-        elif any(staging.iterdir()):
+        else:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging, target)
     finally:
@@ -443,6 +587,11 @@ def push_folder(
             f"create_branch {revision}",
         )
     message = commit_message or _default_commit_message(folder)
+    # Hidden swap folders of an interrupted write (also those named the way older versions did).
+    ignore = PUSH_IGNORE + [f"{path.name}/**" for path, _, _ in leftover_work_dirs(folder, live_too=True)]
+    # A rewritten config has new (content-named) files: the remote's old ones of the configs this
+    # folder holds go in the same commit, so the repo holds exactly the rows the card lists.
+    deletes = list(delete_patterns or []) + [f"{DATA_DIR}/{c}/*.parquet" for c in discover_configs(folder)]
     info = _with_retries(
         lambda: api.upload_folder(
             folder_path=str(folder),
@@ -450,8 +599,8 @@ def push_folder(
             repo_type=repo_type,
             revision=revision,
             commit_message=message,
-            ignore_patterns=PUSH_IGNORE,
-            delete_patterns=delete_patterns,
+            ignore_patterns=ignore,
+            delete_patterns=deletes or None,
         ),
         f"upload_folder {repo_id}",
     )
@@ -526,8 +675,8 @@ def load_artifact(folder_or_repo: str, config: str = "default", split: str = "tr
             raise ValueError(
                 f"{path} config {name!r} has no split {split!r}; splits: {', '.join(found[name])}."
             )
-        # Read the parquet files directly: `datasets.load_dataset(folder)` caches by folder *name*
-        # (and keeps stale rows when a folder is rebuilt in place).
+        # Read the parquet files directly (no `datasets` cache to build): also right for folders
+        # written before data file names carried a content hash, which `load_dataset` may read stale.
         return datasets.Dataset(_concat_parquet(path, found[name][split]))
     return datasets.load_dataset(folder_or_repo, None if config == "default" else config, split=split)
 

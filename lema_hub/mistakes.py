@@ -24,6 +24,7 @@ from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams,
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs, parse_shard
+from lema_hub.run_guard import RequestOutcome, guard_publish
 
 logger = logging.getLogger(__name__)
 
@@ -269,12 +270,14 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     rows: list[dict] = []
     gen_summaries: dict[str, Any] = {}
     failed = 0
+    outcome = RequestOutcome(RECIPE)
     for name, engine_cfg, sampling in gens:
         requests = [GenerationRequest(p.problem_id, cot_prompt(p.question), sampling) for p in problems]
         cache_path = cache_root / f"{_slug(name)}.jsonl"
         with make_engine(engine_cfg, cache_path=cache_path) as engine:
             results = engine.generate(requests, desc=f"collect [{name}]")
             gen_summaries[name] = engine.last_summary
+        outcome.add(results, engine.last_summary)
         for res in results:
             if res.error is not None:
                 failed += 1
@@ -295,16 +298,12 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
                     "completion_tokens": res.completion_tokens,
                 }
             )
+    # Before anything is written: a run whose requests failed never replaces finished rows.
+    guard_publish(outcome, out_dir, RECIPE, config_name, [config_name, f"{config_name}-samples"])
     task_by_id = {p.problem_id: task_of(p) for p in problems}
     tasks = [task_by_id[r["problem_id"]] for r in rows]
     _grade_rows(rows, tasks)
     _add_pass_rates(rows)
-    if failed:
-        logger.warning(
-            "%d sample(s) failed for good and are left out; rerun the same command to retry them "
-            "(finished requests come from the cache).",
-            failed,
-        )
     summary = _write(
         out_dir,
         config_name,
@@ -313,6 +312,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
         extra={
             "problems": len(problems),
             "failed_requests": failed,
+            "requests": {config_name: outcome.record()},
             "shard": cfg.shard,
             "generators": {
                 n: {k: v for k, v in s.items() if k not in ("model",)} for n, s in gen_summaries.items()

@@ -115,7 +115,10 @@ def correction_rows(mistakes: list[dict[str, Any]]) -> tuple[list[dict], list[di
 # Tests
 # ------------------------------------------------------------------------------------------------
 
+import hashlib  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -188,10 +191,14 @@ def test_save_dataset_config_layout_and_offline_load(tmp_path, monkeypatch):
     folder = tmp_path / "lema-mistakes"
     samples = sample_rows(3, 2)
     save_dataset_config(folder, "gsm8k-samples", {"train": samples}, max_shard_rows=4)
-    assert sorted(p.name for p in (folder / "data" / "gsm8k-samples").iterdir()) == [
-        "train-00000-of-00002.parquet",
-        "train-00001-of-00002.parquet",
+    names = sorted(p.name for p in (folder / "data" / "gsm8k-samples").iterdir())
+    assert [n[: len("train-00000-of-00002")] for n in names] == [
+        "train-00000-of-00002",
+        "train-00001-of-00002",
     ]
+    # Each name carries the hash of its own bytes, and the YAML lists the files by name.
+    for p in (folder / "data" / "gsm8k-samples").iterdir():
+        assert p.name.endswith(f"-{hashlib.sha256(p.read_bytes()).hexdigest()[:16]}.parquet")
     (folder / "README.md").write_text((folder / "README.md").read_text() + "\nA hand-written note.\n")
     wrong = [r for r in samples if r["verdict"] == "wrong"]
     save_dataset_config(folder, "gsm8k", {"train": datasets.Dataset.from_list(wrong)})
@@ -199,7 +206,7 @@ def test_save_dataset_config_layout_and_offline_load(tmp_path, monkeypatch):
     assert [c["config_name"] for c in meta["configs"]] == ["gsm8k-samples", "gsm8k"]
     assert [c for c in meta["configs"] if c.get("default")] == [meta["configs"][1]]  # the main config
     assert meta["configs"][0]["data_files"] == [
-        {"split": "train", "path": "data/gsm8k-samples/train-*.parquet"}
+        {"split": "train", "path": [f"data/gsm8k-samples/{n}" for n in names]}
     ]
     assert "A hand-written note." in (folder / "README.md").read_text()  # the body is kept
     got = datasets.load_dataset(str(folder), "gsm8k-samples", split="train")
@@ -207,9 +214,9 @@ def test_save_dataset_config_layout_and_offline_load(tmp_path, monkeypatch):
     assert _normalize(load_artifact(str(folder)).to_list()) == _normalize(wrong)  # default = main config
     # Re-writing a config replaces only its own files (fewer shards now) and keeps the other config.
     save_dataset_config(folder, "gsm8k-samples", {"train": samples[:2]})
-    assert discover_configs(folder)["gsm8k-samples"] == {
-        "train": ["data/gsm8k-samples/train-00000-of-00001.parquet"]
-    }
+    [only] = discover_configs(folder)["gsm8k-samples"]["train"]
+    assert re.fullmatch(r"data/gsm8k-samples/train-00000-of-00001-[0-9a-f]{16}\.parquet", only)
+    assert _front_matter(folder)["configs"][0]["data_files"] == [{"split": "train", "path": only}]
     assert len(datasets.load_dataset(str(folder), "gsm8k", split="train")) == len(wrong)
     # An empty split is not written (datasets cannot load zero rows); the config disappears.
     save_dataset_config(folder, "gsm8k-samples", {"train": []})
@@ -369,8 +376,9 @@ def test_push_and_load_datasets_round_trip(tmp_path, hub):
     )
     assert _normalize(out2["loaded"]["math@v2"]) == _normalize(acc2)
     assert _normalize(out2["loaded"]["gsm8k@v2"]) == _normalize(accepted)
-    assert "data/math/train-00000-of-00001.parquet" not in hub.files(f"{NS}/lema-corrections")
-    assert "data/math/train-00000-of-00001.parquet" in hub.files(f"{NS}/lema-corrections", revision="v2")
+    [math_file] = discover_configs(corr_dir)["math"]["train"]
+    assert math_file not in hub.files(f"{NS}/lema-corrections")
+    assert math_file in hub.files(f"{NS}/lema-corrections", revision="v2")
     card_v2 = hub.files(f"{NS}/lema-corrections", revision="v2")["README.md"].decode()
     assert "`math`" in card_v2 and "level 3" not in card_v2.split("---")[1]
 
@@ -452,3 +460,145 @@ def test_load_artifact_reads_each_folder_even_when_names_collide(tmp_path):
     )
     assert load_artifact(str(a), "sample")["problem_id"] == ["x/1"]
     assert load_artifact(str(b), "sample")["problem_id"] == ["y/1", "y/2"]
+
+
+# ------------------------------------------------------------------------------------------------
+# What users type on a local folder; interrupted writes; file modes
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own_datasets_cache(tmp_path, monkeypatch):
+    """A fresh `datasets` cache, so these tests see exactly the collisions they create."""
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_plain_load_dataset_returns_the_rows_on_disk_after_a_rewrite(tmp_path, own_datasets_cache):
+    folder = tmp_path / "lema-mistakes"
+    save_dataset_config(
+        folder, "sample", {"train": [{"problem_id": "a/1", "n": 1}, {"problem_id": "a/2", "n": 2}]}
+    )
+    assert datasets.load_dataset(str(folder), "sample", split="train")["n"] == [1, 2]
+    save_dataset_config(folder, "sample", {"train": [{"problem_id": "b/1", "n": 7}]})
+    assert datasets.load_dataset(str(folder), "sample", split="train")["n"] == [7]
+    # The same rows again: the same file name (no churn in the YAML), the same rows read.
+    before = discover_configs(folder)
+    save_dataset_config(folder, "sample", {"train": [{"problem_id": "b/1", "n": 7}]})
+    assert discover_configs(folder) == before
+    assert datasets.load_dataset(str(folder), "sample", split="train")["n"] == [7]
+
+
+def test_plain_load_dataset_keeps_same_named_folders_apart(tmp_path, own_datasets_cache):
+    a, b = tmp_path / "run-a" / "lema-mistakes", tmp_path / "run-b" / "lema-mistakes"
+    save_dataset_config(a, "sample", {"train": [{"problem_id": "x/1", "n": 1}]})
+    save_dataset_config(
+        b, "sample", {"train": [{"problem_id": "y/1", "n": 2}, {"problem_id": "y/2", "n": 3}]}
+    )
+    assert datasets.load_dataset(str(a), "sample", split="train")["problem_id"] == ["x/1"]
+    assert datasets.load_dataset(str(b), "sample", split="train")["problem_id"] == ["y/1", "y/2"]
+    assert datasets.load_dataset(str(a), "sample", split="train")["problem_id"] == ["x/1"]
+
+
+def _leftovers(folder: Path, dead_pid: int) -> None:
+    """What a kill inside the folder swap leaves: hidden staging and old-rows folders (both namings)."""
+    for name in (
+        ".gsm8k.k3j9x_0a",  # older versions: `.<config>.<rand>/` (staging)
+        f".gsm8k.old-{dead_pid}",  # older versions: `.<config>.old-<pid>/` (rows being replaced)
+        f".lema-staging-{dead_pid}-gsm8k.ab12cd34",
+    ):
+        shutil.copytree(folder / "data" / "gsm8k", folder / name)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    return int(proc.stdout)
+
+
+def test_leftovers_of_an_interrupted_swap_are_never_pushed(tmp_path, hub):
+    folder = tmp_path / "lema-mistakes"
+    build_mistakes(folder)
+    _leftovers(folder, _dead_pid())
+    run_client(hub, tmp_path, [{"do": "push", "folder": str(folder), "repo_id": f"{NS}/lema-mistakes"}])
+    remote = set(hub.files(f"{NS}/lema-mistakes"))
+    assert not [p for p in remote if p.startswith(".") and p != ".gitattributes"], sorted(remote)
+    assert {p for p in remote if p.startswith("data/")} == {
+        f for splits in discover_configs(folder).values() for files in splits.values() for f in files
+    }
+
+
+def test_next_write_cleans_leftovers_and_restores_a_config_caught_mid_swap(tmp_path):
+    folder = tmp_path / "lema-mistakes"
+    build_mistakes(folder)
+    dead = _dead_pid()
+    _leftovers(folder, dead)
+    # Killed between moving gsm8k's rows aside and moving the new ones in: its folder is missing.
+    os.replace(folder / "data" / "gsm8k", folder / f".lema-old-{dead}-gsm8k")
+    rows_before = sorted(f.read_bytes() for f in (folder / f".lema-old-{dead}-gsm8k").iterdir())
+    # A live writer's staging folder is not touched.
+    live = folder / f".lema-staging-{os.getppid()}-gsm8k-samples.zz99yy88"
+    live.mkdir()
+    save_dataset_config(folder, "other", {"train": [{"n": 1}]})
+    hidden = sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.is_dir())
+    assert hidden == [live.name]
+    assert sorted(f.read_bytes() for f in (folder / "data" / "gsm8k").iterdir()) == rows_before
+    assert {c["config_name"] for c in _front_matter(folder)["configs"]} == {"gsm8k", "gsm8k-samples", "other"}
+
+
+def test_artifact_files_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        folder = tmp_path / "lema-mistakes"
+        build_mistakes(folder)
+    finally:
+        os.umask(old)
+    modes = {p.relative_to(folder).as_posix(): p.stat().st_mode & 0o777 for p in folder.rglob("*")}
+    files = {p: m for p, m in modes.items() if (folder / p).is_file()}
+    dirs = {p: m for p, m in modes.items() if (folder / p).is_dir()}
+    assert {"README.md", "run_summary.json", "lema_hub_config.yaml"} <= set(files)
+    assert any(p.startswith("data/gsm8k/") for p in files) and "data/gsm8k" in dirs
+    assert set(files.values()) == {0o644}, files
+    assert set(dirs.values()) == {0o755}, dirs
+
+
+def test_a_rewritten_config_replaces_its_remote_files_in_one_push(tmp_path, hub):
+    folder = tmp_path / "lema-mistakes"
+    samples = build_mistakes(folder)
+    repo = f"{NS}/lema-mistakes"
+    run_client(hub, tmp_path, [{"do": "push", "folder": str(folder), "repo_id": repo}])
+    # A rerun wrote fewer rows into gsm8k-samples: new content, new file names.
+    save_dataset_config(folder, "gsm8k-samples", {"train": samples[:2]})
+    write_dataset_card(folder, "mistakes")
+    out = run_client(
+        hub,
+        tmp_path,
+        [
+            {"do": "push", "folder": str(folder), "repo_id": repo},
+            {"do": "load", "repo_id": repo, "config": "gsm8k-samples"},
+        ],
+    )
+    remote_data = {p for p in hub.files(repo) if p.startswith("data/")}
+    local_data = {
+        f for splits in discover_configs(folder).values() for files in splits.values() for f in files
+    }
+    assert remote_data == local_data  # the first push's gsm8k-samples files are gone
+    assert _normalize(out["loaded"]["gsm8k-samples@None"]) == _normalize(samples[:2])
+
+
+def test_model_folders_built_atomically_honour_the_umask(tmp_path):
+    from lema_hub.models import _publish_atomically
+
+    def build(tmp: Path) -> None:
+        (tmp / "tokenizer_config.json").write_text("{}")
+
+    old = os.umask(0o022)
+    try:
+        target = _publish_atomically(build, tmp_path / "tokenizers" / "tiny")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o755
+    assert (target / "tokenizer_config.json").stat().st_mode & 0o777 == 0o644

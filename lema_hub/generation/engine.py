@@ -24,6 +24,7 @@ from lema_hub.generation.retry import (
     MalformedResponse,
     PermanentError,
     RetryPolicy,
+    failure_cause,
     headers_of,
     parse_retry_after,
     status_of,
@@ -253,7 +254,7 @@ class Engine:
         generated = len(out) - cached - len(failed)
         reasons: dict[str, int] = {}
         for r in failed:
-            kind = r.error.split(":")[0]
+            kind = failure_cause(r.error)
             reasons[kind] = reasons.get(kind, 0) + 1
         new_tokens = max(0, self._progress_tokens)
         return {
@@ -344,9 +345,24 @@ def _short(exc: BaseException, limit: int = 200) -> str:
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
+def _connection_error(exc: BaseException) -> BaseException | None:
+    """The `ConnectionError` (refused, reset ...) in an exception's chain, if any."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, ConnectionError):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
 def _describe(exc: BaseException, status: int | None) -> str:
     if status is not None:
         return f"HTTP {status}: {_short(exc)}"
+    conn = _connection_error(exc)
+    if conn is not None:  # the endpoint is down or dropped us (aiohttp's client calls it a timeout)
+        return f"connection failed: {type(conn).__name__}: {_short(conn)}"
     if isinstance(exc, MalformedResponse | ValueError):
         return f"malformed response: {type(exc).__name__}: {_short(exc)}"
     name = type(exc).__name__

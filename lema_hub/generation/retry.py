@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import email.utils
 import random
+import re
 import time
 from dataclasses import dataclass
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+
+
+_GAVE_UP_RE = re.compile(r"^gave up after \d+ attempts: ")
+
+
+def failure_cause(error: str) -> str:
+    """The kind of a recorded failure ("HTTP 401", "connection failed", "timeout" ...), retries stripped."""
+    inner = _GAVE_UP_RE.sub("", error.strip())
+    return inner.split(":", 1)[0].strip() or "unknown error"
 
 
 class MalformedResponse(ValueError):
