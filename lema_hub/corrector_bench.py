@@ -197,6 +197,7 @@ def load_items(cfg: BenchCorrectorConfig) -> dict[str, list[dict]]:
                     "split": split,
                     "id": str(row.get(cfg.id_column, f"{split}-{i}")),
                     "generator": str(row.get("generator") or ""),
+                    "source": source,
                     "problem": str(row[cfg.question_column]),
                     "steps": list(steps),
                     "label": int(label),
@@ -614,7 +615,7 @@ def card_stats(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
         for split, t in splits.items():
             cols = {
                 c: _column(t, c)
-                for c in ("protocol", "labelled_step", "prediction", "correct", "delta", "split")
+                for c in ("labelled_step", "prediction", "predicted_step", "correct", "delta", "parse_reason")
             }
             for i in range(t.num_rows):
                 rows.append(
