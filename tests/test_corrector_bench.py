@@ -419,3 +419,48 @@ def test_reference_corrector_locates_by_arithmetic_without_annotations(tmp_path)
     rows = load_rows(str(tmp_path / "ref"), "gsm8k-rejected")
     assert [r["incorrect_step"] for r in rows] == [1, 1] and [r["reference_step"] for r in rows] == [1, 1]
     assert re.search(r"arithmetic check: step 1: 7 \* 6 = 41 is false", rows[0]["reject_detail"])
+
+
+def test_the_configured_concurrency_is_kept_busy(tmp_path):
+    """Counted at the server: `concurrency` requests are in flight at once, never more."""
+    import threading
+
+    many = [{**GSM8K[1], "id": f"b-{i}", "problem": f"{GSM8K[1]['problem']} (copy {i})"} for i in range(24)]
+    ITEMS.update({it["problem"]: it for it in many})
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    (folder / "gsm8k.json").write_text(json.dumps(many))
+    peak, stop = [0], threading.Event()
+    with FakeOpenAIServer(responder=oracle, latency_s=0.3) as srv:
+
+        def sample() -> None:
+            while not stop.is_set():
+                with srv._lock:  # the server's own counters, read consistently
+                    peak[0] = max(peak[0], srv.total_requests - sum(srv.success_counts.values()))
+                time.sleep(0.002)
+
+        t = threading.Thread(target=sample, daemon=True)
+        t.start()
+        try:
+            s = bench_corrector(_cfg(tmp_path, srv.base_url, "busy", data=str(folder), concurrency=6,
+                                     protocols=["processbench"]))  # fmt: skip
+        finally:
+            stop.set()
+            t.join()
+    assert s["tokens"]["requests"] == 24 and peak[0] == 6
+
+
+def test_processbench_local_copy_matches_the_upstream_counts(shared_data, tmp_path):
+    """The four splits hold ProcessBench's error/correct counts; the baseline rarely flags a correct path."""
+    cfg = BenchCorrectorConfig(data=str(shared_data / "processbench"), output_dir=str(tmp_path / "pb"),
+                               protocols=["processbench"], progress=False)  # fmt: skip
+    s = bench_corrector(cfg)
+    pb = s["processbench"]
+    counts = {k: (v["n_error"], v["n_correct"]) for k, v in pb.items() if k != "average_f1"}
+    assert counts == {
+        "gsm8k": (207, 193),
+        "math": (594, 406),
+        "olympiadbench": (661, 339),
+        "omnimath": (759, 241),
+    }
+    assert all(pb[k]["correct_acc"] >= 0.98 and pb[k]["error_acc"] > 0 for k in counts)
