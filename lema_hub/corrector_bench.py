@@ -198,7 +198,7 @@ def load_items(cfg: BenchCorrectorConfig) -> dict[str, list[dict]]:
                     "id": str(row.get(cfg.id_column, f"{split}-{i}")),
                     "generator": str(row.get("generator") or ""),
                     "source": source,
-                    "problem": str(row[cfg.question_column]),
+                    "question": str(row[cfg.question_column]),
                     "steps": list(steps),
                     "label": int(label),
                     "labelled_step": labelled,
@@ -275,7 +275,7 @@ def _reference_rows(items: list[dict], protocol: str) -> list[dict]:
     for it in items:
         # The item as a `correct` problem: no gold solution, so the reference locator falls back to
         # the arithmetic check of the steps.
-        k = reference_step({"question": it["problem"], "source": it["split"]}, it["steps"])
+        k = reference_step({"question": it["question"], "source": it["split"]}, it["steps"])
         located = claims.first_false_step(it["steps"]) if k is not None else None
         raw = f" Step {k}. {located[1].describe()}" if located and located[0] == k else ""
         pred = _pred("step", k, None, "") if k is not None else _pred("no_error", None, None, "")
@@ -339,7 +339,7 @@ def bench_rows(
     for protocol, it in jobs:
         task = _task_of(it["split"], cfg)
         p = prompt_for(protocol, task)
-        content = build_corrector_input(p, it["problem"], it["steps"], cfg.prompt_style)
+        content = build_corrector_input(p, it["question"], it["steps"], cfg.prompt_style)
         rid = hashlib.sha256(repr((protocol, it["split"], it["id"], content)).encode()).hexdigest()[:16]
         rid = f"bench-{rid}"
         if rid in owners:

@@ -560,6 +560,7 @@ SOURCES = {
     "math": ("EleutherAI/hendrycks_math", "mit"),
     "math500": ("HuggingFaceH4/MATH-500", "mit"),
     "sample": (None, "apache-2.0"),  # the bundled sample problems were written for this project
+    "Qwen/ProcessBench": ("Qwen/ProcessBench", "apache-2.0"),  # step-labelled solutions (bench-corrector)
 }
 REFERENCE_CORRECTOR = "reference"
 
@@ -750,6 +751,9 @@ _SCALAR_FIELDS = (
     "corrector_prompt",
     "incorrect_step",
     "reference_step",
+    "labelled_step",
+    "prediction",
+    "predicted_step",
     "corrected_answer",
     "accepted",
     "reject_reason",
