@@ -464,3 +464,27 @@ def test_processbench_local_copy_matches_the_upstream_counts(shared_data, tmp_pa
         "omnimath": (759, 241),
     }
     assert all(pb[k]["correct_acc"] >= 0.98 and pb[k]["error_acc"] > 0 for k in counts)
+
+
+def test_a_correct_recipe_config_runs_as_is(tmp_path):
+    """`bench-corrector --config <a correct recipe>` parses: the corrector settings are the same keys."""
+    from lema_hub.configs import parse_config
+
+    (cfg,) = parse_config((BenchCorrectorConfig,), [
+        "--config", str(REPO / "recipes/gpt-4/correct/config_math.yaml"), "--data", str(_data(tmp_path)),
+        "--output_dir", str(tmp_path / "b"),
+    ])  # fmt: skip
+    assert (cfg.backend, cfg.model, cfg.prompt_style) == ("openai", "gpt-4-0613", "chat")
+    assert cfg.protocols == ["lema", "processbench"] and cfg.data == str(_data(tmp_path))
+
+
+@pytest.mark.slow
+def test_the_local_transformers_backend(tmp_path, tiny_model):
+    """A real (random-weight) local corrector: every item gets a row, unreadable answers with a reason."""
+    cfg = BenchCorrectorConfig(data=str(_data(tmp_path)), output_dir=str(tmp_path / "tiny"), backend="transformers",
+                               model=tiny_model, max_tokens=4, data_splits=["math"], progress=False)  # fmt: skip
+    s = bench_corrector(cfg)
+    assert s["tokens"]["requests"] == 1 + 2 and s["rows"] == 3
+    rows = load_rows(s["output_dir"], "processbench", split="math")
+    assert all(r["corrector_prompt_tokens"] > 500 and r["corrector_completion_tokens"] <= 4 for r in rows)
+    assert all(r["prediction"] == "step" or r["parse_reason"] for r in rows)
