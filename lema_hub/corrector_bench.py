@@ -61,7 +61,11 @@ _NO_ERROR_RE = re.compile(
 
 @dataclass
 class BenchCorrectorConfig(CorrectConfig):
-    """`lema-hub bench-corrector`: any `correct` corrector config, plus which labelled data to read."""
+    """`lema-hub bench-corrector`: any `correct` corrector config, plus which labelled data to read.
+
+    It inherits every `correct` key, so a `correct` recipe YAML runs as is; the keys about mistakes
+    and acceptance (`mistakes`, `num_attempts`, `reference_qa`, `check_arithmetic`, ...) are unused.
+    """
 
     data: str = field(
         default=PROCESSBENCH,
@@ -562,12 +566,18 @@ def headline(folder_or_repo: str) -> dict[str, Any]:
     path = Path(folder_or_repo)
     if path.is_dir():
         summary_file = path / "run_summary.json"
-    elif folder_or_repo.startswith((".", "/")) or path.suffix:
-        raise ValueError(f"corrector_benchmark {folder_or_repo!r} does not exist.")
+    elif not re.fullmatch(r"[\w.\-]+/[\w.\-]+", folder_or_repo) or folder_or_repo.startswith("."):
+        raise ValueError(f"corrector_benchmark {folder_or_repo!r} is neither a folder nor a Hub dataset id.")
     else:
         from huggingface_hub import hf_hub_download
 
-        summary_file = Path(hf_hub_download(folder_or_repo, "run_summary.json", repo_type="dataset"))
+        try:
+            summary_file = Path(hf_hub_download(folder_or_repo, "run_summary.json", repo_type="dataset"))
+        except Exception as exc:  # noqa: BLE001 - offline, missing repo, no such file: one clear line
+            raise ValueError(
+                f"corrector_benchmark {folder_or_repo!r}: no such folder, and the Hub dataset could not "
+                f"be read ({type(exc).__name__})."
+            ) from None
     try:
         summary = json.loads(summary_file.read_text())[RECIPE]
     except (OSError, ValueError, KeyError, TypeError):
