@@ -158,9 +158,16 @@ def _raw_splits(cfg: BenchCorrectorConfig) -> dict[str, tuple[str, list[dict]]]:
     if names is None:
         names = list(datasets.get_dataset_split_names(cfg.data))
     # ProcessBench keeps its four subsets as splits of one config (`load_dataset(..., split="gsm8k")`).
-    return {
-        n: (f"{cfg.data}[{n}]", [dict(r) for r in datasets.load_dataset(cfg.data, split=n)]) for n in names
-    }
+    out = {}
+    for n in names:
+        try:
+            out[n] = (f"{cfg.data}[{n}]", [dict(r) for r in datasets.load_dataset(cfg.data, split=n)])
+        except Exception as exc:  # noqa: BLE001 - offline, no such repo or split: one clear line
+            raise ValueError(
+                f"bench-corrector: could not load split {n!r} of {cfg.data!r} from the Hub "
+                f"({type(exc).__name__}: {str(exc)[:200]})."
+            ) from None
+    return out
 
 
 def load_items(cfg: BenchCorrectorConfig) -> dict[str, list[dict]]:

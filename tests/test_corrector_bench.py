@@ -488,3 +488,39 @@ def test_the_local_transformers_backend(tmp_path, tiny_model):
     rows = load_rows(s["output_dir"], "processbench", split="math")
     assert all(r["corrector_prompt_tokens"] > 500 and r["corrector_completion_tokens"] <= 4 for r in rows)
     assert all(r["prediction"] == "step" or r["parse_reason"] for r in rows)
+
+
+_HUB_CLIENT = """
+import json, sys
+from lema_hub.cli import main
+for argv in json.loads(sys.argv[1]):
+    main(argv)
+"""
+
+
+def test_hub_round_trip_data_and_benchmark(tmp_path):
+    """ProcessBench's Hub layout (one config, a split per subset) is read from the Hub; the benchmark
+    is pushed, and `correct --corrector_benchmark <repo>` reads its numbers back from the Hub."""
+    from tests.hub_emulator import USER, HubEmulator
+
+    pb = tmp_path / "pb-hub"
+    save_dataset_config(pb, "default", {"gsm8k": GSM8K, "math": MATH})
+    mistakes = _mistakes(tmp_path)
+    steps = [
+        ["push", str(pb), f"{USER}/ProcessBench"],
+        ["bench-corrector", "--data", f"{USER}/ProcessBench", "--output_dir", str(tmp_path / "bench"),
+         "--push_to_hub", "true", "--hub_repo_id", f"{USER}/bench", "--progress", "false"],
+        ["correct", "--mistakes", str(mistakes), "--output_dir", str(tmp_path / "corr"),
+         "--corrector_benchmark", f"{USER}/bench", "--progress", "false"],
+    ]  # fmt: skip
+    with HubEmulator() as hub:
+        env = hub.client_env(tmp_path) | {"PYTHONPATH": str(REPO)}
+        proc = subprocess.run([sys.executable, "-c", _HUB_CLIENT, json.dumps(steps)], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        assert {"README.md", "run_summary.json"} <= set(hub.files(f"{USER}/bench"))
+    summary = json.loads((tmp_path / "bench" / "run_summary.json").read_text())["bench-corrector"]
+    assert summary["splits"] == {"gsm8k": 4, "math": 2}
+    assert summary["processbench"]["gsm8k"]["f1"] == 0.5  # the arithmetic baseline, as offline
+    card = (tmp_path / "corr" / "README.md").read_text()
+    assert f"`{USER}/bench`" in card and "| `gsm8k` | 33.3 | 33.3 | 0.0 | 33.3 | 100.0 | 50.0 |" in card
