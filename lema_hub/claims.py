@@ -31,10 +31,11 @@ class Claim:
     lhs: str
     rhs: str
     value: float
+    per_hundred: bool = False  # the result is stated in cents or percent (`$1 / 2 = 50 cents`)
 
     @property
     def holds(self) -> bool:
-        return _agrees(self.value, self.rhs)
+        return _agrees(self.value, self.rhs) or (self.per_hundred and _agrees(100 * self.value, self.rhs))
 
     def describe(self) -> str:
         return f"{self.lhs} = {self.rhs} is false ({self.lhs} = {_fmt(self.value)})"
@@ -67,12 +68,13 @@ _REPLACEMENTS = [
     (re.compile(r"\\[,;:! ]|~"), " "),  # LaTeX spaces
     (re.compile(r"\\%"), "%"),
     (re.compile(r"\$"), " "),
-    (re.compile(r"(?<=\d)\s*[xX]\s*(?=\d)"), "*"),  # "5 x 3" is a product in GSM8K-style text
+    (re.compile(r"(?<=[\d)])\s*[xX]\s*(?=[\d(])"), "*"),  # "5 x 3" is a product in GSM8K-style text
     (re.compile(r"(\d+(?:\.\d+)?)\s*%"), r"(\1/100)"),
+    (re.compile(r"(?<=/)\s+(\d+/\d+)(?![\d/])"), r" (\1)"),  # `25 / 1/3` divides by the fraction 1/3
 ]
 _FRAC = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
 _ARITH_CHARS = set("0123456789.,+-*/^() ")
-_GLUE = re.compile(r"[A-Za-z_\\}\]'!|]$")  # `x2`, `r_3`, `\\log_(10)(...)`, `\\sqrt[4](...)`
+_GLUE = re.compile(r"[A-Za-z_\\}\]'!|:]$")  # `x2`, `r_3`, `\\log_(10)(...)`, `\\sqrt[4](...)`
 _FUNCTION_END = re.compile(r"(?:\\[A-Za-z]+|_\S*|(?<![A-Za-z])[A-Za-z]|[)\]}])$")
 _OPERAND_END = re.compile(r"[A-Za-z0-9_)}\]!|'\\]$")
 # The right side: one plain number, e.g. 12, -3, 1,200, 0.75.
@@ -101,9 +103,11 @@ def _lhs_expression(segment: str) -> str | None:
     tail, before = segment[i:], segment[:i].rstrip()
     glued = bool(tail) and not tail[0].isspace() and _GLUE.search(segment[:i]) is not None
     # A comma that is not a thousands separator ends the expression (lists, coordinates).
+    if re.search(r"\d,(?!\d{3}(?!\d))\d|\d, \d{3}(?![\d.])", tail):
+        return None  # `16,0000`, `14, 400`: a malformed number, or a list; either way not checkable
     parts = re.split(r",(?!\d{3}(?!\d))", tail)
     if len(parts) > 1:
-        tail, before = parts[-1], "x"  # something came before: never strip into it
+        tail, before = parts[-1], ","  # a list item: nothing before it belongs to the expression
     tail = tail.strip()
     if not tail:
         return None
@@ -112,6 +116,11 @@ def _lhs_expression(segment: str) -> str | None:
         return None  # `2x + 3`, `n^2 - 1`: the expression started in algebra
     if tail[0] not in "+-*/^" and glued:
         return None  # `x2`, `r_3`: glued to a name
+    if tail[0] not in "+-*/^" and (
+        re.search(r"(?<![A-Za-z])[xX×]$|\btimes$|\bof$", before)
+        or (re.search(r"\d\s+and$", before) and re.match(r"\d+\s*/\s*\d", tail))
+    ):
+        return None  # `60 students x 2/3`, `1 and 1/4`: the expression starts further left
     if tail[0] == "(" and _FUNCTION_END.search(before):
         return None  # `f (2)`, `\\log_x (1/100)`: a function's argument, not a product
     # Strip a leading bold `**`, a stray operator, or an opening bracket that is not closed here.
@@ -141,6 +150,8 @@ def _rhs_number(segment: str) -> str | None:
     after = rest.lstrip()
     if re.match(r"(?:\*\*|[-+*/^×÷])\s*\S", after) or after[:1] in ("(", "\\"):
         return None  # `= 6 + 1 = 7`, `= 6 + b`, `= 1 (mod 5)`, `= 6 \sqrt{2}`: not a plain result
+    if re.match(r"\s\d{3}(?!\d)", rest) or re.match(r"and\s+\(?\d+\s*/\s*\d+", after):
+        return None  # `18 000` (space as thousands separator), `5 and 2/3` (a mixed number)
     if re.match(r"(?:[A-Za-z](?![A-Za-z])|remainder|R\b|rem\b|with a remainder)", after):
         return None  # `= 32 r^5` (a product with a variable), `19 / 4 = 4 remainder 3`
     return m.group(1)
@@ -164,7 +175,10 @@ def claims_in(step: str) -> list[Claim]:
             value = safe_eval(lhs)
         except (CalculatorError, ZeroDivisionError, OverflowError):
             continue
-        out.append(Claim(lhs=lhs.replace("**", "^"), rhs=rhs, value=value))
+        per_hundred = (
+            re.match(r"\s*(?:cents?\b|percent\b|%)", right[right.find(rhs) + len(rhs) :]) is not None
+        )
+        out.append(Claim(lhs=lhs.replace("**", "^"), rhs=rhs, value=value, per_hundred=per_hundred))
     return out
 
 

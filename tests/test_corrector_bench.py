@@ -313,7 +313,10 @@ def test_arithmetic_claims_on_written_solutions():
     assert k == 4 and (claim.lhs, claim.rhs, claim.value) == ("7 * 7", "54", 49.0)
     # Algebra, functions and rounded results are not flagged.
     for ok in ["x + 2 = 5", "2x + 3 = 7", "n^2 - 1 = 8", "\\log_2 (8) = 3", "10 / 3 = 3.33",
-               "7 * 3 = 1 (mod 5)", "19 / 4 = 4 remainder 3", "3 + 4 = 7 + 1 = 8", "(2, 3) + 1 = 4"]:  # fmt: skip
+               "7 * 3 = 1 (mod 5)", "19 / 4 = 4 remainder 3", "3 + 4 = 7 + 1 = 8", "(2, 3) + 1 = 4",
+               "25 / 1/3 = 75 decorations", "600 x 30 = 18 000 watts", "17/3 = 5 and 2/3 loads",
+               "6:00+48=6:48 PM", "$1 / 2 = 50 cents", "60 students x 2/3 = 40", "16,0000/10=16000 cars", "14, 400 / 80 = 180",
+               "12 x 1 and 1/4 = 15"]:  # fmt: skip
         assert all(c.holds for c in claims_in(ok)), ok
     assert [c.holds for c in claims_in("3 + 4 = 7 and 6 * 7 = 41, 50 * 20% = 10")] == [True, False, True]
 
