@@ -462,13 +462,27 @@ def _locate(ref: _Reference, steps: list[str]) -> tuple[int, list[float]] | None
 
 
 def reference_step(problem: dict, steps: list[str]) -> int | None:
-    """The rule-based locator's incorrect step (1-based), or None where it does not apply."""
+    """The rule-based locator's incorrect step (1-based), or None where it does not apply.
+
+    Without gold calculator annotations (MATH, real model paths, ProcessBench) it falls back to the
+    arithmetic check of `lema_hub.claims`: the first step with a false `a op b = c`, None if all hold.
+    """
     try:
         ref = _reference(problem)
-        located = _locate(ref, steps) if ref else None
+        if ref is None:
+            return arithmetic_step(steps)
+        located = _locate(ref, steps)
     except Exception:  # QA helper: never let one odd problem stop a run
         logger.debug("reference locator failed", exc_info=True)
         return None
+    return located[0] if located else None
+
+
+def arithmetic_step(steps: list[str]) -> int | None:
+    """The first step (1-based) with a false arithmetic claim, or None when every claim holds."""
+    from lema_hub.claims import first_false_step
+
+    located = first_false_step(steps)
     return located[0] if located else None
 
 
@@ -581,6 +595,14 @@ class CorrectConfig(HubArgs, EndpointArgs):
             "help": "$ per million tokens per model, {model: {input: x, output: y}}, for the card's cost"
         },
     )
+    check_arithmetic: bool = field(
+        default=False,
+        metadata={"help": "Reject accepted corrections whose own steps hold a false `a op b = c` claim"},
+    )
+    corrector_benchmark: str | None = field(
+        default=None,
+        metadata={"help": "A `lema-hub bench-corrector` folder or Hub repo: its numbers go on the card"},
+    )
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)
@@ -657,9 +679,15 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
                 # Same path as an LLM's output: the rendered text is parsed back and graded.
                 parsed = parse_correction(raw, len(m["steps"]), _row_task(m))
             else:
+                from lema_hub.claims import first_false_step
+
+                # No gold steps to rewrite from; the arithmetic check may still locate the error.
+                located = first_false_step(list(m["steps"]))
                 parsed = ParsedCorrection(
+                    incorrect_step=located[0] if located else None,
                     reject_reason="no_reference",
-                    detail="no calculator annotations in the gold solution, or no steps",
+                    detail="no calculator annotations in the gold solution, or no steps"
+                    + (f"; arithmetic check: step {located[0]}: {located[1].describe()}" if located else ""),
                 )
             rows.append(_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
         return rows, tokens
@@ -773,6 +801,29 @@ def _grade(rows: list[dict], workers: int | None) -> None:
                 r["reject_detail"] = f"{r['corrected_answer']!r} vs gold {r['gold_answer']!r}: {v.reason}"
 
 
+def check_corrections_arithmetic(rows: list[dict]) -> int:
+    """Reject (`false_claim`) accepted corrections whose corrected steps hold a false arithmetic claim.
+
+    The paper checks only a correction's final answer; a right answer reached through a false
+    `a op b = c` would teach the wrong step. Returns how many were rejected.
+    """
+    from lema_hub.claims import first_false_step
+
+    n = 0
+    for r in rows:
+        if not r["accepted"]:
+            continue
+        located = first_false_step(list(r["corrected_steps"]))
+        if located:
+            j, claim = located
+            step = (r["incorrect_step"] or 1) + j - 1  # corrected steps start at the incorrect step
+            r["accepted"] = False
+            r["reject_reason"] = "false_claim"
+            r["reject_detail"] = f"corrected step {step}: {claim.describe()}"
+            n += 1
+    return n
+
+
 def _rate(rows: list[dict]) -> dict[str, Any]:
     n = len(rows)
     acc = sum(r["accepted"] for r in rows)
@@ -856,6 +907,11 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         cfg.model or cfg.backend,
     )
 
+    quality = None
+    if cfg.corrector_benchmark:  # read before any request is sent: a bad path fails fast
+        from lema_hub.corrector_bench import headline
+
+        quality = headline(cfg.corrector_benchmark)
     rows, tokens = _correction_rows(cfg, mistakes, output_dir)
     outcome = tokens.pop("outcome", None)
     # Before anything is written: a run whose requests failed never replaces finished rows.
@@ -864,6 +920,8 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         for r in rows:
             r["reference_step"] = reference_step(r, list(r["steps"]))
     _grade(rows, cfg.grading_workers)
+    if cfg.check_arithmetic:
+        check_corrections_arithmetic(rows)
 
     summary = summarize(rows)
     summary.update(
@@ -875,9 +933,13 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         num_attempts=cfg.num_attempts,
         tokens=tokens,
         wall_s=round(time.time() - t0, 2),
+        check_arithmetic=cfg.check_arithmetic,
     )
     if outcome is not None:
         summary["requests"] = {name: outcome.record()}
+    if quality is not None:
+        quality["same_corrector"] = quality.get("corrector") == summary["corrector"]
+        summary["corrector_quality"] = quality
     ds = datasets.Dataset.from_list(rows)
     ds = ds.cast(correction_features(ds.features))  # the correction columns' types, every run
     # An empty side is not written (and a stale one from an earlier run is removed).

@@ -685,7 +685,7 @@ def load_artifact(folder_or_repo: str, config: str = "default", split: str = "tr
 # Cards: shared helpers
 # --------------------------------------------------------------------------------------------------
 
-KINDS = ("mistakes", "corrections", "cot", "mixture", "evolved", "eval_details")
+KINDS = ("mistakes", "corrections", "cot", "mixture", "evolved", "eval_details", "corrector_bench")
 _REPO_NAMES = {
     "mistakes": "lema-mistakes",
     "corrections": "lema-corrections",
@@ -693,6 +693,7 @@ _REPO_NAMES = {
     "mixture": "lema-mixture",
     "evolved": "lema-evolved",
     "eval_details": "lema-eval-details",
+    "corrector_bench": "lema-corrector-bench",
 }
 _PRETTY = {
     "mistakes": "LeMa mistakes: wrong chain-of-thought paths",
@@ -701,6 +702,7 @@ _PRETTY = {
     "mixture": "LeMa training mixture (CoT + corrections)",
     "evolved": "LeMa correction-centric evolved problems",
     "eval_details": "LeMa evaluation details",
+    "corrector_bench": "LeMa corrector benchmark: first-error location on human labels",
 }
 # Problem collections: Hub id of the source dataset and its license.
 SOURCES = {
@@ -708,6 +710,7 @@ SOURCES = {
     "math": ("EleutherAI/hendrycks_math", "mit"),
     "math500": ("HuggingFaceH4/MATH-500", "mit"),
     "sample": (None, "apache-2.0"),  # the bundled sample problems were written for this project
+    "Qwen/ProcessBench": ("Qwen/ProcessBench", "apache-2.0"),  # step-labelled solutions (bench-corrector)
 }
 
 
@@ -896,6 +899,9 @@ _SCALAR_FIELDS = (
     "corrector_prompt",
     "incorrect_step",
     "reference_step",
+    "labelled_step",
+    "prediction",
+    "predicted_step",
     "corrected_answer",
     "accepted",
     "reject_reason",
@@ -1248,6 +1254,12 @@ def _stats_eval(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
         )
 
 
+def _stats_corrector_bench(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
+    from lema_hub.corrector_bench import card_stats
+
+    card_stats(folder, tables, main, ctx)
+
+
 _KIND_STATS = {
     "mistakes": _stats_mistakes,
     "corrections": _stats_corrections,
@@ -1255,6 +1267,7 @@ _KIND_STATS = {
     "mixture": _stats_training_rows,
     "evolved": lambda folder, tables, main, ctx: None,
     "eval_details": _stats_eval,
+    "corrector_bench": _stats_corrector_bench,
 }
 
 
@@ -1314,6 +1327,10 @@ def write_dataset_card(
     usage = _token_usage(
         tables, GENERATOR_TOKENS, [c for c in order if c.endswith("-samples")] or main, prices_all
     )
+    if kind == "corrector_bench":  # the corrector's own token columns
+        usage = _token_usage(
+            tables, "corrector", "corrector_prompt_tokens", "corrector_completion_tokens", order, prices_all
+        )
     if kind == "corrections":  # rows carry the generator's tokens; the corrector's come from its own columns
         usage = _token_usage(tables, CORRECTOR_TOKENS, order, prices_all)
     samples_md = []

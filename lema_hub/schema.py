@@ -27,6 +27,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "wrong_answer",  # the final answer grades `wrong` against gold
     "ungradeable",  # the final answer could not be compared with gold
     "no_reference",  # reference corrector: its rules do not apply to this problem or path
+    "false_claim",  # check_arithmetic: the accepted correction reaches gold through a false `a op b = c`
 )
 
 

@@ -22,6 +22,7 @@ def test_help_lists_every_stage():
     assert set(STAGES) == {
         "collect",
         "correct",
+        "bench-corrector",
         "evolve",
         "build",
         "sft",
