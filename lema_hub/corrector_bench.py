@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub.correction import (
-    REFERENCE_CORRECTOR,
     CorrectConfig,
     CorrectorPrompt,
     build_corrector_input,
@@ -39,6 +38,7 @@ from lema_hub.correction import (
     reference_step,
     split_demonstrations,
 )
+from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR
 
 logger = logging.getLogger(__name__)
 
@@ -297,8 +297,8 @@ def _reference_rows(items: list[dict], protocol: str) -> list[dict]:
                 "corrector_prompt": ref,
                 "raw_output": raw,
                 "finish_reason": None,
-                "corrector_prompt_tokens": 0,
-                "corrector_completion_tokens": 0,
+                CORRECTOR_TOKENS.prompt: 0,
+                CORRECTOR_TOKENS.completion: 0,
             }
         )
     return rows
@@ -382,8 +382,8 @@ def bench_rows(
                 "corrector_prompt": p.ref,
                 "raw_output": res.text or "",
                 "finish_reason": res.finish_reason,
-                "corrector_prompt_tokens": res.prompt_tokens,
-                "corrector_completion_tokens": res.completion_tokens,
+                CORRECTOR_TOKENS.prompt: res.prompt_tokens,
+                CORRECTOR_TOKENS.completion: res.completion_tokens,
             }
         )
     return rows, tokens

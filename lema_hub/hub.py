@@ -1327,11 +1327,7 @@ def write_dataset_card(
     usage = _token_usage(
         tables, GENERATOR_TOKENS, [c for c in order if c.endswith("-samples")] or main, prices_all
     )
-    if kind == "corrector_bench":  # the corrector's own token columns
-        usage = _token_usage(
-            tables, "corrector", "corrector_prompt_tokens", "corrector_completion_tokens", order, prices_all
-        )
-    if kind == "corrections":  # rows carry the generator's tokens; the corrector's come from its own columns
+    if kind in ("corrections", "corrector_bench"):  # the corrector's own columns, not the generator's
         usage = _token_usage(tables, CORRECTOR_TOKENS, order, prices_all)
     samples_md = []
     for cfg in order:

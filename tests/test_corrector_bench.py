@@ -489,7 +489,7 @@ def test_the_local_transformers_backend(tmp_path, tiny_model):
     s = bench_corrector(cfg)
     assert s["tokens"]["requests"] == 1 + 2 and s["rows"] == 3
     rows = load_rows(s["output_dir"], "processbench", split="math")
-    assert all(r["corrector_prompt_tokens"] > 500 and r["corrector_completion_tokens"] <= 4 for r in rows)
+    assert all(r["correction_prompt_tokens"] > 500 and r["correction_completion_tokens"] <= 4 for r in rows)
     assert all(r["prediction"] == "step" or r["parse_reason"] for r in rows)
 
 
