@@ -31,7 +31,7 @@ from typing import Any
 
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
-from lema_hub.problems import Problem, ProblemArgs
+from lema_hub.problems import Problem, ProblemArgs, eval_only_source
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 BACKENDS = ("transformers", "vllm", "openai", "tgi")
@@ -45,6 +45,8 @@ BENCHMARK_DATASETS = {
     "math": "EleutherAI/hendrycks_math",
     "math500": "HuggingFaceH4/MATH-500",
     "sample": "lema-hub/bundled-sample",
+    "svamp": "ChilleD/SVAMP",
+    "asdiv": "EleutherAI/asdiv",
 }
 
 
@@ -116,6 +118,13 @@ class EvalConfig(ProblemArgs, HubArgs, EndpointArgs):
         metadata={"help": "Write .eval_results and a results table into lema_hub model folders."},
     )
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the accuracy interval."})
+    answer_rounding: int | None = field(
+        default=None,
+        metadata={
+            "help": "Numeric tasks: also count an answer correct when it equals the gold after rounding both "
+            "to this many decimals (the paper's SVAMP/ASDiv protocol: 2). Default: exact comparison."
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,6 +292,8 @@ def model_card_table(entries: Sequence[dict[str, Any]]) -> str:
 def protocol_notes(protocol: dict[str, Any]) -> str:
     n = protocol["num_samples"]
     est = "" if n == 1 else f", pass@1 from {n} samples"
+    if protocol.get("answer_rounding") is not None:
+        est += f", numbers compared after rounding to {protocol['answer_rounding']} decimals"
     return (
         f"zero-shot CoT ({protocol['prompt_style']} prompt), {protocol['decoding']}, "
         f"max {protocol['max_new_tokens']} new tokens{est}"
@@ -310,6 +321,8 @@ def benchmark_of(cfg: EvalConfig) -> str:
     """Benchmark name: gsm8k | math | math500 | sample | `benchmark_name` | derived from the source."""
     if cfg.benchmark_name:
         name = cfg.benchmark_name
+    elif eval_only_source(cfg.problems):
+        name = eval_only_source(cfg.problems)
     elif cfg.problems in BENCHMARK_DATASETS:
         name = cfg.problems
     else:
@@ -320,6 +333,8 @@ def benchmark_of(cfg: EvalConfig) -> str:
 
 
 def benchmark_dataset_id(cfg: EvalConfig) -> str:
+    if eval_only_source(cfg.problems):
+        return BENCHMARK_DATASETS[eval_only_source(cfg.problems)]
     if cfg.problems in BENCHMARK_DATASETS:
         return BENCHMARK_DATASETS[cfg.problems]
     if not Path(cfg.problems).exists() and cfg.problems.count("/") == 1:
@@ -524,6 +539,8 @@ def _validate(cfg: EvalConfig) -> None:
         raise ValueError(f"backend {cfg.backend!r} needs base_urls (the endpoint(s) to query).")
     if cfg.predictions_path is not None and len(cfg.models) > 1:
         raise ValueError("predictions_path grades one model's completions: give exactly one entry in models.")
+    if cfg.answer_rounding is not None and not 0 <= cfg.answer_rounding <= 10:
+        raise ValueError(f"answer_rounding must be a number of decimals in 0..10, got {cfg.answer_rounding}.")
 
 
 def _labels(cfg: EvalConfig) -> list[str]:
@@ -551,6 +568,7 @@ def _protocol(cfg: EvalConfig, style: str, stop: list[str] | None, predictions: 
         "stop": stop,
         "backend": "predictions-file" if predictions else cfg.backend,
         "metric": "pass@1" if cfg.num_samples == 1 else f"pass@1 estimated from {cfg.num_samples} samples",
+        "answer_rounding": cfg.answer_rounding,
     }
 
 
@@ -657,6 +675,46 @@ def _details_rows(
     return rows
 
 
+def apply_answer_rounding(rows: list[dict[str, Any]], digits: int) -> int:
+    """The paper's SVAMP/ASDiv rule: a numeric answer that is wrong exactly but equal to the gold after
+    rounding both to `digits` decimals (Python's `round` on floats) becomes correct. Returns how many changed.
+
+    Only numeric-task rows with an extracted answer are looked at; MATH rows are left alone.
+    """
+    from lema_hub.grading import _gsm8k_number  # the same number reading as exact grading
+    from lema_hub.problems import task_of
+
+    changed = 0
+    for r in rows:
+        if r.get("verdict") != "wrong" or r.get("predicted_answer") is None or task_of(r) != "gsm8k":
+            continue
+        pred, gold = _gsm8k_number(str(r["predicted_answer"])), _gsm8k_number(str(r["gold_answer"]))
+        if pred is None or gold is None:
+            continue
+        if round(float(pred), digits) == round(float(gold), digits):
+            r.update(verdict="correct", grade_reason=f"equal after rounding to {digits} decimals")
+            changed += 1
+    return changed
+
+
+def _source_report(cfg: EvalConfig) -> dict[str, Any] | None:
+    """What an evaluation-only source dropped on loading (ASDiv's non-numeric answers), for the results."""
+    from lema_hub.problems import load_report
+
+    name = eval_only_source(cfg.problems)
+    return load_report(name) if name else None
+
+
+def source_filter_note(report: dict[str, Any] | None) -> str:
+    """`; 2084 of 2305 rows (221 non-numeric answers dropped)` for card notes, or nothing."""
+    if not report or not report.get("dropped_non_numeric"):
+        return ""
+    return (
+        f"; {report['kept']} of {report['rows']} rows "
+        f"({report['dropped_non_numeric']} with non-numeric answers dropped)"
+    )
+
+
 def _load_results(folder: Path) -> dict[str, dict[str, Any]]:
     path = folder / "results.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -682,6 +740,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     problems = load_problems(cfg)
     if not problems:
         raise ValueError(f"No problems loaded from {cfg.problems!r} split {cfg.problems_split!r}.")
+    source_report = _source_report(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # `.cache/` inside the folder is never pushed (hub.PUSH_IGNORE) and keeps the run resumable.
@@ -715,6 +774,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             outputs = _generate(cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl")
         rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling)
         _grade_rows(rows, cfg.grading_workers)
+        if cfg.answer_rounding is not None:
+            apply_answer_rounding(rows, cfg.answer_rounding)
         save_dataset_config(out_dir, config_name, {"test": rows})
 
         metrics = summarize_rows(rows, cfg.confidence)
@@ -734,6 +795,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             **metrics,
             "n": metrics["num_problems"],
         }
+        if source_report is not None:
+            entry["source_filter"] = source_report
         run_results[config_name] = entry
         all_results[config_name] = entry
 
@@ -747,7 +810,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                 "ci_high": round(100 * entry["ci_high"], 2),
                 "n": entry["num_problems"],
                 "date": date,
-                "notes": protocol_notes(protocol),
+                "notes": protocol_notes(protocol) + source_filter_note(source_report),
             }
             if not (folder / "README.md").is_file():  # a bare folder gets a model card to hold the results
                 _write_minimal_model_card(folder)
