@@ -39,6 +39,16 @@ LOCAL_BACKENDS = ("transformers", "vllm")
 PROMPT_STYLES = ("auto", "plain", "chat")
 # Base models continue past their answer with a new "Question:"; cut there (chat models stop at EOS).
 PLAIN_STOP = ["\nQuestion:", "\n\nPlease solve the following math problem."]
+# Named evaluation prompt templates ({question} is replaced by the normalized question).
+# lema: the paper's CoT prompt (formats.COT_PROMPT). alpaca: the Alpaca template the paper used for
+# WizardMath models, with its "Let's think step by step." (as quoted in the LeMa paper).
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\n{question}\n\n### Response: Let's think step by step.\n"
+)
+NAMED_TEMPLATES = ("lema", "alpaca")
+# Where a base model starts a new example after its answer, per template (plain prompts only).
+TEMPLATE_STOPS = {"alpaca": ["\n### Instruction:", "\n\nBelow is an instruction"]}
 # The benchmark's dataset on the Hub, for `.eval_results` entries.
 BENCHMARK_DATASETS = {
     "gsm8k": "openai/gsm8k",
@@ -118,6 +128,14 @@ class EvalConfig(ProblemArgs, HubArgs, EndpointArgs):
         metadata={"help": "Write .eval_results and a results table into lema_hub model folders."},
     )
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the accuracy interval."})
+    prompt_templates: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt template per model (one for all, or one per model): lema (the paper's CoT prompt, "
+            "default) | alpaca (the Alpaca template the paper used for WizardMath) | a text file containing "
+            "{question}."
+        },
+    )
     answer_rounding: int | None = field(
         default=None,
         metadata={
@@ -258,7 +276,7 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
             tok = "–" if e["mean_output_tokens"] is None else f"{e['mean_output_tokens']:.0f}"
             parts.append(
                 f"| {e['model_label']} | {_pct(e['accuracy'])} | {_pct(e['ci_low'])}–{_pct(e['ci_high'])} "
-                f"| {_pct(e['invalid_rate'])} | {_pct(e['truncated_rate'])} | {tok} | {e['protocol']['prompt_style']} |"
+                f"| {_pct(e['invalid_rate'])} | {_pct(e['truncated_rate'])} | {tok} | {_prompt_cell(e['protocol'])} |"
             )
         for key in ("level", "subject"):
             models_with = [e for e in entries if e.get(f"by_{key}")]
@@ -273,6 +291,12 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
                 parts.append(f"| {e['model_label']} | " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts).strip() + "\n"
+
+
+def _prompt_cell(protocol: dict[str, Any]) -> str:
+    template = protocol.get("prompt")
+    style = protocol["prompt_style"]
+    return style if template in (None, "lema-cot") else f"{template}, {style}"
 
 
 def model_card_table(entries: Sequence[dict[str, Any]]) -> str:
@@ -294,8 +318,10 @@ def protocol_notes(protocol: dict[str, Any]) -> str:
     est = "" if n == 1 else f", pass@1 from {n} samples"
     if protocol.get("answer_rounding") is not None:
         est += f", numbers compared after rounding to {protocol['answer_rounding']} decimals"
+    template = protocol.get("prompt")
+    prompt = "" if template in (None, "lema-cot") else f"{template} template, "
     return (
-        f"zero-shot CoT ({protocol['prompt_style']} prompt), {protocol['decoding']}, "
+        f"zero-shot CoT ({prompt}{protocol['prompt_style']} prompt), {protocol['decoding']}, "
         f"max {protocol['max_new_tokens']} new tokens{est}"
     )
 
@@ -412,10 +438,69 @@ def _write_minimal_model_card(folder: Path) -> None:
     )
 
 
-def _build_prompt(question: str, style: str) -> str | list[dict]:
+@dataclass(frozen=True)
+class PromptTemplate:
+    """An evaluation prompt: `name` as recorded (lema-cot, alpaca, file:<name>), its text, its hash."""
+
+    name: str
+    text: str
+    sha256: str
+
+    def render(self, question: str) -> str:
+        from lema_hub.formats import normalize_question
+
+        # str.replace, not format: a template file may hold other braces (LaTeX, JSON examples).
+        return self.text.replace("{question}", normalize_question(question))
+
+    def stops(self) -> list[str]:
+        """Default stop strings for plain prompts: where a base model starts the next example."""
+        if self.name == "lema-cot":
+            return list(PLAIN_STOP)
+        if self.name in TEMPLATE_STOPS:
+            return list(TEMPLATE_STOPS[self.name])
+        first = self.text.split("{question}", 1)[0].strip().split("\n", 1)[0].strip()
+        return ["\n" + first] if first else []
+
+    def record(self) -> dict[str, str]:
+        return {"prompt": self.name, "prompt_template": self.text, "prompt_template_sha256": self.sha256}
+
+
+def load_prompt_template(spec: str | None) -> PromptTemplate:
+    """`lema` (default) | `alpaca` | a text file with `{question}` -> PromptTemplate."""
+    import hashlib
+
+    from lema_hub.formats import COT_PROMPT
+
+    spec = spec or "lema"
+    if spec == "lema":
+        name, text = "lema-cot", COT_PROMPT
+    elif spec == "alpaca":
+        name, text = "alpaca", ALPACA_TEMPLATE
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"prompt template {spec!r} is neither a named template ({', '.join(NAMED_TEMPLATES)}) nor a file."
+            )
+        text = path.read_text(encoding="utf-8")
+        if "{question}" not in text:
+            raise ValueError(f"prompt template file {path.name}: it has no {{question}} placeholder.")
+        name = f"file:{path.name}"
+    return PromptTemplate(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def model_templates(cfg: EvalConfig) -> list[PromptTemplate]:
+    """One template per model in `cfg.models` (a single configured template applies to all)."""
+    specs = cfg.prompt_templates or ["lema"]
+    if len(specs) == 1:
+        specs = specs * len(cfg.models)
+    return [load_prompt_template(s) for s in specs]
+
+
+def _build_prompt(question: str, style: str, template: PromptTemplate | None = None) -> str | list[dict]:
     from lema_hub.formats import as_messages, cot_prompt
 
-    text = cot_prompt(question)
+    text = template.render(question) if template is not None else cot_prompt(question)
     return as_messages(text) if style == "chat" else text
 
 
@@ -539,6 +624,14 @@ def _validate(cfg: EvalConfig) -> None:
         raise ValueError(f"backend {cfg.backend!r} needs base_urls (the endpoint(s) to query).")
     if cfg.predictions_path is not None and len(cfg.models) > 1:
         raise ValueError("predictions_path grades one model's completions: give exactly one entry in models.")
+    if cfg.prompt_templates is not None:
+        if len(cfg.prompt_templates) not in (1, len(cfg.models)):
+            raise ValueError(
+                f"prompt_templates has {len(cfg.prompt_templates)} entries for {len(cfg.models)} models "
+                "(give one for all models or one per model)."
+            )
+        for t in cfg.prompt_templates:
+            load_prompt_template(t)  # a bad name or file fails before any model is loaded
     if cfg.answer_rounding is not None and not 0 <= cfg.answer_rounding <= 10:
         raise ValueError(f"answer_rounding must be a number of decimals in 0..10, got {cfg.answer_rounding}.")
 
@@ -587,7 +680,15 @@ def merged_adapter_folder(model: str, target: Path) -> str:
     return str(target)
 
 
-def _generate(cfg: EvalConfig, model: str, problems: Sequence[Problem], style: str, stop, cache_path: Path):
+def _generate(
+    cfg: EvalConfig,
+    model: str,
+    problems: Sequence[Problem],
+    style: str,
+    stop,
+    cache_path: Path,
+    template: PromptTemplate | None = None,
+):
     from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 
     sampling = SamplingParams(
@@ -602,7 +703,9 @@ def _generate(cfg: EvalConfig, model: str, problems: Sequence[Problem], style: s
         model = merged_adapter_folder(model, cache_path.parent / "merged" / cache_path.stem)
     engine_cfg = cfg.engine_config(cfg.backend, model, style)
     requests = [
-        GenerationRequest(request_id=p.problem_id, prompt=_build_prompt(p.question, style), sampling=sampling)
+        GenerationRequest(
+            request_id=p.problem_id, prompt=_build_prompt(p.question, style, template), sampling=sampling
+        )
         for p in problems
     ]
     engine = make_engine(engine_cfg, cache_path=cache_path)
@@ -645,12 +748,13 @@ def _details_rows(
     label: str,
     style: str,
     sampling: dict[str, Any],
+    template: PromptTemplate | None = None,
 ) -> list[dict[str, Any]]:
     from lema_hub.formats import cot_prompt
 
     rows = []
     for p, outs in zip(problems, outputs):
-        prompt = cot_prompt(p.question)
+        prompt = template.render(p.question) if template is not None else cot_prompt(p.question)
         for i, o in enumerate(outs):
             if isinstance(o, str):  # from a predictions file
                 o = {"text": o, "sample_index": i}
@@ -752,15 +856,15 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     run_results: dict[str, dict[str, Any]] = {}
     cards: list[str] = []
 
-    for model, label in zip(cfg.models, _labels(cfg)):
+    for model, label, template in zip(cfg.models, _labels(cfg), model_templates(cfg)):
         started = time.perf_counter()
         predictions = cfg.predictions_path is not None
         if predictions:  # how the completions were prompted is the file's business; default: the paper's
             style = "plain" if cfg.prompt_style == "auto" else cfg.prompt_style
         else:
             style = resolve_prompt_style(cfg, model)
-        stop = cfg.stop if cfg.stop is not None else (PLAIN_STOP if style == "plain" else None)
-        protocol = _protocol(cfg, style, stop, predictions)
+        stop = cfg.stop if cfg.stop is not None else (template.stops() if style == "plain" else None)
+        protocol = {**_protocol(cfg, style, stop, predictions), **template.record()}
         sampling = {
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,
@@ -771,8 +875,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         if predictions:
             outputs = match_predictions(problems, read_records(cfg.predictions_path), cfg.predictions_column)
         else:
-            outputs = _generate(cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl")
-        rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling)
+            outputs = _generate(
+                cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl", template
+            )
+        rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling, template)
         _grade_rows(rows, cfg.grading_workers)
         if cfg.answer_rounding is not None:
             apply_answer_rounding(rows, cfg.answer_rounding)
