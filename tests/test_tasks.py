@@ -202,3 +202,72 @@ def test_real_asdiv_file_gold_answers_grade_100_percent(shared_data, tmp_path):
     assert res["num_problems"] == 2084 and res["accuracy"] == 1.0
     assert res["source_filter"]["dropped_non_numeric"] == 221 and res["source_filter"]["rows"] == 2305
     assert res["benchmark_dataset"] == "EleutherAI/asdiv"
+
+
+# ------------------------------------------------------------- training lengths (source/target cut)
+
+
+def test_prompt_and_completion_are_cut_separately(tiny_model):
+    import datasets
+
+    from lema_hub.models import load_tokenizer
+    from lema_hub.training import truncate_prompt_completion
+
+    tok = load_tokenizer(tiny_model)
+    bos = len(tok("", add_special_tokens=True)["input_ids"])
+    long_q = "Question: " + " ".join(f"apple{i}" for i in range(60))
+    long_a = "Step: " + " ".join(f"pear{i}" for i in range(60)) + " The answer is 5."
+    rows = [
+        {"prompt": long_q, "completion": "The answer is 5."},  # only the prompt is long
+        {"prompt": "Short?", "completion": long_a},  # only the completion is long
+        {
+            "prompt": [{"role": "user", "content": long_q}],
+            "completion": [{"role": "assistant", "content": long_a}],
+        },
+    ]
+
+    def ntok(text: str) -> int:
+        return len(tok(text, add_special_tokens=False)["input_ids"])
+
+    plain = truncate_prompt_completion(datasets.Dataset.from_list(rows[:2]), tok, 20, 12).to_list()
+    assert ntok(plain[0]["prompt"]) == 20 - bos and long_q.startswith(plain[0]["prompt"])  # the start is kept
+    assert plain[0]["completion"] == "The answer is 5."  # short parts are untouched
+    assert plain[1]["prompt"] == "Short?"
+    assert ntok(plain[1]["completion"]) == 11 and long_a.startswith(plain[1]["completion"])  # + EOS = 12
+    chat = truncate_prompt_completion(datasets.Dataset.from_list(rows[2:]), tok, 20, 12).to_list()[0]
+    assert chat["prompt"][0]["role"] == "user" and ntok(chat["prompt"][0]["content"]) == 20 - bos
+    assert ntok(chat["completion"][0]["content"]) == 11
+    unchanged = truncate_prompt_completion(datasets.Dataset.from_list(rows[:2]), tok, None, None)
+    assert unchanged.to_list() == rows[:2]
+
+
+def test_sft_trainer_sees_the_separately_cut_rows(tmp_path, tiny_model):
+    """Through `build_trainer`: every tokenized row keeps <= 24 prompt and <= 10 completion tokens."""
+    from lema_hub.training import build_trainer
+    from tests.test_sft import _parse, make_mixture, tiny_config
+
+    mixture = make_mixture(tmp_path / "mixture", style="plain")
+    config = tiny_config(
+        tmp_path / "c.yaml",
+        mixture,
+        tmp_path / "out",
+        prompt_style="plain",
+        max_prompt_length=24,
+        max_completion_length=10,
+    )
+    trainer, _ = build_trainer(*_parse(config))
+    tok = trainer.processing_class
+    for row in trainer.train_dataset:
+        trained = [label != -100 for label in row["labels"]]
+        n_completion = sum(trained)
+        assert n_completion <= 10 and row["input_ids"][-1] == tok.eos_token_id  # EOS kept
+        assert len(row["input_ids"]) - n_completion <= 24
+    # The rows were longer than the budgets: they were really cut, not just short.
+    assert any(len(r["input_ids"]) == 34 for r in trainer.train_dataset)
+
+
+def test_bad_truncation_lengths_fail_clearly():
+    from lema_hub.training import SFTScriptArguments
+
+    with pytest.raises(ValueError, match="max_prompt_length must be >= 2 tokens"):
+        SFTScriptArguments(dataset_name="x", max_prompt_length=0)
