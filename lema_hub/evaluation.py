@@ -950,9 +950,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     for key in ("output_dir", "cache_dir"):
         record.pop(key, None)
     # Local paths stay out of a pushable artifact: keep only their last component.
-    for key in ("problems_path", "predictions_path"):
+    for key in ("problems_path", "predictions_path", "select_on"):
         if record.get(key):
             record[key] = Path(record[key]).name
+    if record.get("prompt_templates"):
+        record["prompt_templates"] = [
+            t if t in NAMED_TEMPLATES else Path(t).name for t in record["prompt_templates"]
+        ]
     record["models"] = [public_model_name(m) for m in cfg.models]
     write_run_record(out_dir, record, summary, recipe="evaluate")
     write_dataset_card(out_dir, "eval_details")

@@ -483,3 +483,29 @@ def test_prompt_template_is_written_on_the_model_card(tmp_path, tiny_model):
     )
     assert "alpaca template" in json.dumps(_card_value(folder, "sample"))
     assert "alpaca template" in (folder / "README.md").read_text()
+
+
+def test_prompt_template_file_is_recorded_by_name_only(tmp_path):
+    problems = _sample_test()[:2]
+    template = tmp_path / "private" / "my_prompt.txt"
+    template.parent.mkdir()
+    template.write_text("Q: {question}\nA:")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(
+        "".join(json.dumps({"problem_id": p.problem_id, "completion": "x"}) + "\n" for p in problems)
+    )
+    out = tmp_path / "eval"
+    summary = evaluate(
+        EvalConfig(
+            models=["m"],
+            problems="sample",
+            problems_limit=2,
+            predictions_path=str(preds),
+            prompt_templates=[str(template)],
+            output_dir=str(out),
+        )
+    )
+    assert summary["results"]["m-sample"]["protocol"]["prompt"] == "file:my_prompt.txt"
+    assert _details(out, "m-sample")[0]["prompt"].startswith("Q: ")
+    record = (out / "lema_hub_config.yaml").read_text()
+    assert "my_prompt.txt" in record and str(template.parent) not in record
