@@ -271,3 +271,70 @@ def test_bad_truncation_lengths_fail_clearly():
 
     with pytest.raises(ValueError, match="max_prompt_length must be >= 2 tokens"):
         SFTScriptArguments(dataset_name="x", max_prompt_length=0)
+
+
+# ------------------------------------------------------------------------------------------- CSQA
+
+CSQA_HUB_ROWS = [
+    {
+        "id": "075e483d21c29a511267ef62bedc0461",
+        "question": "The sanctions against the school were a punishing blow, and they seemed to what the efforts the school had made to change?",
+        "question_concept": "punishing",
+        "choices": {
+            "label": ["A", "B", "C", "D", "E"],
+            "text": ["ignore", "enforce", "authoritarian", "yell at", "avoid"],
+        },
+        "answerKey": "A",
+    }
+]
+
+
+def test_csqa_prompt_and_hub_rows():
+    from lema_hub.csqa import csqa_prompt, hub_items, parse_csqa_prompt
+
+    (item,) = hub_items(CSQA_HUB_ROWS, "validation")
+    assert item.answer == "ignore" and item.candidates[3] == "yell at"
+    prompt = csqa_prompt(item.question, item.candidates)
+    assert prompt == (
+        "Please answer the following commonsense question. Please first explain each candidate answer, then "
+        "select only one answer that is most relevant to the question and provide reasons.\n"
+        f"Question: {item.question}\n"
+        "Candidate Answers: ignore, enforce, authoritarian, yell at, avoid.\n"
+        "Answer: Let's think step by step.\n"
+    )
+    assert parse_csqa_prompt(prompt) == (item.question, item.candidates)
+    with pytest.raises(ValueError, match="answerKey"):
+        hub_items([{**CSQA_HUB_ROWS[0], "answerKey": "F"}], "validation")
+
+
+def test_csqa_grading_maps_to_the_nearest_candidate_and_counts_it():
+    from lema_hub.csqa import edit_distance, grade_csqa, summarize_csqa
+
+    assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3
+    cands = ["bank", "library", "department store", "mall", "new york"]
+    exact = grade_csqa('Banks keep money safe. The answer is "Bank".', "bank", cands)
+    assert exact["verdict"] == "correct" and not exact["mapping_needed"]
+    typo = grade_csqa("The answer is departmen store.", "department store", cands)
+    assert typo["mapped_to"] == "department store" and typo["mapping_needed"] and typo["verdict"] == "correct"
+    other = grade_csqa("The answer is a shopping mall.", "bank", cands)
+    assert other["mapped_to"] == "mall" and other["verdict"] == "wrong"
+    none = grade_csqa("I cannot decide.", "bank", cands)
+    assert none["predicted_answer"] is None and none["verdict"] == "wrong"
+    s = summarize_csqa([exact, typo, other, none])
+    assert (s["accuracy"], s["no_answer"], s["mapping_needed"]) == (0.5, 1, 2)
+    assert s["mapping_rate"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.shared_data
+def test_csqa_paper_file_prompts_rebuild_byte_for_byte(shared_data):
+    """All 1,221 prompts of the paper's CSQA dev file rebuild from (question, candidates); the gold
+    answers as completions grade 100 % with no mapping needed."""
+    from lema_hub.csqa import csqa_prompt, grade_csqa, paper_items, summarize_csqa
+
+    path = shared_data / "lema" / "test_data" / "csqa_dev.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    items = paper_items(rows)
+    assert len(items) == 1221
+    assert sum(csqa_prompt(it.question, it.candidates) == r["prompt"] for it, r in zip(items, rows)) == 1221
+    s = summarize_csqa([grade_csqa(f"The answer is {it.answer}.", it.answer, it.candidates) for it in items])
+    assert s["accuracy"] == 1.0 and s["mapping_needed"] == 0
