@@ -379,6 +379,11 @@ def truncate_prompt_completion(
     """
     if max_prompt_length is None and max_completion_length is None:
         return dataset
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            "max_prompt_length / max_completion_length need a fast tokenizer (character offsets); "
+            f"{type(tokenizer).__name__} is not one."
+        )
     bos = len(tokenizer("", add_special_tokens=True)["input_ids"])  # BOS (and any other prefix) per prompt
     stats = {"prompt": 0, "completion": 0}
 
