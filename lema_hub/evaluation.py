@@ -31,7 +31,7 @@ from typing import Any
 
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
-from lema_hub.problems import Problem, ProblemArgs
+from lema_hub.problems import Problem, ProblemArgs, eval_only_source
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 BACKENDS = ("transformers", "vllm", "openai", "tgi")
@@ -39,12 +39,24 @@ LOCAL_BACKENDS = ("transformers", "vllm")
 PROMPT_STYLES = ("auto", "plain", "chat")
 # Base models continue past their answer with a new "Question:"; cut there (chat models stop at EOS).
 PLAIN_STOP = ["\nQuestion:", "\n\nPlease solve the following math problem."]
+# Named evaluation prompt templates ({question} is replaced by the normalized question).
+# lema: the paper's CoT prompt (formats.COT_PROMPT). alpaca: the Alpaca template the paper used for
+# WizardMath models, with its "Let's think step by step." (as quoted in the LeMa paper).
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\n{question}\n\n### Response: Let's think step by step.\n"
+)
+NAMED_TEMPLATES = ("lema", "alpaca")
+# Where a base model starts a new example after its answer, per template (plain prompts only).
+TEMPLATE_STOPS = {"alpaca": ["\n### Instruction:", "\n\nBelow is an instruction"]}
 # The benchmark's dataset on the Hub, for `.eval_results` entries.
 BENCHMARK_DATASETS = {
     "gsm8k": "openai/gsm8k",
     "math": "EleutherAI/hendrycks_math",
     "math500": "HuggingFaceH4/MATH-500",
     "sample": "lema-hub/bundled-sample",
+    "svamp": "ChilleD/SVAMP",
+    "asdiv": "EleutherAI/asdiv",
 }
 
 
@@ -116,6 +128,36 @@ class EvalConfig(ProblemArgs, HubArgs, EndpointArgs):
         metadata={"help": "Write .eval_results and a results table into lema_hub model folders."},
     )
     confidence: float = field(default=0.95, metadata={"help": "Confidence level of the accuracy interval."})
+    prompt_templates: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Prompt template per model (one for all, or one per model): lema (the paper's CoT prompt, "
+            "default) | alpaca (the Alpaca template the paper used for WizardMath) | a text file containing "
+            "{question}."
+        },
+    )
+    checkpoints: str | None = field(
+        default=None,
+        metadata={
+            "help": "A training run folder: evaluate each of its checkpoint-* folders (adapters or full models) "
+            "instead of `models`, and put the accuracy-by-step curve, the best, best-3 mean and last checkpoint "
+            "on the run's model card (the paper's model selection)."
+        },
+    )
+    select_on: str | None = field(
+        default=None,
+        metadata={
+            "help": "With checkpoints: the output_dir of the same sweep on a held-out dev split; the step that is "
+            "best there is reported here too (the honest alternative to picking the best on test)."
+        },
+    )
+    answer_rounding: int | None = field(
+        default=None,
+        metadata={
+            "help": "Numeric tasks: also count an answer correct when it equals the gold after rounding both "
+            "to this many decimals (the paper's SVAMP/ASDiv protocol: 2). Default: exact comparison."
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +291,7 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
             tok = "–" if e["mean_output_tokens"] is None else f"{e['mean_output_tokens']:.0f}"
             parts.append(
                 f"| {e['model_label']} | {_pct(e['accuracy'])} | {_pct(e['ci_low'])}–{_pct(e['ci_high'])} "
-                f"| {_pct(e['invalid_rate'])} | {_pct(e['truncated_rate'])} | {tok} | {e['protocol']['prompt_style']} |"
+                f"| {_pct(e['invalid_rate'])} | {_pct(e['truncated_rate'])} | {tok} | {_prompt_cell(e['protocol'])} |"
             )
         for key in ("level", "subject"):
             models_with = [e for e in entries if e.get(f"by_{key}")]
@@ -264,6 +306,12 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
                 parts.append(f"| {e['model_label']} | " + " | ".join(cells) + " |")
         parts.append("")
     return "\n".join(parts).strip() + "\n"
+
+
+def _prompt_cell(protocol: dict[str, Any]) -> str:
+    template = protocol.get("prompt")
+    style = protocol["prompt_style"]
+    return style if template in (None, "lema-cot") else f"{template}, {style}"
 
 
 def model_card_table(entries: Sequence[dict[str, Any]]) -> str:
@@ -283,8 +331,12 @@ def model_card_table(entries: Sequence[dict[str, Any]]) -> str:
 def protocol_notes(protocol: dict[str, Any]) -> str:
     n = protocol["num_samples"]
     est = "" if n == 1 else f", pass@1 from {n} samples"
+    if protocol.get("answer_rounding") is not None:
+        est += f", numbers compared after rounding to {protocol['answer_rounding']} decimals"
+    template = protocol.get("prompt")
+    prompt = "" if template in (None, "lema-cot") else f"{template} template, "
     return (
-        f"zero-shot CoT ({protocol['prompt_style']} prompt), {protocol['decoding']}, "
+        f"zero-shot CoT ({prompt}{protocol['prompt_style']} prompt), {protocol['decoding']}, "
         f"max {protocol['max_new_tokens']} new tokens{est}"
     )
 
@@ -310,6 +362,8 @@ def benchmark_of(cfg: EvalConfig) -> str:
     """Benchmark name: gsm8k | math | math500 | sample | `benchmark_name` | derived from the source."""
     if cfg.benchmark_name:
         name = cfg.benchmark_name
+    elif eval_only_source(cfg.problems):
+        name = eval_only_source(cfg.problems)
     elif cfg.problems in BENCHMARK_DATASETS:
         name = cfg.problems
     else:
@@ -320,6 +374,8 @@ def benchmark_of(cfg: EvalConfig) -> str:
 
 
 def benchmark_dataset_id(cfg: EvalConfig) -> str:
+    if eval_only_source(cfg.problems):
+        return BENCHMARK_DATASETS[eval_only_source(cfg.problems)]
     if cfg.problems in BENCHMARK_DATASETS:
         return BENCHMARK_DATASETS[cfg.problems]
     if not Path(cfg.problems).exists() and cfg.problems.count("/") == 1:
@@ -397,10 +453,69 @@ def _write_minimal_model_card(folder: Path) -> None:
     )
 
 
-def _build_prompt(question: str, style: str) -> str | list[dict]:
+@dataclass(frozen=True)
+class PromptTemplate:
+    """An evaluation prompt: `name` as recorded (lema-cot, alpaca, file:<name>), its text, its hash."""
+
+    name: str
+    text: str
+    sha256: str
+
+    def render(self, question: str) -> str:
+        from lema_hub.formats import normalize_question
+
+        # str.replace, not format: a template file may hold other braces (LaTeX, JSON examples).
+        return self.text.replace("{question}", normalize_question(question))
+
+    def stops(self) -> list[str]:
+        """Default stop strings for plain prompts: where a base model starts the next example."""
+        if self.name == "lema-cot":
+            return list(PLAIN_STOP)
+        if self.name in TEMPLATE_STOPS:
+            return list(TEMPLATE_STOPS[self.name])
+        first = self.text.split("{question}", 1)[0].strip().split("\n", 1)[0].strip()
+        return ["\n" + first] if first else []
+
+    def record(self) -> dict[str, str]:
+        return {"prompt": self.name, "prompt_template": self.text, "prompt_template_sha256": self.sha256}
+
+
+def load_prompt_template(spec: str | None) -> PromptTemplate:
+    """`lema` (default) | `alpaca` | a text file with `{question}` -> PromptTemplate."""
+    import hashlib
+
+    from lema_hub.formats import COT_PROMPT
+
+    spec = spec or "lema"
+    if spec == "lema":
+        name, text = "lema-cot", COT_PROMPT
+    elif spec == "alpaca":
+        name, text = "alpaca", ALPACA_TEMPLATE
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"prompt template {spec!r} is neither a named template ({', '.join(NAMED_TEMPLATES)}) nor a file."
+            )
+        text = path.read_text(encoding="utf-8")
+        if "{question}" not in text:
+            raise ValueError(f"prompt template file {path.name}: it has no {{question}} placeholder.")
+        name = f"file:{path.name}"
+    return PromptTemplate(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def model_templates(cfg: EvalConfig) -> list[PromptTemplate]:
+    """One template per model in `cfg.models` (a single configured template applies to all)."""
+    specs = cfg.prompt_templates or ["lema"]
+    if len(specs) == 1:
+        specs = specs * len(cfg.models)
+    return [load_prompt_template(s) for s in specs]
+
+
+def _build_prompt(question: str, style: str, template: PromptTemplate | None = None) -> str | list[dict]:
     from lema_hub.formats import as_messages, cot_prompt
 
-    text = cot_prompt(question)
+    text = template.render(question) if template is not None else cot_prompt(question)
     return as_messages(text) if style == "chat" else text
 
 
@@ -524,6 +639,16 @@ def _validate(cfg: EvalConfig) -> None:
         raise ValueError(f"backend {cfg.backend!r} needs base_urls (the endpoint(s) to query).")
     if cfg.predictions_path is not None and len(cfg.models) > 1:
         raise ValueError("predictions_path grades one model's completions: give exactly one entry in models.")
+    if cfg.prompt_templates is not None:
+        if len(cfg.prompt_templates) not in (1, len(cfg.models)):
+            raise ValueError(
+                f"prompt_templates has {len(cfg.prompt_templates)} entries for {len(cfg.models)} models "
+                "(give one for all models or one per model)."
+            )
+        for t in cfg.prompt_templates:
+            load_prompt_template(t)  # a bad name or file fails before any model is loaded
+    if cfg.answer_rounding is not None and not 0 <= cfg.answer_rounding <= 10:
+        raise ValueError(f"answer_rounding must be a number of decimals in 0..10, got {cfg.answer_rounding}.")
 
 
 def _labels(cfg: EvalConfig) -> list[str]:
@@ -551,6 +676,7 @@ def _protocol(cfg: EvalConfig, style: str, stop: list[str] | None, predictions: 
         "stop": stop,
         "backend": "predictions-file" if predictions else cfg.backend,
         "metric": "pass@1" if cfg.num_samples == 1 else f"pass@1 estimated from {cfg.num_samples} samples",
+        "answer_rounding": cfg.answer_rounding,
     }
 
 
@@ -577,6 +703,7 @@ def _generate(
     stop,
     cache_path: Path,
     outcome: Any = None,
+    template: PromptTemplate | None = None,
 ):
     """Per problem, its samples; `outcome` (a `run_guard.RequestOutcome`) counts the failures."""
     from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
@@ -593,7 +720,9 @@ def _generate(
         model = merged_adapter_folder(model, cache_path.parent / "merged" / cache_path.stem)
     engine_cfg = cfg.engine_config(cfg.backend, model, style)
     requests = [
-        GenerationRequest(request_id=p.problem_id, prompt=_build_prompt(p.question, style), sampling=sampling)
+        GenerationRequest(
+            request_id=p.problem_id, prompt=_build_prompt(p.question, style, template), sampling=sampling
+        )
         for p in problems
     ]
     engine = make_engine(engine_cfg, cache_path=cache_path)
@@ -638,12 +767,13 @@ def _details_rows(
     label: str,
     style: str,
     sampling: dict[str, Any],
+    template: PromptTemplate | None = None,
 ) -> list[dict[str, Any]]:
     from lema_hub.formats import cot_prompt
 
     rows = []
     for p, outs in zip(problems, outputs):
-        prompt = cot_prompt(p.question)
+        prompt = template.render(p.question) if template is not None else cot_prompt(p.question)
         for i, o in enumerate(outs):
             if isinstance(o, str):  # from a predictions file
                 o = {"text": o, "sample_index": i}
@@ -668,6 +798,46 @@ def _details_rows(
     return rows
 
 
+def apply_answer_rounding(rows: list[dict[str, Any]], digits: int) -> int:
+    """The paper's SVAMP/ASDiv rule: a numeric answer that is wrong exactly but equal to the gold after
+    rounding both to `digits` decimals (Python's `round` on floats) becomes correct. Returns how many changed.
+
+    Only numeric-task rows with an extracted answer are looked at; MATH rows are left alone.
+    """
+    from lema_hub.grading import _gsm8k_number  # the same number reading as exact grading
+    from lema_hub.problems import task_of
+
+    changed = 0
+    for r in rows:
+        if r.get("verdict") != "wrong" or r.get("predicted_answer") is None or task_of(r) != "gsm8k":
+            continue
+        pred, gold = _gsm8k_number(str(r["predicted_answer"])), _gsm8k_number(str(r["gold_answer"]))
+        if pred is None or gold is None:
+            continue
+        if round(float(pred), digits) == round(float(gold), digits):
+            r.update(verdict="correct", grade_reason=f"equal after rounding to {digits} decimals")
+            changed += 1
+    return changed
+
+
+def _source_report(cfg: EvalConfig) -> dict[str, Any] | None:
+    """What an evaluation-only source dropped on loading (ASDiv's non-numeric answers), for the results."""
+    from lema_hub.problems import load_report
+
+    name = eval_only_source(cfg.problems)
+    return load_report(name) if name else None
+
+
+def source_filter_note(report: dict[str, Any] | None) -> str:
+    """`; 2084 of 2305 rows (221 non-numeric answers dropped)` for card notes, or nothing."""
+    if not report or not report.get("dropped_non_numeric"):
+        return ""
+    return (
+        f"; {report['kept']} of {report['rows']} rows "
+        f"({report['dropped_non_numeric']} with non-numeric answers dropped)"
+    )
+
+
 def _load_results(folder: Path) -> dict[str, dict[str, Any]]:
     path = folder / "results.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -690,10 +860,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     from lema_hub.problems import load_problems
     from lema_hub.run_guard import RequestOutcome, RequestsFailed, earlier_requests, guard_publish
 
+    if cfg.checkpoints:
+        return evaluate_checkpoints(cfg)
     _validate(cfg)
     problems = load_problems(cfg)
     if not problems:
         raise ValueError(f"No problems loaded from {cfg.problems!r} split {cfg.problems_split!r}.")
+    source_report = _source_report(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # `.cache/` inside the folder is never pushed (hub.PUSH_IGNORE) and keeps the run resumable.
@@ -707,15 +880,15 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     requests: dict[str, Any] = {}
     refused: list[RequestsFailed] = []
 
-    for model, label in zip(cfg.models, _labels(cfg)):
+    for model, label, template in zip(cfg.models, _labels(cfg), model_templates(cfg)):
         started = time.perf_counter()
         predictions = cfg.predictions_path is not None
         if predictions:  # how the completions were prompted is the file's business; default: the paper's
             style = "plain" if cfg.prompt_style == "auto" else cfg.prompt_style
         else:
             style = resolve_prompt_style(cfg, model)
-        stop = cfg.stop if cfg.stop is not None else (PLAIN_STOP if style == "plain" else None)
-        protocol = _protocol(cfg, style, stop, predictions)
+        stop = cfg.stop if cfg.stop is not None else (template.stops() if style == "plain" else None)
+        protocol = {**_protocol(cfg, style, stop, predictions), **template.record()}
         sampling = {
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,
@@ -729,7 +902,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         else:
             outcome = RequestOutcome(f"evaluate [{label}]")
             outputs = _generate(
-                cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl", outcome
+                cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl", outcome, template
             )
         # Failed requests never replace a finished config; the other models' results are still written.
         try:
@@ -739,8 +912,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             continue
         if outcome is not None:
             requests[config_name] = outcome.record()
-        rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling)
+        rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling, template)
         _grade_rows(rows, cfg.grading_workers)
+        if cfg.answer_rounding is not None:
+            apply_answer_rounding(rows, cfg.answer_rounding)
         save_dataset_config(out_dir, config_name, {"test": rows})
 
         metrics = summarize_rows(rows, cfg.confidence)
@@ -760,6 +935,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             **metrics,
             "n": metrics["num_problems"],
         }
+        if source_report is not None:
+            entry["source_filter"] = source_report
         run_results[config_name] = entry
         all_results[config_name] = entry
 
@@ -773,7 +950,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                 "ci_high": round(100 * entry["ci_high"], 2),
                 "n": entry["num_problems"],
                 "date": date,
-                "notes": protocol_notes(protocol),
+                "notes": protocol_notes(protocol) + source_filter_note(source_report),
             }
             if not (folder / "README.md").is_file():  # a bare folder gets a model card to hold the results
                 _write_minimal_model_card(folder)
@@ -794,9 +971,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     for key in ("output_dir", "cache_dir"):
         record.pop(key, None)
     # Local paths stay out of a pushable artifact: keep only their last component.
-    for key in ("problems_path", "predictions_path"):
+    for key in ("problems_path", "predictions_path", "select_on"):
         if record.get(key):
             record[key] = Path(record[key]).name
+    if record.get("prompt_templates"):
+        record["prompt_templates"] = [
+            t if t in NAMED_TEMPLATES else Path(t).name for t in record["prompt_templates"]
+        ]
     record["models"] = [public_model_name(m) for m in cfg.models]
     write_run_record(out_dir, record, summary, recipe="evaluate")
     write_dataset_card(out_dir, "eval_details")
@@ -811,3 +992,140 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "model_cards": cards,
         "pushed": pushed,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Model selection: every checkpoint of a run
+# ---------------------------------------------------------------------------------------------
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, folder) of every `checkpoint-<step>` in a run folder, by step."""
+    run = Path(run_dir).expanduser()
+    if not run.is_dir():
+        raise ValueError(f"checkpoints: {run} is not a folder (give a training run's output_dir).")
+    found = []
+    for child in run.iterdir():
+        m = _CHECKPOINT.match(child.name)
+        if m and child.is_dir():
+            found.append((int(m.group(1)), child))
+    if not found:
+        raise ValueError(f"checkpoints: {run} has no checkpoint-* folders (train with save_strategy: steps).")
+    return sorted(found)
+
+
+def sweep_summary(points: Sequence[dict[str, Any]], top_k: int = 3) -> dict[str, Any]:
+    """Best (ties: the earliest step), mean of the best `top_k` and last of per-step results."""
+    if not points:
+        raise ValueError("sweep_summary needs at least one checkpoint result.")
+    by_step = sorted(points, key=lambda p: p["step"])
+    ranked = sorted(by_step, key=lambda p: (-p["accuracy"], p["step"]))
+    top = ranked[:top_k]
+    return {
+        "points": by_step,
+        "best": ranked[0],
+        "best3_mean": sum(p["accuracy"] for p in top) / len(top),
+        "best3_steps": [p["step"] for p in top],
+        "last": by_step[-1],
+    }
+
+
+def _dev_selection(select_on: str, benchmark_points: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """The step that is best on a dev sweep (from its output folder), with this split's accuracy at that step."""
+    from lema_hub.hub import SWEEP_FILE
+
+    path = Path(select_on).expanduser() / SWEEP_FILE
+    if not path.is_file():
+        raise ValueError(f"select_on: {path} does not exist (run the dev sweep into that output_dir first).")
+    dev_sweeps = json.loads(path.read_text())
+    if len(dev_sweeps) != 1:
+        raise ValueError(f"select_on: {path} holds sweeps for {sorted(dev_sweeps)}; use a folder with one.")
+    dev = next(iter(dev_sweeps.values()))
+    step = dev["best"]["step"]
+    if step not in benchmark_points:
+        raise ValueError(f"select_on: the dev sweep's best step {step} was not evaluated here.")
+    return {
+        "step": step,
+        "dev_accuracy": dev["best"]["accuracy"],
+        "accuracy": benchmark_points[step]["accuracy"],
+        "problems_split": dev["problems_split"],
+        "num_problems": dev["num_problems"],
+        "benchmark": dev["benchmark"],
+    }
+
+
+def evaluate_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
+    """Evaluate every `checkpoint-*` of `cfg.checkpoints` (one details config each, each resumable
+    from its own generation cache), then write the sweep to `checkpoint_sweep.json` in the output folder
+    and, when the run folder is a lema_hub model folder, onto its card (curve, best, best-3 mean, last)."""
+    from lema_hub.hub import write_checkpoint_sweep
+
+    run = Path(cfg.checkpoints).expanduser()
+    found = list_checkpoints(run)
+    if cfg.prompt_templates is not None and len(cfg.prompt_templates) != 1:
+        raise ValueError("With checkpoints, give one prompt template (every checkpoint is the same model).")
+    prefix = model_short_name(str(run))
+    style = cfg.prompt_style
+    if style == "auto":  # the run's prompt style, not a guess from each checkpoint's tokenizer
+        meta = run / "lema_hub_model.json"
+        trained = json.loads(meta.read_text()).get("prompt_style") if meta.is_file() else None
+        style = trained if trained in ("plain", "chat") else "auto"
+    sub = dataclasses.replace(
+        cfg,
+        checkpoints=None,
+        models=[str(path) for _, path in found],
+        model_labels=[f"{prefix}-step-{step}" for step, _ in found],
+        prompt_style=style,
+        update_model_card=False,  # checkpoints have no card; the sweep goes on the run's card below
+    )
+    summary = evaluate(sub)
+    benchmark = summary["benchmark"]
+    points = []
+    for (step, path), label in zip(found, sub.model_labels):
+        entry = summary["results"][f"{label}-{benchmark}{_shard_suffix(cfg)}"]
+        points.append(
+            {
+                "step": step,
+                "checkpoint": path.name,
+                "accuracy": entry["accuracy"],
+                "ci_low": entry["ci_low"],
+                "ci_high": entry["ci_high"],
+                "details_config": entry["details_config"],
+            }
+        )
+    first = summary["results"][points[0]["details_config"]]
+    sweep = {
+        "benchmark": benchmark,
+        "benchmark_dataset": first["benchmark_dataset"],
+        "problems_split": cfg.problems_split,
+        "num_problems": first["num_problems"],
+        "protocol_notes": protocol_notes(first["protocol"]),
+        "selection_protocol": "best on this split (the paper's; optimistic on a test split)",
+        **sweep_summary(points),
+    }
+    if cfg.select_on:
+        sweep["selected_on_dev"] = _dev_selection(cfg.select_on, {p["step"]: p for p in points})
+    out_dir = Path(cfg.output_dir)
+    write_checkpoint_sweep_json(out_dir, benchmark, sweep)
+    card = owned_model_folder(str(run))
+    if card is not None and cfg.update_model_card and not cfg.shard:
+        write_checkpoint_sweep(card, benchmark, sweep)
+    summary["sweep"] = sweep
+    summary["model_cards"] = [str(card)] if card is not None and cfg.update_model_card else []
+    return summary
+
+
+def _shard_suffix(cfg: EvalConfig) -> str:
+    return f"-shard-{cfg.shard.replace('/', '-of-')}" if cfg.shard else ""
+
+
+def write_checkpoint_sweep_json(out_dir: Path, benchmark: str, sweep: dict[str, Any]) -> None:
+    """`<output_dir>/checkpoint_sweep.json`: {benchmark: sweep} (what `select_on` reads)."""
+    from lema_hub.hub import SWEEP_FILE
+
+    path = out_dir / SWEEP_FILE
+    sweeps = json.loads(path.read_text()) if path.is_file() else {}
+    sweeps[benchmark] = sweep
+    path.write_text(json.dumps(sweeps, indent=2, ensure_ascii=False) + "\n")

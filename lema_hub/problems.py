@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import re
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
@@ -22,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub.formats import gsm8k_answer, last_boxed
+
+logger = logging.getLogger(__name__)
 
 GSM8K_HUB_ID = "openai/gsm8k"
 GSM8K_HUB_CONFIG = "main"
@@ -36,8 +40,10 @@ MATH_SUBJECT_CONFIGS = (
     "precalculus",
 )
 MATH500_HUB_ID = "HuggingFaceH4/MATH-500"
-NAMED_SOURCES = ("sample", "gsm8k", "math", "math500")
-NUMERIC_SOURCES = ("gsm8k", "sample")
+SVAMP_HUB_ID = "ChilleD/SVAMP"
+ASDIV_HUB_ID = "EleutherAI/asdiv"
+NAMED_SOURCES = ("sample", "gsm8k", "math", "math500", "svamp", "asdiv")
+NUMERIC_SOURCES = ("gsm8k", "sample", "svamp", "asdiv")
 SAMPLE_SPLITS = ("train", "test")
 
 _QUESTION_COLUMNS = ("question", "problem", "query", "prompt", "instruction", "input")
@@ -274,6 +280,148 @@ def math500_problems(rows: list[dict[str, Any]], split: str = "test") -> list[Pr
     return out
 
 
+# ------------------------------------------------------------------- evaluation-only: SVAMP, ASDiv
+# SVAMP and ASDiv are evaluation-only tasks in the paper (models trained on GSM8K data, graded as
+# GSM8K numbers with the GSM8K CoT prompt). Our choices, where the paper is silent:
+# * the problem text is ``Body + " " + Question`` (ASDiv: ``body + " " + question``), each stripped,
+#   joined by one space and nothing else. Many SVAMP Bodies end mid-sentence ("If he had $ 4 at the
+#   start"); we add no full stop or comma, so the text is the dataset's own words (the common
+#   harness convention, e.g. the ``question_concat`` column of ChilleD/SVAMP).
+# * ASDiv keeps the paper's 2,084 single-number answers (ASDIV_NUMERIC below); ``9 (apples)`` -> ``9``.
+#   The rest (names, yes/no, ratios, ``;`` multi-answers) are dropped and counted (load_report).
+# * ids are the datasets' own (``svamp/chal-1``, ``asdiv/nluds-0001``), so Hub and local copies agree.
+ASDIV_NUMERIC = re.compile(r"^-?\d+(\.\d+)?(\s+\([^()]*\))?$")
+SVAMP_TYPE_FIXES = {"Common-Divison": "Common-Division"}  # one typo in the original file
+
+_LOAD_REPORTS: dict[str, dict[str, Any]] = {}
+
+
+def load_report(source: str) -> dict[str, Any] | None:
+    """What the last load of an evaluation-only ``source`` kept and dropped (None if nothing to report)."""
+    return _LOAD_REPORTS.get(source)
+
+
+def _number_text(value: Any) -> str:
+    """A gold number as text: ``51.0`` -> ``51``, ``2.5`` -> ``2.5``, ``"1,000"`` -> ``1000``."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a number: {value!r}")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a finite number: {value!r}")
+        return str(int(value)) if value.is_integer() else repr(value)
+    text = gsm8k_answer(str(value))
+    if not re.fullmatch(r"-?\d+(\.\d+)?", text):
+        raise ValueError(f"not a number: {value!r}")
+    return text
+
+
+def _join_problem(body: Any, question: Any) -> str:
+    return " ".join(t for t in (str(body or "").strip(), str(question or "").strip()) if t)
+
+
+def svamp_problems(rows: list[dict[str, Any]], split: str, source: str = "svamp") -> list[Problem]:
+    """SVAMP rows (``ID``, ``Body``, ``Question``, ``Equation``, ``Answer``, ``Type``) -> Problems."""
+    out = []
+    for i, row in enumerate(rows):
+        where = f"{source}/{split} row {i}"
+        _require(row, ("Body", "Question", "Answer"), where)
+        try:
+            answer = _number_text(row["Answer"])
+        except ValueError as e:
+            raise ProblemSourceError(f"{where}: Answer {row['Answer']!r} is not a number ({e})") from e
+        key = str(row.get("ID") or f"{split}/{i}")
+        kind = row.get("Type")
+        out.append(
+            Problem(
+                problem_id=f"{source}/{key}",
+                source=source,
+                split=split,
+                question=_join_problem(row["Body"], row["Question"]),
+                gold_solution=str(row.get("Equation") or "").strip(),
+                gold_answer=answer,
+                subject=SVAMP_TYPE_FIXES.get(kind, kind) if kind else None,
+            )
+        )
+    return out
+
+
+def asdiv_problems(rows: list[dict[str, Any]], split: str, source: str = "asdiv") -> list[Problem]:
+    """ASDiv rows (``body``, ``question``, ``answer`` like ``9 (apples)``, ``formula``, ``grade``) -> Problems.
+
+    Only single-number answers are kept (the paper's 2,084 of 2,305); how many were dropped is
+    logged and kept in ``load_report("asdiv")``.
+    """
+    out = []
+    dropped: list[str] = []
+    for i, row in enumerate(rows):
+        where = f"{source}/{split} row {i}"
+        _require(row, ("body", "question", "answer"), where)
+        raw = str(row["answer"]).strip()
+        if not ASDIV_NUMERIC.match(raw):
+            dropped.append(raw)
+            continue
+        key = str(row.get("id") or f"{split}/{i}")
+        out.append(
+            Problem(
+                problem_id=f"{source}/{key}",
+                source=source,
+                split=split,
+                question=_join_problem(row["body"], row["question"]),
+                gold_solution=str(row.get("formula") or "").strip(),
+                gold_answer=raw.split()[0],
+                level=_level(row.get("grade")),
+                subject=row.get("solution_type"),
+            )
+        )
+    _LOAD_REPORTS[source] = {
+        "source": source,
+        "rows": len(rows),
+        "kept": len(out),
+        "dropped_non_numeric": len(dropped),
+        "rule": f"answers matching {ASDIV_NUMERIC.pattern} (one number, optional unit in parentheses)",
+        "dropped_examples": sorted(set(dropped))[:5],
+    }
+    if dropped:
+        logger.warning(
+            "%s/%s: dropped %d of %d rows whose answer is not a single number (kept %d), e.g. %s",
+            source,
+            split,
+            len(dropped),
+            len(rows),
+            len(out),
+            ", ".join(repr(d) for d in sorted(set(dropped))[:3]),
+        )
+    return out
+
+
+# name -> (Hub id, Hub config, loader); `problems: <name>` or `problems: <Hub id>` use the loader.
+EVAL_ONLY_SOURCES: dict[str, tuple[str, str | None, Any]] = {
+    "svamp": (SVAMP_HUB_ID, None, svamp_problems),
+    "asdiv": (ASDIV_HUB_ID, None, asdiv_problems),
+}
+
+
+def eval_only_source(src: str) -> str | None:
+    """The evaluation-only source a ``problems`` value names (``svamp``, ``ChilleD/SVAMP``, ...), else None."""
+    for name, (hub_id, _, _) in EVAL_ONLY_SOURCES.items():
+        if src.lower() in (name, hub_id.lower()):
+            return name
+    return None
+
+
+def load_eval_only(name: str, args: ProblemArgs) -> list[Problem]:
+    """SVAMP / ASDiv from ``problems_path`` or the Hub (Hub SVAMP: ``problems_split: train+test`` = all 1,000)."""
+    hub_id, config, loader = EVAL_ONLY_SOURCES[name]
+    split = args.problems_split
+    if args.problems_path:
+        rows = _read_rows(args.problems_path)
+    else:
+        rows = _hub_rows(hub_id, args.problems_subset or config, split)
+    return loader(rows, split, source=name)
+
+
 def _pick(
     row: dict[str, Any], given: str | None, candidates: tuple[str, ...], what: str, where: str
 ) -> str | None:
@@ -397,6 +545,8 @@ def load_problems(args: ProblemArgs) -> list[Problem]:
             _read_rows(args.problems_path) if args.problems_path else _hub_rows(MATH500_HUB_ID, None, split)
         )
         problems = math500_problems(rows, split)
+    elif eval_only_source(src):
+        problems = load_eval_only(eval_only_source(src), args)
     else:
         is_file = Path(src).suffix.lower() in (".json", ".jsonl", ".parquet") or Path(src).is_file()
         rows = _read_rows(src) if is_file else _hub_rows(src, args.problems_subset, split)

@@ -73,6 +73,20 @@ class SFTScriptArguments:
     license: str | None = field(
         default=None, metadata={"help": "License for the model card (default: the base's)."}
     )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cut each prompt to this many tokens (its start kept, BOS included) before TRL tokenizes, "
+            "like the paper's QLoRA `source_max_len` (GSM8K 512, MATH 768). None: no separate cut."
+        },
+    )
+    max_completion_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Cut each completion to this many tokens (its start kept, EOS included), like the paper's "
+            "`target_max_len` (GSM8K 512, MATH 768). None: no separate cut."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.prompt_style not in PROMPT_STYLES:
@@ -81,6 +95,10 @@ class SFTScriptArguments:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}.")
+        for name in ("max_prompt_length", "max_completion_length"):
+            value = getattr(self, name)
+            if value is not None and value < 2:
+                raise ValueError(f"{name} must be >= 2 tokens, got {value}.")
 
     @property
     def config_name(self) -> str:
@@ -112,6 +130,9 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args) ->
     )
     prompt_style = resolve_prompt_style(script_args.prompt_style, tokenizer)
     dataset = to_prompt_completion(dataset, prompt_style)
+    dataset = truncate_prompt_completion(
+        dataset, tokenizer, script_args.max_prompt_length, script_args.max_completion_length
+    )
 
     # Model (4-bit / 8-bit for QLoRA when asked)
     quantization_config = get_quantization_config(model_args)
@@ -329,6 +350,72 @@ def to_prompt_completion(dataset, style: str):
     return dataset
 
 
+def _cut_text(text: str, tokenizer, budget: int) -> tuple[str, bool]:
+    """`text` cut after its first `budget` tokens (at a character offset, so no decode round trip)."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if len(enc["input_ids"]) <= budget:
+        return text, False
+    return text[: enc["offset_mapping"][budget - 1][1]], True
+
+
+def _cut(value, tokenizer, budget: int) -> tuple[Any, bool]:
+    """Cut a plain string, or the last message of a message list (the user turn / the assistant turn)."""
+    if isinstance(value, str):
+        return _cut_text(value, tokenizer, budget)
+    messages = [dict(m) for m in value]
+    messages[-1]["content"], cut = _cut_text(messages[-1]["content"], tokenizer, budget)
+    return messages, cut
+
+
+def truncate_prompt_completion(
+    dataset, tokenizer, max_prompt_length: int | None, max_completion_length: int | None
+):
+    """Cut prompts and completions separately, keeping each one's start, as the paper's QLoRA script did
+    (`source_max_len` / `target_max_len`); TRL's `max_length` only cuts the joined sequence.
+
+    Budgets count the special tokens TRL adds: the tokenizer's BOS on the prompt, the EOS on the
+    completion. For chat rows the message contents are cut and the chat template's tokens come on top.
+    Logs how many prompts and completions were cut.
+    """
+    if max_prompt_length is None and max_completion_length is None:
+        return dataset
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(
+            "max_prompt_length / max_completion_length need a fast tokenizer (character offsets); "
+            f"{type(tokenizer).__name__} is not one."
+        )
+    bos = len(tokenizer("", add_special_tokens=True)["input_ids"])  # BOS (and any other prefix) per prompt
+    stats = {"prompt": 0, "completion": 0}
+
+    def cut_row(row):
+        out = {}
+        for key, limit, reserved in (
+            ("prompt", max_prompt_length, bos),
+            ("completion", max_completion_length, 1),  # the EOS TRL appends
+        ):
+            if limit is None:
+                out[key] = row[key]
+                continue
+            out[key], cut = _cut(row[key], tokenizer, max(1, limit - reserved))
+            out[f"_{key}_cut"] = cut
+        return out
+
+    dataset = dataset.map(cut_row, desc="Truncating prompts and completions separately")
+    for key in ("prompt", "completion"):
+        if f"_{key}_cut" in dataset.column_names:
+            stats[key] = sum(dataset[f"_{key}_cut"])
+            dataset = dataset.remove_columns(f"_{key}_cut")
+    logger.warning(
+        "Separate truncation (prompt %s / completion %s tokens): cut %d prompts and %d completions of %d rows.",
+        max_prompt_length,
+        max_completion_length,
+        stats["prompt"],
+        stats["completion"],
+        len(dataset),
+    )
+    return dataset
+
+
 def kbit_device_map() -> dict[str, int] | None:
     """One full copy of a quantized model per process (what TRL's former `get_kbit_device_map` did)."""
     import torch
@@ -427,6 +514,8 @@ def model_card_info(
             "num_processes": world,
             "global_batch_size": global_batch,
             "max_length": training_args.max_length,
+            "max_prompt_length": script_args.max_prompt_length,
+            "max_completion_length": script_args.max_completion_length,
             "packing": training_args.packing,
             "padding_free": training_args.padding_free,
             "optim": str(getattr(training_args.optim, "value", training_args.optim)),

@@ -387,3 +387,125 @@ def test_lora_adapter_folder_is_evaluated_over_its_base(tmp_path, tiny_model):
     merged, base = load_model(str(folder)).model.layers[0], load_model(TINY_MODEL).model.layers[0]
     assert not torch.equal(merged.self_attn.q_proj.weight, base.self_attn.q_proj.weight)
     assert torch.equal(merged.self_attn.k_proj.weight, base.self_attn.k_proj.weight)
+
+
+# ------------------------------------------------------------------------------ prompt templates
+
+
+def test_named_and_file_prompt_templates(tmp_path):
+    from lema_hub.evaluation import load_prompt_template
+    from lema_hub.formats import cot_prompt
+
+    lema = load_prompt_template("lema")
+    assert lema.name == "lema-cot" and lema.render("What is  2 + 2?") == cot_prompt("What is 2 + 2?")
+    alpaca = load_prompt_template("alpaca")
+    assert alpaca.render("What is 2 + 2?") == (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\nWhat is 2 + 2?\n\n### Response: Let's think step by step.\n"
+    )
+    assert alpaca.stops() == ["\n### Instruction:", "\n\nBelow is an instruction"]
+    path = tmp_path / "mine.txt"
+    path.write_text("Q: {question}\nSolve it; answer as \\boxed{}.\nA:")
+    mine = load_prompt_template(str(path))
+    assert mine.name == "file:mine.txt" and len(mine.sha256) == 64
+    assert mine.render("1+1?") == "Q: 1+1?\nSolve it; answer as \\boxed{}.\nA:"  # other braces kept
+    assert mine.stops() == ["\nQ:"]
+    (tmp_path / "bad.txt").write_text("no placeholder")
+    with pytest.raises(ValueError, match=r"bad.txt: it has no \{question\} placeholder"):
+        load_prompt_template(str(tmp_path / "bad.txt"))
+    with pytest.raises(ValueError, match="neither a named template"):
+        load_prompt_template("wizard")
+    with pytest.raises(ValueError, match="prompt_templates has 3 entries for 2 models"):
+        evaluate(EvalConfig(models=["a", "b"], prompt_templates=["lema"] * 3, output_dir=str(tmp_path)))
+
+
+def test_prompt_template_per_model_reaches_the_model_and_the_record(tmp_path):
+    """Two served models, one with the Alpaca template (as the paper evaluates WizardMath), one with LeMa's."""
+    fake = pytest.importorskip("tests.fake_openai_server")
+    problems = _sample_test()[:3]
+    gold = {p.question: p.gold_answer for p in problems}
+    seen: dict[str, list[dict]] = {"wizard": [], "lema": []}
+
+    def responder(payload: dict) -> str:
+        seen[payload["model"]].append(payload)
+        text = payload["prompt"]
+        if text.startswith("Below is an instruction"):
+            question = text.split("### Instruction:\n", 1)[1].split("\n\n### Response:", 1)[0]
+        else:
+            question = text.split("Question: ", 1)[1].split("\nAnswer:", 1)[0]
+        return f"The answer is {gold[question]}."
+
+    out = tmp_path / "eval"
+    with fake.FakeOpenAIServer(responder=responder) as srv:
+        summary = evaluate(
+            EvalConfig(
+                models=["wizard", "lema"],
+                prompt_templates=["alpaca", "lema"],
+                backend="openai",
+                prompt_style="plain",
+                base_urls=[srv.base_url],
+                problems="sample",
+                problems_limit=3,
+                output_dir=str(out),
+                max_retries=1,
+            )
+        )
+    assert all(p["prompt"].startswith("Below is an instruction") for p in seen["wizard"])
+    assert all(p["prompt"].startswith("Please solve the following math problem.") for p in seen["lema"])
+    assert seen["wizard"][0]["stop"] == ["\n### Instruction:", "\n\nBelow is an instruction"]
+    wiz, lem = summary["results"]["wizard-sample"], summary["results"]["lema-sample"]
+    assert wiz["accuracy"] == 1.0 and lem["accuracy"] == 1.0  # each question was found in its template
+    assert wiz["protocol"]["prompt"] == "alpaca" and lem["protocol"]["prompt"] == "lema-cot"
+    assert wiz["protocol"]["prompt_template"].endswith("### Response: Let's think step by step.\n")
+    assert _details(out, "wizard-sample")[0]["prompt"].startswith("Below is an instruction")
+    assert "| alpaca, plain |" in summary["comparison"]
+
+
+def test_prompt_template_is_written_on_the_model_card(tmp_path, tiny_model):
+    folder = _own_tiny_model(tmp_path, "wizard-tiny")
+    problems = _sample_test()[:2]
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(
+        "".join(
+            json.dumps({"problem_id": p.problem_id, "completion": "The answer is 1."}) + "\n"
+            for p in problems
+        )
+    )
+    evaluate(
+        EvalConfig(
+            models=[str(folder)],
+            problems="sample",
+            problems_limit=2,
+            predictions_path=str(preds),
+            prompt_templates=["alpaca"],
+            output_dir=str(tmp_path / "eval"),
+        )
+    )
+    assert "alpaca template" in json.dumps(_card_value(folder, "sample"))
+    assert "alpaca template" in (folder / "README.md").read_text()
+
+
+def test_prompt_template_file_is_recorded_by_name_only(tmp_path):
+    problems = _sample_test()[:2]
+    template = tmp_path / "private" / "my_prompt.txt"
+    template.parent.mkdir()
+    template.write_text("Q: {question}\nA:")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(
+        "".join(json.dumps({"problem_id": p.problem_id, "completion": "x"}) + "\n" for p in problems)
+    )
+    out = tmp_path / "eval"
+    summary = evaluate(
+        EvalConfig(
+            models=["m"],
+            problems="sample",
+            problems_limit=2,
+            predictions_path=str(preds),
+            prompt_templates=[str(template)],
+            output_dir=str(out),
+        )
+    )
+    assert summary["results"]["m-sample"]["protocol"]["prompt"] == "file:my_prompt.txt"
+    assert _details(out, "m-sample")[0]["prompt"].startswith("Q: ")
+    record = (out / "lema_hub_config.yaml").read_text()
+    assert "my_prompt.txt" in record and str(template.parent) not in record

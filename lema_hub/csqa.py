@@ -1,0 +1,135 @@
+"""CommonsenseQA (CSQA) evaluation pieces: the paper's CoT prompt with candidate answers, loaders for
+`tau/commonsense_qa` rows and the paper's evaluation file, and the paper's grading (a prediction is
+mapped to the candidate with the smallest edit distance; how often that mapping was needed is counted).
+
+Not yet wired into `lema-hub evaluate` / collect / correct / build (a Problem has no candidates field):
+this module is the tested base for that.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+CSQA_PROMPT = (
+    "Please answer the following commonsense question. Please first explain each candidate answer, then "
+    "select only one answer that is most relevant to the question and provide reasons.\n"
+    "Question: {question}\nCandidate Answers: {candidates}.\nAnswer: Let's think step by step.\n"
+)
+CSQA_HUB_ID = "tau/commonsense_qa"
+_PROMPT_RE = re.compile(
+    r"\nQuestion: (?P<question>.*)\nCandidate Answers: (?P<candidates>.*)\.\nAnswer: Let's think step by step\.\n$",
+    re.S,
+)
+
+
+@dataclass
+class CsqaItem:
+    item_id: str
+    question: str
+    candidates: list[str]
+    answer: str  # the gold candidate's text
+
+
+def csqa_prompt(question: str, candidates: Sequence[str]) -> str:
+    """The paper's zero-shot CSQA CoT prompt: the question, then the candidates joined by ", "."""
+    return CSQA_PROMPT.format(question=question.strip(), candidates=", ".join(c.strip() for c in candidates))
+
+
+def parse_csqa_prompt(prompt: str) -> tuple[str, list[str]]:
+    """(question, candidates) of a prompt in the paper's format; ValueError when it is not one."""
+    m = _PROMPT_RE.search(prompt)
+    if not m or not prompt.startswith(CSQA_PROMPT.split("\n", 1)[0]):
+        raise ValueError("not a CSQA prompt in the paper's format")
+    return m.group("question"), m.group("candidates").split(", ")
+
+
+def hub_items(rows: Sequence[dict[str, Any]], split: str) -> list[CsqaItem]:
+    """`tau/commonsense_qa` rows (`id`, `question`, `choices` {label, text}, `answerKey`) -> items."""
+    out = []
+    for i, row in enumerate(rows):
+        choices = row.get("choices") or {}
+        labels, texts = list(choices.get("label") or []), list(choices.get("text") or [])
+        key = row.get("answerKey")
+        if not texts or len(labels) != len(texts) or key not in labels:
+            raise ValueError(
+                f"csqa/{split} row {i}: needs choices {{label, text}} and an answerKey among the labels"
+            )
+        out.append(
+            CsqaItem(str(row.get("id") or f"{split}/{i}"), row["question"], texts, texts[labels.index(key)])
+        )
+    return out
+
+
+def paper_items(rows: Sequence[dict[str, Any]]) -> list[CsqaItem]:
+    """The paper's evaluation file (`prompt`, `answer`, `candidates`) -> items."""
+    out = []
+    for i, row in enumerate(rows):
+        question, _ = parse_csqa_prompt(row["prompt"])
+        if row["answer"] not in row["candidates"]:
+            raise ValueError(f"csqa_dev row {i}: the answer {row['answer']!r} is not a candidate")
+        out.append(CsqaItem(f"dev/{i}", question, list(row["candidates"]), row["answer"]))
+    return out
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insertions, deletions, substitutions all cost 1)."""
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.sub(r"[\"'`.,;:!?()\[\]{}]", " ", text.lower()).split())
+
+
+def map_to_candidate(answer: str, candidates: Sequence[str]) -> tuple[str, bool]:
+    """(the candidate closest to `answer`, whether a mapping was needed).
+
+    An answer equal to a candidate (case, quotes and punctuation aside) needs none; otherwise the
+    candidate with the smallest edit distance wins (ties: the first candidate), as in the paper.
+    """
+    norm = _norm(answer)
+    for c in candidates:
+        if _norm(c) == norm:
+            return c, False
+    best = min(candidates, key=lambda c: edit_distance(norm, _norm(c)))
+    return best, True
+
+
+def grade_csqa(completion: str | None, gold: str, candidates: Sequence[str]) -> dict[str, Any]:
+    """Verdict of one completion: the text after the last "The answer is", mapped to a candidate."""
+    from lema_hub.grading import extract_answer
+
+    answer = extract_answer(completion) if completion else None
+    if answer is None:
+        return {"verdict": "wrong", "predicted_answer": None, "mapped_to": None, "mapping_needed": False}
+    choice, mapped = map_to_candidate(answer, candidates)
+    return {
+        "verdict": "correct" if choice == gold else "wrong",
+        "predicted_answer": answer,
+        "mapped_to": choice,
+        "mapping_needed": mapped,
+    }
+
+
+def summarize_csqa(verdicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy, and how often the edit-distance mapping was needed (the paper does not report it)."""
+    n = len(verdicts)
+    answered = [v for v in verdicts if v["predicted_answer"] is not None]
+    mapped = sum(v["mapping_needed"] for v in answered)
+    return {
+        "n": n,
+        "accuracy": sum(v["verdict"] == "correct" for v in verdicts) / n if n else 0.0,
+        "no_answer": n - len(answered),
+        "mapping_needed": mapped,
+        "mapping_rate": mapped / len(answered) if answered else 0.0,
+    }
