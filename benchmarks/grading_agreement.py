@@ -128,27 +128,49 @@ def agreement(data: Path, name: str, extraction: str, workers: int | None = None
     }
 
 
-def _timing() -> None:
-    from lema_hub.formats import last_boxed
-    from lema_hub.grading import grade
+ADVERSARIAL = [
+    "\\boxed{", "\\fbox{", "{", "}", "\\", "$", "$$", "\\(", "\\[", "**", "The answer is ", "The answer is \\[",
+    "the answer is \\boxed{", "final answer is ", "Answer: ", "A:", "####", ". A", "1", "1.", "1,", "1 ", "- ", "-$",
+    "=", " ", "\n", "\n\n", "x = 1. ", "**1** ", "\\(1\\) ", "$1$ ", "\\boxed 1 ", "10^{", "\\frac{1}{", "is not 1. ",
+]  # fmt: skip
 
-    print("\nextraction time on adversarial inputs (grade(), gsm8k, in this process)")
-    print(f"{'input':40} {'chars':>8} {'ms':>8}")
-    cases = {
-        "'\\\\boxed{' * n": lambda n: "\\boxed{" * n,
-        "'The answer is ' * n": lambda n: "The answer is " * n,
-        "'{' * n + '\\\\boxed{1'": lambda n: "{" * n + "\\boxed{1",
-        "'#### ' * n": lambda n: "#### " * n,
-        "'Answer: 1\\n' * n": lambda n: "Answer: 1\n" * n,
-    }
-    for label, make in cases.items():
-        for n in (2_000, 8_000, 14_000):
-            text = make(n)[:99_999]
+
+def _timing(repeat: int = 3) -> None:
+    """Extraction + GSM8K grading time on inputs of the largest graded size, each a repeated pattern."""
+    from lema_hub.formats import last_boxed
+    from lema_hub.grading import MAX_PREDICTION_CHARS, extract_answer, grade
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeat):
             t = time.perf_counter()
-            grade(text, "1", "gsm8k", extraction="flexible")
-            last_boxed(text)
-            ms = 1000 * (time.perf_counter() - t)
-            print(f"{label:40} {len(text):8d} {ms:8.1f}")
+            fn()
+            times.append(1000 * (time.perf_counter() - t))
+        return min(times)
+
+    n = MAX_PREDICTION_CHARS - 1
+    print(
+        f"\nin-process time (best of {repeat}) on {n:,}-character inputs: grade(task=gsm8k), extract_answer(task=math)"
+    )
+    print(
+        f"{'pattern repeated':24} {'gsm8k strict':>13} {'gsm8k flex':>11} {'math strict':>12} {'math flex':>10}"
+    )
+    worst = 0.0
+    for pat in ADVERSARIAL:
+        text = (pat * (n // len(pat) + 1))[:n]
+        row = [
+            best(lambda: grade(text, "1", "gsm8k", extraction="strict")),  # noqa: B023
+            best(lambda: grade(text, "1", "gsm8k", extraction="flexible")),  # noqa: B023
+            best(lambda: extract_answer(text, "math", "strict")),  # noqa: B023
+            best(lambda: extract_answer(text, "math", "flexible")),  # noqa: B023
+        ]
+        worst = max(worst, *row)
+        print(f"{pat!r:24} " + " ".join(f"{ms:{w}.1f}" for ms, w in zip(row, (13, 11, 12, 10))))
+    print(f"worst: {worst:.1f} ms")
+    box = "\\boxed{"
+    print(f"\nlast_boxed on {box!r} * n (was O(n^2): 21-27 s at n = 8,000)")
+    for k in (2_000, 4_000, 8_000, 14_000):
+        print(f"  n = {k:6,}: {best(lambda: last_boxed(box * k)):7.2f} ms")  # noqa: B023
 
 
 def main() -> None:

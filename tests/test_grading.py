@@ -434,3 +434,33 @@ def test_math_gold_solutions_grade_correct_against_their_own_answer(shared_data)
             [r.prediction for r in rows], [r.gold for r in rows], "math", workers=2, extraction=extraction
         )
         assert [r.id for r, v in zip(rows, verdicts) if v.verdict != "correct"] == []
+
+
+def test_evaluation_is_strict_by_default_and_records_the_extraction(tmp_path):
+    import json
+
+    from lema_hub.evaluation import EvalConfig, evaluate
+    from lema_hub.problems import load_sample
+
+    problems = load_sample("test")
+    preds = tmp_path / "preds.jsonl"
+    lines = [
+        {"problem_id": p.problem_id, "completion": f"We add them.\nAnswer: {p.gold_answer}"} for p in problems
+    ]
+    preds.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    results = {}
+    for extraction in (None, *EXTRACTIONS):
+        kw = {"extraction": extraction} if extraction else {}
+        out = tmp_path / f"eval-{extraction}"
+        cfg = EvalConfig(
+            models=["m"], problems="sample", predictions_path=str(preds), output_dir=str(out), **kw
+        )
+        (results[extraction],) = evaluate(cfg)["results"].values()
+        on_disk = json.loads((out / "results.json").read_text())
+        assert {r["protocol"]["extraction"] for r in on_disk.values()} == {extraction or "strict"}
+    assert (
+        results[None]["accuracy"] == results["strict"]["accuracy"] == 0.0
+    )  # the paper's rule misses "Answer:"
+    assert results["flexible"]["accuracy"] == 1.0
+    with pytest.raises(ValueError, match="extraction"):
+        evaluate(EvalConfig(models=["m"], output_dir=str(tmp_path / "x"), extraction="loose"))
