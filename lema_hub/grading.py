@@ -1,31 +1,44 @@
-"""Answer extraction and grading: ``correct`` | ``wrong`` | ``ungradeable``, safe in any thread.
+"""Answer extraction and grading: ``correct`` | ``wrong`` | ``no_answer`` | ``ungradeable``, safe in any thread.
 
-Decisions (tested in ``tests/test_grading.py``):
+Decisions (tested in ``tests/test_grading.py``; agreement with human labels in BENCHMARKS.md):
 
-* The predicted answer is the text after the last ``The answer is`` (to the end of that line),
-  falling back to the last ``\\boxed{}``, then to ``The final answer is``. No answer at all ->
-  ``wrong`` with ``predicted_answer=None`` (the model did not answer; filter on that to drop
-  truncated paths).
+* ``extraction="strict"`` (the default; the paper's protocol): the predicted answer is the text
+  after the last ``The answer is`` (to the end of that line, a ``\\boxed{}`` in it, or display math
+  opening right after it, which may span lines), falling back to the last ``\\boxed{}``.
+  ``extraction="flexible"`` (what collection uses) also reads, in this order, the last
+  ``The final answer is`` / ``Final answer:`` / ``Answer:`` / ``A:`` / ``#### X``, then the answer
+  the last sentence of the last paragraph states (its last math or bold answer, a number after its
+  last "is"/"=", else its last number; the sentence before it when the last one states none; none
+  when the last sentence negates, "... is not a solution"). Extraction is linear in the input.
+* No answer at all -> ``no_answer`` with ``predicted_answer=None`` (an unfinished or malformed path
+  is not a wrong answer). ``wrong`` is an answer that differs from the gold. ``truncated`` (in
+  ``VERDICTS``) is set by collection, which knows the finish reason.
 * The gold may be a bare answer, a GSM8K solution (``#### N``) or a MATH solution (last ``\\boxed{}``).
   A gold we cannot read is ``ungradeable``, never ``wrong``.
 * GSM8K (``task="gsm8k"``, numeric golds): the answer is one number. ``$``, ``\\$``, units and
   words around it, a trailing period and thousands commas (``1,000``) are ignored; ``25%`` equals
   ``25`` (the percent sign is a unit, GSM8K golds are in the unit asked), but ``0.25`` does not
   equal ``25``. The first number of the answer counts, after the last ``=`` if there is one
-  (``5 + 3 = 8`` -> 8; ``7 boxes, with 2 left`` -> 7). Numbers compare
+  (``5 + 3 = 8`` -> 8; ``7 boxes, with 2 left`` -> 7), unless it is part of an expression
+  (``2^{3}``, ``10^{100000}``, ``3 + 4``, ``\\sqrt{16}``): that is ``wrong`` with a reason, never
+  its first number. A minus before ``$`` or a space keeps its sign (``-$15`` is -15). Numbers compare
   exactly as rationals: ``18.00`` == ``18``, ``3/4`` == ``0.75``, ``17.99`` != ``18`` (no rounding).
   This path is plain Python on a regex-validated number: no sympy, bounded by the input caps.
 * MATH (``task="math"``): both answers go through math-verify's LaTeX parser and ``verify``
   (its equivalence rules: ``\\frac12`` == ``0.5``, intervals, sets, ``\\text{}`` units dropped,
   ``25\\%`` == ``0.25``; numbers compared at math-verify's default 6-decimal rounding). MATH's
-  ``5,\\!525`` thousands separators and ``\\frac \\pi4`` are normalized first. An answer
-  math-verify cannot parse is ``ungradeable``.
+  ``5,\\!525`` thousands separators and ``\\frac \\pi4`` are normalized first; an answer that is
+  all ``\\text{...}`` (``\\text{A,D}``) is its content and a trailing ``\\text{ square inches}`` unit
+  is dropped (each tried before the answer as written). An answer math-verify cannot parse is
+  ``ungradeable``.
   math-verify's ``ExprExtractionConfig`` is never used on model text: it calls ``sympy.parse_expr``,
   which ``eval``s its input.
 * Time bound: math-verify runs with its own (signal-based, main-thread-only) timeouts off, in
   helper processes (``python -c`` workers speaking JSON lines). Each answer gets a soft bound
   (``setitimer`` inside the worker) and a hard bound (the parent kills the worker); either way the
-  verdict is ``ungradeable`` with a reason. So ``grade`` is safe and bounded from any thread.
+  verdict is ``ungradeable`` with a reason. Extraction and the GSM8K comparison run in the
+  caller's process in linear time (under 100 ms for any input under the size caps, see
+  BENCHMARKS.md). So ``grade`` is safe and bounded from any thread.
 * Bad input (None, non-strings, empty strings, over-long strings, pathological LaTeX) ->
   ``ungradeable`` with a reason. No exception escapes ``grade``.
 """
