@@ -123,6 +123,13 @@ class EvalConfig(ProblemArgs, HubArgs, EndpointArgs):
     grading_workers: int | None = field(
         default=None, metadata={"help": "Processes for batch grading (default: CPU count)."}
     )
+    extraction: str = field(
+        default="strict",
+        metadata={
+            "help": "Answer extraction: strict (the paper's 'The answer is' / \\boxed{} rule) | flexible "
+            "(also 'Answer:', '####', the last sentence...); recorded in the results."
+        },
+    )
     update_model_card: bool = field(
         default=True,
         metadata={"help": "Write .eval_results and a results table into lema_hub model folders."},
@@ -631,6 +638,10 @@ def _validate(cfg: EvalConfig) -> None:
         raise ValueError(f"model_labels has {len(cfg.model_labels)} names for {len(cfg.models)} models.")
     if cfg.num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}.")
+    from lema_hub.grading import EXTRACTIONS
+
+    if cfg.extraction not in EXTRACTIONS:
+        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {cfg.extraction!r}.")
     if cfg.num_samples > 1 and cfg.temperature == 0:
         raise ValueError("num_samples > 1 needs temperature > 0 (greedy decoding gives n identical samples).")
     if cfg.max_new_tokens < 1:
@@ -675,6 +686,7 @@ def _protocol(cfg: EvalConfig, style: str, stop: list[str] | None, predictions: 
         "seed": cfg.seed,
         "stop": stop,
         "backend": "predictions-file" if predictions else cfg.backend,
+        "extraction": cfg.extraction,
         "metric": "pass@1" if cfg.num_samples == 1 else f"pass@1 estimated from {cfg.num_samples} samples",
         "answer_rounding": cfg.answer_rounding,
     }
@@ -738,7 +750,7 @@ def _generate(
     return [sorted(by_id[p.problem_id], key=lambda r: r.sample_index) for p in problems]
 
 
-def _grade_rows(rows: list[dict[str, Any]], workers: int | None) -> None:
+def _grade_rows(rows: list[dict[str, Any]], workers: int | None, extraction: str = "strict") -> None:
     """Fill predicted_answer / verdict in place, grading each task's rows together."""
     from lema_hub.grading import grade_many
     from lema_hub.problems import task_of
@@ -755,6 +767,7 @@ def _grade_rows(rows: list[dict[str, Any]], workers: int | None) -> None:
             [rows[i]["gold_answer"] for i in idx],
             task=task,
             workers=workers,
+            extraction=extraction,
         )
         for i, v in zip(idx, verdicts):
             rows[i].update(predicted_answer=v.predicted_answer, verdict=v.verdict, grade_reason=v.reason)
@@ -913,7 +926,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         if outcome is not None:
             requests[config_name] = outcome.record()
         rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling, template)
-        _grade_rows(rows, cfg.grading_workers)
+        _grade_rows(rows, cfg.grading_workers, cfg.extraction)
         if cfg.answer_rounding is not None:
             apply_answer_rounding(rows, cfg.answer_rounding)
         save_dataset_config(out_dir, config_name, {"test": rows})

@@ -133,35 +133,50 @@ def gsm8k_rationale(gold_solution: str) -> tuple[str, str]:
 
 # ------------------------------------------------------------------------------- MATH gold -> LeMa
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*")
+_BOXED_TOKEN = re.compile(r"[^\s$]+")
+
+
+def _brace_pairs(text: str) -> dict[int, int]:
+    """Position of each ``{`` -> position of its closing ``}``, in one pass (escaped braces skipped)."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            pairs[stack.pop()] = i
+        i += 1
+    return pairs
 
 
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``, ``\\boxed 5``); nested braces handled.
 
     Escaped braces (``\\{``, ``\\}``) do not count for nesting. None when there is no complete box.
+    Linear in the length of ``text``: the braces are matched once, not once per box.
     """
     if not isinstance(text, str):
         return None
-    for m in reversed(list(_BOXED.finditer(text))):
+    boxes = list(_BOXED.finditer(text))
+    if not boxes:
+        return None
+    pairs: dict[int, int] | None = None
+    for m in reversed(boxes):
         start = m.end()
         if start < len(text) and text[start] == "{":
-            depth = 0
-            i = start
-            while i < len(text):
-                c = text[i]
-                if c == "\\":
-                    i += 2
-                    continue
-                if c == "{":
-                    depth += 1
-                elif c == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[start + 1 : i].strip()
-                i += 1
+            if pairs is None:
+                pairs = _brace_pairs(text)
+            end = pairs.get(start)
+            if end is not None:
+                return text[start + 1 : end].strip()
             continue  # unbalanced: try an earlier box
         # "\boxed 5" (no braces): the token up to whitespace / $ / end.
-        tok = re.match(r"[^\s$]+", text[start:])
+        tok = _BOXED_TOKEN.match(text, start)
         if tok and m.group(0).endswith(" "):
             return tok.group(0).rstrip(".,")
     return None

@@ -1,31 +1,44 @@
-"""Answer extraction and grading: ``correct`` | ``wrong`` | ``ungradeable``, safe in any thread.
+"""Answer extraction and grading: ``correct`` | ``wrong`` | ``no_answer`` | ``ungradeable``, safe in any thread.
 
-Decisions (tested in ``tests/test_grading.py``):
+Decisions (tested in ``tests/test_grading.py``; agreement with human labels in BENCHMARKS.md):
 
-* The predicted answer is the text after the last ``The answer is`` (to the end of that line),
-  falling back to the last ``\\boxed{}``, then to ``The final answer is``. No answer at all ->
-  ``wrong`` with ``predicted_answer=None`` (the model did not answer; filter on that to drop
-  truncated paths).
+* ``extraction="strict"`` (the default; the paper's protocol): the predicted answer is the text
+  after the last ``The answer is`` (to the end of that line, a ``\\boxed{}`` in it, or display math
+  opening right after it, which may span lines), falling back to the last ``\\boxed{}``.
+  ``extraction="flexible"`` (what collection uses) also reads, in this order, the last
+  ``The final answer is`` / ``Final answer:`` / ``Answer:`` / ``A:`` / ``#### X``, then the answer
+  the last sentence of the last paragraph states (its last math or bold answer, a number after its
+  last "is"/"=", else its last number; the sentence before it when the last one states none; none
+  when the last sentence negates, "... is not a solution"). Extraction is linear in the input.
+* No answer at all -> ``no_answer`` with ``predicted_answer=None`` (an unfinished or malformed path
+  is not a wrong answer). ``wrong`` is an answer that differs from the gold. ``truncated`` (in
+  ``VERDICTS``) is set by collection, which knows the finish reason.
 * The gold may be a bare answer, a GSM8K solution (``#### N``) or a MATH solution (last ``\\boxed{}``).
   A gold we cannot read is ``ungradeable``, never ``wrong``.
 * GSM8K (``task="gsm8k"``, numeric golds): the answer is one number. ``$``, ``\\$``, units and
   words around it, a trailing period and thousands commas (``1,000``) are ignored; ``25%`` equals
   ``25`` (the percent sign is a unit, GSM8K golds are in the unit asked), but ``0.25`` does not
   equal ``25``. The first number of the answer counts, after the last ``=`` if there is one
-  (``5 + 3 = 8`` -> 8; ``7 boxes, with 2 left`` -> 7). Numbers compare
+  (``5 + 3 = 8`` -> 8; ``7 boxes, with 2 left`` -> 7), unless it is part of an expression
+  (``2^{3}``, ``10^{100000}``, ``3 + 4``, ``\\sqrt{16}``): that is ``wrong`` with a reason, never
+  its first number. A minus before ``$`` or a space keeps its sign (``-$15`` is -15). Numbers compare
   exactly as rationals: ``18.00`` == ``18``, ``3/4`` == ``0.75``, ``17.99`` != ``18`` (no rounding).
   This path is plain Python on a regex-validated number: no sympy, bounded by the input caps.
 * MATH (``task="math"``): both answers go through math-verify's LaTeX parser and ``verify``
   (its equivalence rules: ``\\frac12`` == ``0.5``, intervals, sets, ``\\text{}`` units dropped,
   ``25\\%`` == ``0.25``; numbers compared at math-verify's default 6-decimal rounding). MATH's
-  ``5,\\!525`` thousands separators and ``\\frac \\pi4`` are normalized first. An answer
-  math-verify cannot parse is ``ungradeable``.
+  ``5,\\!525`` thousands separators and ``\\frac \\pi4`` are normalized first; an answer that is
+  all ``\\text{...}`` (``\\text{A,D}``) is its content and a trailing ``\\text{ square inches}`` unit
+  is dropped (each tried before the answer as written). An answer math-verify cannot parse is
+  ``ungradeable``.
   math-verify's ``ExprExtractionConfig`` is never used on model text: it calls ``sympy.parse_expr``,
   which ``eval``s its input.
 * Time bound: math-verify runs with its own (signal-based, main-thread-only) timeouts off, in
   helper processes (``python -c`` workers speaking JSON lines). Each answer gets a soft bound
   (``setitimer`` inside the worker) and a hard bound (the parent kills the worker); either way the
-  verdict is ``ungradeable`` with a reason. So ``grade`` is safe and bounded from any thread.
+  verdict is ``ungradeable`` with a reason. Extraction and the GSM8K comparison run in the
+  caller's process in linear time (under 100 ms for any input under the size caps, see
+  BENCHMARKS.md). So ``grade`` is safe and bounded from any thread.
 * Bad input (None, non-strings, empty strings, over-long strings, pathological LaTeX) ->
   ``ungradeable`` with a reason. No exception escapes ``grade``.
 """
@@ -65,9 +78,20 @@ MAX_NUMBER_CHARS = 60
 WORKER_MEMORY_BYTES = 4 * 1024**3
 
 
+# Verdict names. ``grade`` returns the first three and ``no_answer``; ``truncated`` (the path was cut
+# at ``max_tokens`` and did not grade correct) is set by collection, which knows the finish reason.
+CORRECT, WRONG, NO_ANSWER, TRUNCATED, UNGRADEABLE = VERDICTS = (
+    "correct",  # the answer equals the gold
+    "wrong",  # an answer that differs from the gold
+    "no_answer",  # the prediction states no final answer
+    "truncated",  # cut at max_tokens (finish_reason "length") and not correct
+    "ungradeable",  # the gold (or the prediction's LaTeX) cannot be read, or bad input
+)
+
+
 @dataclass
 class Verdict:
-    verdict: str  # "correct" | "wrong" | "ungradeable"
+    verdict: str  # one of VERDICTS
     predicted_answer: str | None
     reason: str
 
@@ -90,45 +114,182 @@ def _check_task(task: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- extraction
+# "strict" is the paper's protocol; "flexible" also reads the endings real models write.
+EXTRACTIONS = ("strict", "flexible")
+DEFAULT_EXTRACTION = "strict"
+
 _ANSWER_IS = re.compile(r"(?<!final )\bthe answer is\s*:?", re.IGNORECASE)
-_FINAL_ANSWER_IS = re.compile(r"\bthe final answer is\s*:?", re.IGNORECASE)
+# Flexible markers, the last one in the text counts: "The final answer is", "Final answer: 45",
+# "Answer: 45" / "**Answer:** 45" / "A: 45" at the start of a line or sentence, "#### 45".
+_MARKER = re.compile(
+    r"\bfinal answer\s*(?:is\b\s*:?|:)"
+    r"|(?:^|\n|[.!?][ \t]+)[ \t#>*_]*(?:answer|a)[ \t*_]*:"
+    r"|####",
+    re.IGNORECASE,
+)
+# Display math that may follow a marker on the next lines ("The final answer is\n\[\n...\n\]").
+_DISPLAY = (("\\[", "\\]"), ("$$", "$$"), ("\\(", "\\)"))
+_TAIL_CHARS = 2_000  # the last-sentence rule reads only the end of a completion
+_LAST_SENTENCES = 2  # ... and looks back over at most this many sentences of the last paragraph
 
 
-def _span_after(text: str, pattern: re.Pattern) -> str | None:
-    """The answer span after the last match of ``pattern``: a ``\\boxed{}`` in it, else the rest of the line."""
-    matches = list(pattern.finditer(text))
-    if not matches:
-        return None
-    rest = text[matches[-1].end() :]
+def _check_extraction(extraction: str) -> str:
+    if extraction not in EXTRACTIONS:
+        raise ValueError(f"unknown extraction {extraction!r}; expected one of {EXTRACTIONS}")
+    return extraction
+
+
+def _span_at(text: str, pos: int) -> str | None:
+    """The answer that starts at ``pos`` (after a marker): a ``\\boxed{}`` in the rest, else display
+    math opening right there (it may span lines), else the rest of the line."""
+    rest = text[pos:]
     boxed = last_boxed(rest)
-    span = boxed if boxed is not None else rest.strip().split("\n", 1)[0]
-    return _strip_answer(span) or None
+    if boxed is not None:
+        return _strip_answer(boxed) or None
+    head = rest.lstrip(" \t\n*_")
+    for opener, closer in _DISPLAY:
+        if head.startswith(opener):
+            end = head.find(closer, len(opener), len(opener) + MAX_ANSWER_CHARS + len(closer))
+            if end != -1:
+                return _strip_answer(head[len(opener) : end]) or None
+    return _strip_answer(head.split("\n", 1)[0]) or None
 
 
-def extract_answer(text: str | None, task: str = "gsm8k") -> str | None:
+def _strict_answer(text: str) -> str | None:
+    matches = list(_ANSWER_IS.finditer(text))
+    if matches:
+        span = _span_at(text, matches[-1].end())
+        if span:
+            return span
+    boxed = last_boxed(text)
+    return (_strip_answer(boxed) or None) if boxed is not None else None
+
+
+def _math_spans(s: str, dollars: bool) -> list[tuple[int, int, str]]:
+    """(start, end, content) of the inline/display math in ``s``; single ``$`` only when ``dollars``
+    (in GSM8K text ``$`` is a currency sign). ``s`` is short (the tail of a completion)."""
+    out: list[tuple[int, int, str]] = []
+    i, n = 0, len(s)
+    pairs = [("\\(", "\\)"), ("\\[", "\\]"), ("$$", "$$")] + ([("$", "$")] if dollars else [])
+    while i < n:
+        for opener, closer in pairs:
+            if s.startswith(opener, i):
+                end = s.find(closer, i + len(opener))
+                if end != -1:
+                    out.append((i, end + len(closer), s[i + len(opener) : end]))
+                    i = end + len(closer)
+                else:
+                    i += len(opener)
+                break
+        else:
+            i += 1
+    return out
+
+
+_BOLD = re.compile(r"\*\*([^*\n]{1,200})\*\*")
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z\\$*(\"'])")
+_COPULA = re.compile(r"\b(?:is|are|was|were|equals|be)\b|=", re.IGNORECASE)
+_ANY_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_LONE_SYMBOL = re.compile(r"\s*\\?[A-Za-z]+\s*(?:_\{?\w+\}?)?\s*(?:\(\s*[A-Za-z]\s*\))?\s*")
+_NEGATION = re.compile(r"\b(?:not|cannot)\b|n't\b", re.IGNORECASE)
+
+
+def _sentence_answer(sentence: str, spans: list[tuple[int, int, str]], offset: int, task: str) -> str | None:
+    """The answer one sentence states: its last emphasised answer (math or bold), else (GSM8K) the
+    number after its last ``is``/``=``, else its last number."""
+    start, end = offset, offset + len(sentence)
+    inside = [(a, b, c) for a, b, c in spans if start <= a and b <= end]
+    candidates = [(a, c) for a, _, c in inside]
+    candidates += [(offset + m.start(), m.group(1)) for m in _BOLD.finditer(sentence)]
+    cop = list(_COPULA.finditer(sentence))
+    if task != "gsm8k" and cop:
+        # "the degree of \(p(x)\) is 15": a plain number after the last "is" comes after the math.
+        for m in _ANY_NUMBER.finditer(sentence, cop[-1].end()):
+            pos = offset + m.start()
+            if not any(a <= pos < b for a, b, _ in inside):
+                candidates.append((pos, m.group(0)))
+    candidates.sort()
+    for _, content in reversed(candidates):
+        content = _strip_answer(content.replace("\\$", "$"))
+        if not content or _LONE_SYMBOL.fullmatch(content):
+            continue  # "\(n\)": the quantity asked about, not its value
+        if task == "gsm8k" and not any(ch.isdigit() for ch in content):
+            continue
+        return content
+    if cop and task == "gsm8k":
+        after = _ANY_NUMBER.search(sentence, cop[-1].end())
+        if after:
+            return after.group(0)
+    nums = list(_ANY_NUMBER.finditer(sentence))
+    return nums[-1].group(0) if nums else None
+
+
+def _last_sentence_answer(text: str, task: str) -> str | None:
+    """The answer stated by the last sentence of the last paragraph (or the one before it)."""
+    tail = text[-_TAIL_CHARS:].strip()
+    para = re.split(r"\n[ \t]*\n", tail)[-1].strip()
+    if not para:
+        return None
+    spans = _math_spans(para, dollars=task != "gsm8k")
+
+    def in_math(pos: int) -> bool:
+        return any(a <= pos < b for a, b, _ in spans)
+
+    cuts = [0] + [m.end() for m in _SENTENCE_END.finditer(para) if not in_math(m.start())] + [len(para)]
+    sentences = [(cuts[k], para[cuts[k] : cuts[k + 1]]) for k in range(len(cuts) - 1)]
+    for offset, sentence in reversed(sentences[-_LAST_SENTENCES:]):
+        if _NEGATION.search(sentence):
+            return None  # "So x = 14 is not a solution." denies an answer: the path did not conclude
+        answer = _sentence_answer(sentence, spans, offset, task)
+        if answer:
+            return answer
+    return None
+
+
+def _flexible_answer(text: str, task: str) -> str | None:
+    answer = _strict_answer(text)
+    if answer:
+        return answer
+    markers = list(_MARKER.finditer(text))
+    if markers:
+        answer = _span_at(text, markers[-1].end())
+        if answer:
+            return answer
+    return _last_sentence_answer(text, task)
+
+
+def extract_answer(text: str | None, task: str = "gsm8k", extraction: str = DEFAULT_EXTRACTION) -> str | None:
     """The answer a completion states; None when there is none.
 
-    In order: the text after the last ``The answer is`` (the paper's format; to the end of that
-    line, or a ``\\boxed{}`` in it), the last ``\\boxed{}``, the text after the last
-    ``The final answer is``. Surrounding ``$``, spaces and a trailing period are stripped.
+    ``strict`` (the paper's protocol): the text after the last ``The answer is`` (to the end of that
+    line, a ``\\boxed{}`` in it, or display math opening right after it), else the last ``\\boxed{}``.
+    ``flexible``: the same, else the last ``The final answer is`` / ``Final answer:`` / ``Answer:`` /
+    ``A:`` / ``#### X``, else the answer the last sentence states (its last math or bold answer; for
+    GSM8K the number after its last ``is``/``=``; else its last number). Surrounding ``$``,
+    ``\\(\\)``, markdown bold and a trailing period are stripped. Linear in the input length.
     """
+    _check_extraction(extraction)
     if not isinstance(text, str) or not text.strip():
         return None
     text = text[-MAX_PREDICTION_CHARS:]
-    span = _span_after(text, _ANSWER_IS)
-    if span is None:
-        boxed = last_boxed(text)
-        span = _strip_answer(boxed) if boxed is not None else None
-    if not span:
-        span = _span_after(text, _FINAL_ANSWER_IS)
-    return span or None
+    if extraction == "strict":
+        return _strict_answer(text)
+    return _flexible_answer(text, task)
+
+
+def format_ok(text: str | None, task: str = "gsm8k") -> bool:
+    """Whether the strict (paper) rule finds an answer in ``text``: the paper drops outputs that fail it."""
+    return extract_answer(text, task, "strict") is not None
+
+
+_SENTENCE_AFTER = re.compile(r"(?<=[^\d\s])\.\s+(?=[A-Z])|(?<=\d)\.\s+(?=[A-Z])")
 
 
 def _strip_answer(span: str) -> str:
-    span = span.strip()
+    span = span.strip().strip("*_").strip()
     # A sentence after the answer on the same line ("42. So she has 42 apples.") is not part of it.
-    span = re.split(r"(?<=[^\d\s])\.\s+(?=[A-Z])|(?<=\d)\.\s+(?=[A-Z])", span, maxsplit=1)[0]
-    span = span.strip().rstrip(".").strip()
+    span = _SENTENCE_AFTER.split(span, maxsplit=1)[0]
+    span = span.strip().strip("*_").strip().rstrip(".").strip()
     if span.startswith("$") and span.endswith("$") and len(span) >= 2 and span.count("$") == 2:
         span = span[1:-1].strip()
     if span.startswith("\\(") and span.endswith("\\)"):
@@ -159,30 +320,54 @@ _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.]+)\s*\}\s*\{\s*(-?[\d.]+)\s*\}")
 _TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
 
 
-def _gsm8k_number(answer: str) -> Fraction | None:
-    """The number an answer states (see the module docstring for the rules); None when there is none."""
+# A minus that is a sign, not an operator: at the start or after anything but an operand.
+_UNARY_MINUS = re.compile(r"(^|[^\w.)}\]\s])(\s*)-\s+(?=[\d.])")
+_OPERAND = r"(?=\s*[\d.({])"
+# Right after the number: an operator that makes it part of an expression ("2^{3}", "10**5", "3 + 4").
+_EXPRESSION_AFTER = re.compile(r"\s*(?:\^|\\times|\\cdot|\\div|[×÷]|(?:\*\*?|\+|-|/)" + _OPERAND + ")")
+# Right before it: "\sqrt{16}", "x^2", "2**8".
+_EXPRESSION_BEFORE = re.compile(r"(?:\^|\*\*|\\sqrt\s*\{?)\s*$")
+
+
+def _number_in(s: str) -> tuple[re.Match | None, bool]:
+    """(the first number after the last ``=``, whether it is part of an expression)."""
+    if "=" in s:
+        s = s.rsplit("=", 1)[1]
+    s = _UNARY_MINUS.sub(r"\1\2-", s.strip())  # "-$15" / "- 15" keep their sign once "$" is gone
+    m = _NUMBER.search(s)
+    if m is None:
+        return None, False
+    return m, bool(_EXPRESSION_AFTER.match(s, m.end()) or _EXPRESSION_BEFORE.search(s, 0, m.start()))
+
+
+def _gsm8k_parse(answer: str) -> tuple[Fraction | None, bool]:
+    """(the number an answer states or None, whether the answer is an expression such as ``2^{3}``,
+    ``10**5`` or ``3 + 4`` rather than a number: then there is no number)."""
     s = answer.replace("\u2212", "-").replace("\u2013", "-")
     s = _TEXT.sub(r" \1 ", s)
     s = _FRAC.sub(r"\1/\2", s)
     s = s.replace("\\$", " ").replace("$", " ").replace("\\%", " ").replace("%", " ")
     s = s.replace("\\!", "").replace("\\,", "").replace("{,}", ",")
     s = _THOUSANDS.sub("", s)
-    if "=" in s:
-        s = s.rsplit("=", 1)[1]
-    m = _NUMBER.search(s)
-    if m is None:
-        return None
+    m, expression = _number_in(s)
+    if m is None or expression:
+        return None, expression
     num = m.group(0).replace(" ", "")
     if len(num) > MAX_NUMBER_CHARS:
-        return None
+        return None, False
     try:
         if "/" in num:
             a, b = num.split("/")
             den = Fraction(b)
-            return None if den == 0 else Fraction(a) / den
-        return Fraction(num)
+            return (None if den == 0 else Fraction(a) / den), False
+        return Fraction(num), False
     except (ValueError, ZeroDivisionError):
-        return None
+        return None, False
+
+
+def _gsm8k_number(answer: str) -> Fraction | None:
+    """The number an answer states (see the module docstring for the rules); None when there is none."""
+    return _gsm8k_parse(answer)[0]
 
 
 def _fraction_text(x: Fraction) -> str:
@@ -214,8 +399,10 @@ def _compare_gsm8k(pred: str, gold: str) -> tuple[str, str]:
     g = _gsm8k_number(gold)
     if g is None:
         return "ungradeable", f"gold answer {gold[:80]!r} is not a number"
-    p = _gsm8k_number(pred)
+    p, expression = _gsm8k_parse(pred)
     if p is None:
+        if expression:
+            return "wrong", f"the predicted answer {pred[:80]!r} is an expression, not a number"
         return "wrong", "the predicted answer has no number"
     if p == g:
         return "correct", "numbers are equal"
@@ -225,6 +412,18 @@ def _compare_gsm8k(pred: str, gold: str) -> tuple[str, str]:
 # ------------------------------------------------------------------------------ math-verify (MATH)
 _LATEX_THOUSANDS = re.compile(r"(?<=\d)(?:,\\!|\{,\})(?=\d{3})")
 _SPACED_FRAC = re.compile(r"\\[dt]?frac\s+(\\[A-Za-z]+|[A-Za-z0-9])\s*(\\[A-Za-z]+|[A-Za-z0-9])")
+# A whole answer in \text{} ("\text{A,D}", "\text{(C)}") is its content; a trailing \text{} of
+# words after math ("8\sqrt{3} \text { square inches}") is a unit, as MATH golds write them.
+_WHOLE_TEXT = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
+_TRAILING_UNIT = re.compile(r"\s*\\(?:text|mbox|mathrm)\s*\{\s*[A-Za-z][A-Za-z .]*\}(?:\^\{?\d\}?)?\s*$")
+
+
+def _normalize_latex(answer: str) -> str:
+    whole = _WHOLE_TEXT.fullmatch(answer.strip())
+    if whole and whole.group(1).strip():
+        return whole.group(1).strip()
+    stripped = _TRAILING_UNIT.sub("", answer)
+    return stripped if stripped.strip() else answer
 
 
 def _mv_parse(answer: str):
@@ -235,14 +434,17 @@ def _mv_parse(answer: str):
     answer = answer.replace("\\$", " ").replace("\n", " ").strip()
     answer = _LATEX_THOUSANDS.sub("", answer)  # MATH writes 5,\!525 for 5525
     answer = _SPACED_FRAC.sub(r"\\frac{\1}{\2}", answer)  # "\frac \pi4" -> "\frac{\pi}{4}"
-    text = answer if "$" in answer or "\\boxed" in answer else f"${answer}$"
-    parsed = parse(
-        text,
-        extraction_config=[LatexExtractionConfig(boxed_match_priority=0)],
-        parsing_timeout=None,
-    )
-    # When the LaTeX parser fails, math-verify falls back to the raw string alone: that is no parse.
-    return parsed if any(not isinstance(x, str) for x in parsed) else []
+    for candidate in dict.fromkeys((_normalize_latex(answer), answer)):  # normalized first, then as written
+        text = candidate if "$" in candidate or "\\boxed" in candidate else f"${candidate}$"
+        parsed = parse(
+            text,
+            extraction_config=[LatexExtractionConfig(boxed_match_priority=0)],
+            parsing_timeout=None,
+        )
+        # When the LaTeX parser fails, math-verify falls back to the raw string alone: that is no parse.
+        if any(not isinstance(x, str) for x in parsed):
+            return parsed
+    return []
 
 
 def _compare_math(pred: str, gold: str) -> tuple[str, str]:
@@ -539,8 +741,18 @@ def _verdict_from(status: list, predicted: str) -> Verdict:
 
 
 # ------------------------------------------------------------------------------------- grading
-def _prepare(prediction, gold, task: str) -> tuple[Verdict | None, str | None, str | None]:
-    """Input checks + extraction (cheap, in-process). Returns (early verdict, predicted, gold answer)."""
+_NO_ANSWER_REASON = {
+    "strict": "no final answer ('The answer is ...' or \\boxed{}) in the prediction (strict extraction)",
+    "flexible": "no final answer in the prediction (flexible extraction)",
+}
+
+
+def _prepare(
+    prediction, gold, task: str, extraction: str = DEFAULT_EXTRACTION
+) -> tuple[Verdict | None, str | None, str | None]:
+    """Input checks + extraction (cheap, in-process, linear). Returns (early verdict, predicted, gold answer)."""
+    if extraction not in EXTRACTIONS:
+        return _ungradeable(f"unknown extraction {extraction!r}; expected one of {EXTRACTIONS}"), None, None
     if task not in TASKS:
         return _ungradeable(f"unknown task {task!r}; expected one of {TASKS}"), None, None
     if not isinstance(gold, str):
@@ -562,15 +774,11 @@ def _prepare(prediction, gold, task: str) -> tuple[Verdict | None, str | None, s
         return _ungradeable("no answer found in the gold"), None, None
     if len(gold_answer) > MAX_ANSWER_CHARS:
         return _ungradeable(f"gold answer is too long ({len(gold_answer)} characters)"), None, None
-    predicted = extract_answer(prediction, task)
+    predicted = extract_answer(prediction, task, extraction)
     if predicted is None:
         if task == "gsm8k" and _gsm8k_number(gold_answer) is None:
             return _ungradeable(f"gold answer {gold_answer[:80]!r} is not a number"), None, None
-        return (
-            Verdict("wrong", None, "no final answer ('The answer is ...' or \\boxed{}) in the prediction"),
-            None,
-            None,
-        )
+        return Verdict(NO_ANSWER, None, _NO_ANSWER_REASON[extraction]), None, None
     if len(predicted) > MAX_ANSWER_CHARS:
         return (
             _ungradeable(f"predicted answer is too long ({len(predicted)} characters)", predicted[:200]),
@@ -580,14 +788,21 @@ def _prepare(prediction, gold, task: str) -> tuple[Verdict | None, str | None, s
     return None, predicted, gold_answer
 
 
-def grade(prediction: str, gold: str, task: str = "gsm8k", timeout: float = DEFAULT_TIMEOUT_S) -> Verdict:
+def grade(
+    prediction: str,
+    gold: str,
+    task: str = "gsm8k",
+    timeout: float = DEFAULT_TIMEOUT_S,
+    extraction: str = DEFAULT_EXTRACTION,
+) -> Verdict:
     """Grade one completion against a gold answer (or gold solution). Thread-safe, time-bounded, never raises.
 
-    GSM8K answers are compared in-process (plain Python, bounded by the input caps); MATH answers
-    go to a grading worker process with a soft and a hard time bound.
+    ``extraction``: ``strict`` (the paper's protocol, the default) or ``flexible`` (see
+    ``extract_answer``). Extraction and GSM8K comparison run in-process in linear time (bounded by
+    the input caps); MATH answers go to a grading worker process with a soft and a hard time bound.
     """
     try:
-        early, predicted, gold_answer = _prepare(prediction, gold, task)
+        early, predicted, gold_answer = _prepare(prediction, gold, task, extraction)
         if early is not None:
             return early
         assert predicted is not None and gold_answer is not None
@@ -608,12 +823,14 @@ def grade_many(
     workers: int | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
     chunk_size: int = 64,
+    extraction: str = DEFAULT_EXTRACTION,
 ) -> list[Verdict]:
-    """Grade many completions; same verdicts as ``grade`` one by one.
+    """Grade many completions; same verdicts as ``grade`` one by one (same ``extraction``).
 
     MATH answers are spread over ``workers`` grading processes (default: CPU count) in chunks;
     GSM8K answers are compared in this process (faster than any pool). ``workers=1`` is serial.
     """
+    _check_extraction(extraction)
     predictions = list(predictions)
     golds = list(golds)
     if len(predictions) != len(golds):
@@ -621,12 +838,12 @@ def grade_many(
     workers = workers or os.cpu_count() or 1
     # GSM8K compares plain numbers in-process (microseconds): a pool would only add IPC.
     if workers <= 1 or len(predictions) <= 1 or task == "gsm8k":
-        return [grade(p, g, task, timeout) for p, g in zip(predictions, golds)]
+        return [grade(p, g, task, timeout, extraction) for p, g in zip(predictions, golds)]
 
     results: list[Verdict | None] = [None] * len(predictions)
     todo: list[tuple[int, str, str]] = []
     for i, (p, g) in enumerate(zip(predictions, golds)):
-        early, predicted, gold_answer = _prepare(p, g, task)
+        early, predicted, gold_answer = _prepare(p, g, task, extraction)
         if early is not None:
             results[i] = early
         else:
@@ -671,12 +888,21 @@ def answer_key(answer: str, task: str = "gsm8k", timeout: float = DEFAULT_TIMEOU
 
 __all__ = [
     "ANSWER_PREFIX",
+    "CORRECT",
+    "DEFAULT_EXTRACTION",
     "DEFAULT_TIMEOUT_S",
+    "EXTRACTIONS",
+    "NO_ANSWER",
     "TASKS",
+    "TRUNCATED",
+    "UNGRADEABLE",
+    "VERDICTS",
+    "WRONG",
     "Verdict",
     "answer_key",
     "answers_match",
     "extract_answer",
+    "format_ok",
     "gold_answer_of",
     "grade",
     "grade_many",

@@ -1038,9 +1038,34 @@ def _sources_info(sources: list[str]) -> tuple[list[str], list[str] | str]:
 
 
 def _stats_mistakes(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
+    from lema_hub.grading import VERDICTS
+
     samples = [c for c in tables if c.endswith("-samples")]
     verdicts = _all_values(tables, "verdict", samples)
     ctx["verdicts"] = _counter_rows(verdicts)
+    # Every verdict with its count, and whether the main (mistakes) configs hold it.
+    meaning = {
+        "correct": "the answer equals the gold",
+        "wrong": "an answer that differs from the gold",
+        "no_answer": "no final answer in the path",
+        "truncated": "cut at `max_tokens` and not correct",
+        "ungradeable": "the gold answer could not be read",
+    }
+    counts = Counter(v for v in verdicts if v)
+    kept = set(_all_values(tables, "verdict", main)) or {"wrong"}
+    ctx["verdict_breakdown"] = [
+        {
+            "verdict": v,
+            "count": counts[v],
+            "share": f"{100 * counts[v] / max(1, sum(counts.values())):.1f}%",
+            "meaning": meaning.get(v, ""),
+            "kept": "yes" if v in kept else "no",
+        }
+        for v in (*VERDICTS, *sorted(set(counts) - set(VERDICTS)))
+        if counts[v]
+    ]
+    aside = {v: counts[v] for v in ("no_answer", "truncated", "ungradeable") if counts[v] and v not in kept}
+    ctx["set_aside"] = ", ".join(f"{n:,} {v}" for v, n in aside.items())
     per_gen: dict[str, Counter] = {}
     for cfg in samples:
         for t in tables[cfg].values():
@@ -1068,7 +1093,14 @@ def _stats_mistakes(folder: Path, tables: dict, main: list[str], ctx: dict) -> N
 
         def draw(ax):
             bottom = [0] * len(gens)
-            for verdict, color in [("correct", "#55A868"), ("wrong", "#C44E52"), ("ungradeable", "#8C8C8C")]:
+            colors = [
+                ("correct", "#55A868"),
+                ("wrong", "#C44E52"),
+                ("no_answer", "#DD8452"),
+                ("truncated", "#CCB974"),
+                ("ungradeable", "#8C8C8C"),
+            ]
+            for verdict, color in [(v, c) for v, c in colors if any(per_gen[g][v] for g in gens)]:
                 vals = [per_gen[g][verdict] for g in gens]
                 ax.bar(range(len(gens)), vals, bottom=bottom, label=verdict, color=color)
                 bottom = [b + v for b, v in zip(bottom, vals)]

@@ -4,6 +4,14 @@
 folder with two configs: `<task>` (the wrong paths, de-duplicated per problem) and
 `<task>-samples` (every sampled path with its verdict and the problem's pass rate per generator).
 
+Verdicts (``lema_hub.grading.VERDICTS``): `correct`, `wrong` (an answer that differs from the
+gold), `no_answer` (the path states none), `truncated` (cut at `max_tokens` and not correct),
+`ungradeable` (the gold cannot be read). Only `wrong` paths are mistakes by default: an unfinished
+path is not a wrong answer, and a corrector would only learn to "correct" truncation.
+`include_unfinished: true` adds `no_answer` and `truncated` paths. Verdicts use the `flexible`
+extraction (`extraction:`), so a right answer written without "The answer is" is not a mistake;
+`format_ok` records whether the paper's strict rule finds the answer, to filter as the paper did.
+
 Scale-out: `--shard i/n` runs 1/n of the problems into `<output_dir>-shard-0000i-of-0000n`; once
 every shard has finished, `--merge_shards true` (same config, no `--shard`) concatenates them in
 shard order into `<output_dir>`, recomputing the de-duplicated mistakes.
@@ -100,6 +108,14 @@ class CollectConfig(ProblemArgs, HubArgs, EndpointArgs):
         None, "$ per million tokens per model, {model: {input: x, output: y}}, for the card's cost table"
     )
     write_card: bool = _f(True, "render the dataset card (README.md) after writing the data")
+    extraction: str = _f(
+        "flexible",
+        "answer extraction for the verdicts: flexible (also 'Answer:', '####', the last sentence...) | "
+        "strict (the paper's 'The answer is' / \\boxed{} rule)",
+    )
+    include_unfinished: bool = _f(
+        False, "also keep no_answer and truncated paths as mistakes (default: wrong answers only)"
+    )
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)
@@ -109,6 +125,10 @@ class CollectConfig(ProblemArgs, HubArgs, EndpointArgs):
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
         if self.merge_shards and self.shard:
             raise ValueError("merge_shards merges every shard: run it without --shard.")
+        from lema_hub.grading import EXTRACTIONS
+
+        if self.extraction not in EXTRACTIONS:
+            raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)}, got {self.extraction!r}.")
 
 
 def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, SamplingParams]]:
@@ -184,6 +204,7 @@ def sample_features():
             "steps": List(Value("string")),
             "predicted_answer": Value("string"),
             "verdict": Value("string"),
+            "format_ok": Value("bool"),
             "finish_reason": Value("string"),
             "prompt_tokens": Value("int64"),
             "completion_tokens": Value("int64"),
@@ -197,12 +218,21 @@ def normalise(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def select_mistakes(samples: list[dict]) -> tuple[list[dict], int]:
-    """Wrong paths, first occurrence per (problem, normalised completion); also the duplicates dropped."""
+def mistake_verdicts(include_unfinished: bool = False) -> tuple[str, ...]:
+    """The verdicts a mistakes config holds: ``wrong``, plus ``no_answer`` / ``truncated`` on request."""
+    from lema_hub.grading import NO_ANSWER, TRUNCATED, WRONG
+
+    return (WRONG, NO_ANSWER, TRUNCATED) if include_unfinished else (WRONG,)
+
+
+def select_mistakes(samples: list[dict], include_unfinished: bool = False) -> tuple[list[dict], int]:
+    """Mistakes (see ``mistake_verdicts``), first occurrence per (problem, normalised completion);
+    also the number of duplicates dropped."""
+    keep = mistake_verdicts(include_unfinished)
     seen: set[tuple[str, str]] = set()
     out, dupes = [], 0
     for row in samples:
-        if row["verdict"] != "wrong":
+        if row["verdict"] not in keep:
             continue
         key = (row["problem_id"], normalise(row["completion"]))
         if key in seen:
@@ -213,8 +243,10 @@ def select_mistakes(samples: list[dict]) -> tuple[list[dict], int]:
     return out, dupes
 
 
-def _grade_rows(rows: list[dict], tasks: list[str]) -> None:
-    from lema_hub.grading import grade, grade_many
+def _grade_rows(rows: list[dict], tasks: list[str], extraction: str = "flexible") -> None:
+    """Fill verdict / predicted_answer / format_ok in place. A path cut at max_tokens that does not
+    grade correct is ``truncated``: whatever its last sentence says, it did not finish."""
+    from lema_hub.grading import CORRECT, TRUNCATED, format_ok, grade, grade_many
 
     preds = [r["completion"] for r in rows]
     golds = [r["gold_answer"] for r in rows]
@@ -222,14 +254,19 @@ def _grade_rows(rows: list[dict], tasks: list[str]) -> None:
         verdicts = []
         for task in sorted(set(tasks)):
             idx = [i for i, t in enumerate(tasks) if t == task]
-            vs = grade_many([preds[i] for i in idx], [golds[i] for i in idx], task=task)
+            vs = grade_many(
+                [preds[i] for i in idx], [golds[i] for i in idx], task=task, extraction=extraction
+            )
             verdicts += list(zip(idx, vs))
         verdicts = [v for _, v in sorted(verdicts, key=lambda p: p[0])]
     else:
-        verdicts = [grade(p, g, task=t) for p, g, t in zip(preds, golds, tasks)]
-    for row, v in zip(rows, verdicts):
+        verdicts = [grade(p, g, task=t, extraction=extraction) for p, g, t in zip(preds, golds, tasks)]
+    for row, v, task in zip(rows, verdicts, tasks):
         row["verdict"] = v.verdict
+        if row.get("finish_reason") == "length" and v.verdict != CORRECT:
+            row["verdict"] = TRUNCATED
         row["predicted_answer"] = v.predicted_answer
+        row["format_ok"] = format_ok(row["completion"], task)
 
 
 def _add_pass_rates(rows: list[dict]) -> None:
@@ -244,7 +281,9 @@ def _add_pass_rates(rows: list[dict]) -> None:
 
 
 def _verdict_counts(rows: list[dict]) -> dict[str, int]:
-    counts = {"correct": 0, "wrong": 0, "ungradeable": 0}
+    from lema_hub.grading import VERDICTS
+
+    counts = dict.fromkeys(VERDICTS, 0)
     for r in rows:
         counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
     return counts
@@ -293,6 +332,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
                     "steps": split_steps(res.text),
                     "predicted_answer": None,
                     "verdict": "ungradeable",
+                    "format_ok": None,
                     "finish_reason": res.finish_reason,
                     "prompt_tokens": res.prompt_tokens,
                     "completion_tokens": res.completion_tokens,
@@ -302,7 +342,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     guard_publish(outcome, out_dir, RECIPE, config_name, [config_name, f"{config_name}-samples"])
     task_by_id = {p.problem_id: task_of(p) for p in problems}
     tasks = [task_by_id[r["problem_id"]] for r in rows]
-    _grade_rows(rows, tasks)
+    _grade_rows(rows, tasks, cfg.extraction)
     _add_pass_rates(rows)
     summary = _write(
         out_dir,
@@ -401,10 +441,11 @@ def _write(
 
     features = sample_features()
     rows = [{k: r.get(k) for k in features} for r in rows]
-    mistakes, dupes = select_mistakes(rows)
+    mistakes, dupes = select_mistakes(rows, cfg.include_unfinished)
     save_dataset_config(out_dir, f"{config_name}-samples", {"train": _dataset(rows, features)})
     save_dataset_config(out_dir, config_name, {"train": _dataset(mistakes, features)})
     verdicts = _verdict_counts(rows)
+    kept = mistake_verdicts(cfg.include_unfinished)
     summary = {
         "output_dir": str(out_dir),
         "config_name": config_name,
@@ -413,6 +454,11 @@ def _write(
         **verdicts,
         "mistakes": len(mistakes),
         "duplicates_removed": dupes,
+        "extraction": cfg.extraction,
+        "include_unfinished": cfg.include_unfinished,
+        # Paths that are neither correct nor kept as mistakes, by verdict (not sent to a corrector).
+        "set_aside": {v: n for v, n in verdicts.items() if v != "correct" and v not in kept and n},
+        "format_ok": sum(bool(r.get("format_ok")) for r in rows),
         "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in rows),
         "completion_tokens": sum(r.get("completion_tokens") or 0 for r in rows),
         **extra,
@@ -437,12 +483,32 @@ def _dataset(rows: list[dict], features):
     return Dataset.from_list(rows, features=features)
 
 
+_ASIDE_WHY = {
+    "truncated": "cut at max_tokens",
+    "no_answer": "no final answer",
+    "ungradeable": "gold unreadable",
+}
+
+
+def set_aside_text(summary: dict[str, Any]) -> str:
+    """``"set aside: 36 truncated (cut at max_tokens), 12 no_answer (no final answer)"``: the paths
+    that are neither correct nor kept as mistakes, and why; ``""`` when there are none."""
+    aside = summary.get("set_aside") or {}
+    if not aside:
+        return ""
+    return "set aside: " + ", ".join(f"{n} {v} ({_ASIDE_WHY.get(v, v)})" for v, n in aside.items())
+
+
 def _log_summary(s: dict[str, Any]) -> None:
+    from lema_hub.grading import VERDICTS
+
     merged = f" (merged {s['merged_shards']} shards)" if "merged_shards" in s else ""
+    counts = ", ".join(f"{s.get(v, 0)} {v}" for v in VERDICTS if s.get(v) or v in ("correct", "wrong"))
+    aside = set_aside_text(s)
     print(
-        f"collect: {s['problems']} problems, {s['samples']} paths ({s['correct']} correct, {s['wrong']} wrong, "
-        f"{s['ungradeable']} ungradeable), {s['mistakes']} mistakes kept ({s['duplicates_removed']} duplicates "
-        f"removed), {s['failed_requests']} failed requests, {s.get('wall_s', 0.0):.1f} s -> {s['output_dir']}{merged}",
+        f"collect: {s['problems']} problems, {s['samples']} paths ({counts}), {s['mistakes']} mistakes kept "
+        f"({s['duplicates_removed']} duplicates removed{'; ' + aside if aside else ''}), "
+        f"{s['failed_requests']} failed requests, {s.get('wall_s', 0.0):.1f} s -> {s['output_dir']}{merged}",
         file=sys.stderr,
     )
 

@@ -420,6 +420,13 @@ def _demo_command(layout: _Layout) -> str:
     )
 
 
+def _collect_aside(col: dict[str, Any]) -> str:
+    from lema_hub.mistakes import set_aside_text
+
+    aside = set_aside_text(col)
+    return f" ({aside})" if aside else ""
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """Human-readable end-of-run summary."""
     st = summary["stages"]
@@ -429,7 +436,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append(
         f"collect   {col.get('num_problems', '?')} problems, {col.get('num_samples', '?')} sampled paths "
         f"({col.get('correct', '?')} correct, {col.get('wrong', '?')} wrong), "
-        f"{col.get('num_mistakes', '?')} mistakes kept; "
+        f"{col.get('num_mistakes', '?')} mistakes kept{_collect_aside(col)}; "
         f"{col.get('prompt_tokens', '?')} prompt + {col.get('completion_tokens', '?')} completion tokens"
     )
     acc = cor.get("acceptance_rate")

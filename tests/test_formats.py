@@ -248,3 +248,38 @@ def test_floor_division_and_power_stay_one_operator():
 
     assert gsm8k_line("He fills 250//12 = <<250//12=20>>20 boxes") == "He fills 250 // 12 = 20 boxes."
     assert gsm8k_line("The area is 3**2 = <<3**2=9>>9") == "The area is 3 ** 2 = 9."
+
+
+def _formats_lines(fn, *args) -> int:
+    """Python lines executed in lema_hub/formats.py while ``fn`` runs: an operation count, not a timer."""
+    import sys
+
+    count = 0
+
+    def tracer(frame, event, arg):
+        nonlocal count
+        if not frame.f_code.co_filename.endswith("formats.py"):
+            return None
+        if event == "line":
+            count += 1
+        return tracer
+
+    sys.settrace(tracer)
+    try:
+        fn(*args)
+    finally:
+        sys.settrace(None)
+    return count
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda n: "\\boxed{" * n,  # every box unclosed: each used to rescan to the end of the text
+        lambda n: "\\boxed{1} " + "\\fbox{" * n,
+    ],
+)
+def test_last_boxed_is_linear(make):
+    small, large = 250, 1000
+    a, b = _formats_lines(last_boxed, make(small)), _formats_lines(last_boxed, make(large))
+    assert b <= 6 * a, (a, b)  # 4x the input: linear ~4x, quadratic ~16x

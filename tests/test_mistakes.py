@@ -20,7 +20,7 @@ from tests.fake_openai_server import FakeOpenAIServer
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_FIELDS = {
     "problem_id", "source", "split", "question", "gold_solution", "gold_answer", "level", "subject", "generator",
-    "sample_index", "sampling", "completion", "steps", "predicted_answer", "verdict", "finish_reason",
+    "sample_index", "sampling", "completion", "steps", "predicted_answer", "verdict", "format_ok", "finish_reason",
     "prompt_tokens", "completion_tokens", "pass_rate",
 }  # fmt: skip
 
@@ -198,3 +198,101 @@ def test_collect_with_the_local_tiny_model(tiny_model, tmp_path):
     assert {r["generator"] for r in rows} == {tiny_model}
     assert all(r["completion_tokens"] <= 8 and r["prompt_tokens"] > 0 for r in rows)
     assert (tmp_path / "t" / "README.md").is_file()
+
+
+def unfinished_responder():
+    """Per sample k: 0 right, 1 wrong, 2 no answer, 3 cut at max_tokens, 4 right without the phrase."""
+    golds = {p.question: p.gold_answer for p in load_sample("train")}
+
+    def respond(payload: dict) -> str:
+        text = payload["messages"][-1]["content"] if "messages" in payload else payload["prompt"]
+        gold = golds[text.split("Question: ", 1)[1].split("\nAnswer:", 1)[0]]
+        k = payload.get("seed", 0) % 5
+        wrong = int(float(gold.replace(",", ""))) + 1
+        return [
+            f"We work it out. The answer is {gold}.",
+            f"We add instead. The answer is {wrong}.",
+            "Let us think about this problem carefully and decide later.",
+            "First we add 3 and 4 to get 7, and then " + "we keep going " * 40,
+            f"We work it out.\n\nTherefore, the result is {gold}.",
+        ][k]
+
+    return respond
+
+
+def test_unfinished_paths_are_set_aside_not_mistakes(tmp_path):
+    from datasets import load_dataset
+    from huggingface_hub import DatasetCard
+
+    from lema_hub.correction import CorrectConfig, correct
+
+    # Folder names of their own: load_dataset caches local folders by name (issue 14.1).
+    kw = dict(problems_limit=4, num_samples=5, write_card=True)
+    with FakeOpenAIServer(responder=unfinished_responder()) as srv:
+        summary = collect(
+            CollectConfig(**_endpoint_config(tmp_path, srv.base_url, "unfinished-default", **kw))
+        )
+        opted = collect(
+            CollectConfig(
+                **_endpoint_config(tmp_path, srv.base_url, "unfinished-kept", include_unfinished=True, **kw)
+            )
+        )
+        strict = collect(
+            CollectConfig(
+                **_endpoint_config(tmp_path, srv.base_url, "unfinished-strict", extraction="strict", **kw)
+            )
+        )
+    n = 4
+    counts = {v: summary[v] for v in ("correct", "wrong", "no_answer", "truncated", "ungradeable")}
+    assert counts == {"correct": 2 * n, "wrong": n, "no_answer": n, "truncated": n, "ungradeable": 0}
+    assert summary["mistakes"] == n and summary["set_aside"] == {"no_answer": n, "truncated": n}
+    assert summary["format_ok"] == 2 * n  # samples 0 and 1 state "The answer is"
+    samples = load_dataset(summary["output_dir"], "sample-samples", split="train").to_list()
+    by_k = {k: [r for r in samples if r["sample_index"] == k] for k in range(5)}
+    assert [{r["verdict"] for r in by_k[k]} for k in range(5)] == [
+        {"correct"}, {"wrong"}, {"no_answer"}, {"truncated"}, {"correct"}
+    ]  # fmt: skip
+    assert {r["finish_reason"] for r in by_k[3]} == {"length"}
+    assert [{r["format_ok"] for r in by_k[k]} for k in range(5)] == [
+        {True},
+        {True},
+        {False},
+        {False},
+        {False},
+    ]
+    assert {r["verdict"] for r in _rows(summary["output_dir"], "sample")} == {"wrong"}
+    # The corrector gets what the mistakes config holds, nothing else.
+    corrections = correct(CorrectConfig(mistakes=summary["output_dir"], output_dir=str(tmp_path / "c")))
+    assert corrections["n"] == n
+    # The card shows the breakdown and what was set aside.
+    card = DatasetCard.load(tmp_path / "unfinished-default" / "README.md").text
+    assert f"| `truncated` | {n} |" in card and f"| `no_answer` | {n} |" in card
+    assert f"Set aside (in `-samples` only, never sent to a corrector): {n} no_answer, {n} truncated." in card
+    # include_unfinished opts in; strict extraction reads only the paper's phrase.
+    assert opted["mistakes"] == 3 * n and opted["set_aside"] == {}
+    assert {r["verdict"] for r in _rows(opted["output_dir"], "sample")} == {"wrong", "no_answer", "truncated"}
+    assert (strict["correct"], strict["no_answer"], strict["mistakes"]) == (n, 2 * n, n)
+    with pytest.raises(ValueError, match="extraction"):
+        CollectConfig(**_endpoint_config(tmp_path, srv.base_url, "x", extraction="loose"))
+
+
+def test_quickstart_summary_says_what_was_set_aside():
+    from lema_hub.quickstart import format_summary
+
+    col = {"num_problems": 32, "num_samples": 64, "correct": 2, "wrong": 14, "num_mistakes": 14,
+           "set_aside": {"truncated": 36, "no_answer": 12}}  # fmt: skip
+    summary = {
+        "model": "m",
+        "problems": "sample",
+        "stages": {"collect": col},
+        "seconds": {},
+        "wall_seconds": 1,
+        "folders": {},
+        "demo_command": "x",
+    }
+    text = format_summary(summary)
+    line = next(x for x in text.splitlines() if x.startswith("collect"))
+    assert (
+        "14 mistakes kept (set aside: 36 truncated (cut at max_tokens), 12 no_answer (no final answer))"
+        in line
+    )
