@@ -147,7 +147,7 @@ def user_error_message(exc: BaseException) -> str | None:
     from lema_hub.errors import UserError
 
     hint = " (--debug for the traceback)"
-    if isinstance(exc, UserError):
+    if isinstance(exc, UserError) or _caused_by_user_error(exc):  # e.g. quickstart's StageFailed
         text, hint = str(exc), ""
     elif isinstance(exc, OSError) and getattr(exc, "filename", None) is not None:
         target = f"{exc.filename}" + (f" -> {exc.filename2}" if getattr(exc, "filename2", None) else "")
@@ -159,6 +159,19 @@ def user_error_message(exc: BaseException) -> str | None:
     else:
         return None
     return " ".join(text.split()) + hint
+
+
+def _caused_by_user_error(exc: BaseException) -> bool:
+    from lema_hub.errors import UserError
+
+    seen: set[int] = set()
+    cause = exc.__cause__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, UserError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return False
 
 
 def _is_hub_lookup_error(exc: BaseException) -> bool:

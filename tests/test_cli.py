@@ -280,3 +280,13 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr("lema_hub.hub.push", broken)
     with pytest.raises(KeyError, match="internal bookkeeping"):
         main(["push", "some/folder", "me/repo"])
+
+
+def test_quickstart_names_the_stage_and_the_bad_input(tmp_path: Path):
+    """The quickstart wraps stage errors (StageFailed); one caused by bad input is still one line."""
+    proc = _lema_hub(["quickstart", "--output_dir", "qs", "--problems", "missing.jsonl"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("lema-hub quickstart: quickstart stage 'collect' failed") and "missing.jsonl" in last
+    )
