@@ -201,7 +201,7 @@ TOKEN_RE = re.compile(
 URL_USERINFO_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]{0,30}://)[^\s/?#@'\"<>]{1,512}@")
 # ?api_key=...&sig=... in a URL query
 _QUERY_SECRET_RE = re.compile(
-    r"([?&][\w.\-]{0,64}?(?:key|token|sig|signature|secret|password|passwd|auth|credential|code)[\w.\-]{0,64}=)"
+    r"([?&][\w.\-]{0,64}?(?:key|token|sig|signature|secret|password|passwd|credential)[\w.\-]{0,64}=)"
     r"[^&#\s'\"<>]+",
     re.I,
 )
@@ -304,10 +304,3 @@ def scrub_secrets(text: str, values: Iterable[str] = ()) -> str:
     text = _BEARER_RE.sub(_scrub_bearer, text)
     text = _KV_SECRET_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
     return _RUN_RE.sub(_scrub_random, text)
-
-
-def redact_url(url: str) -> str:
-    """A URL without its userinfo (`user:pw@`) and without credential-like query values."""
-    return _QUERY_SECRET_RE.sub(
-        lambda m: f"{m.group(1)}{REDACTED}", URL_USERINFO_RE.sub(lambda m: f"{m.group(1)}{REDACTED}@", url)
-    )
