@@ -162,12 +162,13 @@ def user_error_message(exc: BaseException) -> str | None:
 
 
 def _caused_by_user_error(exc: BaseException) -> bool:
+    """Raised `from` bad input: a UserError, or a Hub look-up error (transformers wraps those)."""
     from lema_hub.errors import UserError
 
     seen: set[int] = set()
     cause = exc.__cause__
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, UserError):
+        if isinstance(cause, UserError) or _is_hub_lookup_error(cause):
             return True
         seen.add(id(cause))
         cause = cause.__cause__
@@ -229,6 +230,7 @@ def run_stage(name: str, args: Sequence[str] | None = None, debug: bool | None =
             raise
         if debug:
             traceback.print_exc()
+        message = message.removeprefix(f"{name}: ")  # "correct: set `mistakes` ..." names it already
         print(f"lema-hub {name}: {message}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -768,6 +768,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     import datasets
 
     from lema_hub.configs import config_to_dict, redact
+    from lema_hub.errors import InvalidInputError
     from lema_hub.hub import (
         maybe_push,
         save_dataset_config,
@@ -776,14 +777,14 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     )
 
     if not cfg.mistakes:
-        raise ValueError(
+        raise InvalidInputError(
             "correct: set `mistakes` to a mistakes folder or Hub dataset id (from `lema-hub collect`)."
         )
     t0 = time.time()
     config = cfg.mistakes_config or main_config(cfg.mistakes)
     mistakes = load_rows(cfg.mistakes, config, missing_ok=True)
     if not mistakes:
-        raise ValueError(f"correct: {cfg.mistakes} [{config}] has no mistakes to correct.")
+        raise InvalidInputError(f"correct: {cfg.mistakes} [{config}] has no mistakes to correct.")
     if cfg.mistakes_limit is not None:
         mistakes = mistakes[: cfg.mistakes_limit]
     name = cfg.dataset_config_name or config

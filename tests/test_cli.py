@@ -180,6 +180,8 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
             ["collect", "--output_dir", "a_file/out", "--problems_limit", "1", *remote],
             ["a_file/out"],
         ),
+        "no problems left": (["collect", "--problems_limit", "0"], ["No problems", "'sample'"]),
+        "mistakes not set": (["correct"], ["`mistakes`"]),
     }
 
 
@@ -197,6 +199,8 @@ _CASES = [
     "mistakes hub id offline",
     "bad int flag",
     "output under a file",
+    "no problems left",
+    "mistakes not set",
 ]
 
 
@@ -209,7 +213,7 @@ def test_bad_input_prints_one_line_naming_it_and_exits_2(tmp_path: Path, case: s
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
-    assert lines[0].startswith(f"lema-hub {args[0]}: ")
+    assert lines[0].startswith(f"lema-hub {args[0]}: ") and f"{args[0]}: {args[0]}: " not in lines[0]
     assert [n for n in names if n not in lines[0]] == [], lines[0]
 
 
