@@ -1,12 +1,22 @@
 """`lema-hub <stage>`: one subcommand per recipe, parsing the same dataclass configs.
 
 Stage modules are imported lazily so `lema-hub --help` stays fast (no torch import).
+
+Bad input (a config key, a missing, empty or corrupt file, an unknown backend, a Hub id while
+offline, an output folder that cannot be written) prints ONE line, `lema-hub <stage>: <what>`,
+and exits 2: stages raise `lema_hub.errors.UserError`, and `user_error_message` maps the library
+errors that mean the same at this boundary (`OSError`s naming a file, Hub offline/not-found
+errors). `--debug` (or LEMA_HUB_DEBUG=1) shows the traceback as well. Any other exception is a
+bug and keeps its full traceback (exit 1). The recipes/*.py scripts call `run_stage`, so they
+behave the same.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,14 +110,18 @@ STAGES: dict[str, Stage] = {
 def _usage() -> str:
     width = max(len(n) for n in STAGES)
     lines = [
-        "usage: lema-hub <stage> [--config FILE.yaml] [--key value ...]",
+        "usage: lema-hub [--debug] <stage> [--config FILE.yaml] [--key value ...]",
         "",
         "Learning From Mistakes (LeMa) as Hugging Face Hub artifacts.",
         "",
         "stages:",
     ]
     lines += [f"  {name:<{width}}  {stage.help}" for name, stage in STAGES.items()]
-    lines += ["", "Run `lema-hub <stage> --help` for a stage's options."]
+    lines += [
+        "",
+        "Run `lema-hub <stage> --help` for a stage's options. Input errors print one line (exit 2);",
+        f"--debug (or {DEBUG_ENV}=1) adds the traceback.",
+    ]
     return "\n".join(lines)
 
 
@@ -121,12 +135,82 @@ def _positional_push_args(args: list[str]) -> list[str]:
     return out + rest
 
 
-def run_stage(name: str, args: Sequence[str] | None = None) -> Any:
-    """Parse `args` (default: sys.argv[1:]) for stage `name` and run it."""
-    from lema_hub.configs import ConfigError, parse_config
+DEBUG_ENV = "LEMA_HUB_DEBUG"
+
+
+def debug_enabled() -> bool:
+    """Whether LEMA_HUB_DEBUG asks for tracebacks of input errors."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an input error, or None when `exc` looks like a bug."""
+    from lema_hub.errors import UserError
+
+    hint = " (--debug for the traceback)"
+    if isinstance(exc, UserError) or _caused_by_user_error(exc):  # e.g. quickstart's StageFailed
+        text, hint = str(exc), ""
+    elif isinstance(exc, OSError) and getattr(exc, "filename", None) is not None:
+        target = f"{exc.filename}" + (f" -> {exc.filename2}" if getattr(exc, "filename2", None) else "")
+        text = f"{exc.strerror or type(exc).__name__}: {target}"
+    elif isinstance(exc, FileNotFoundError | ConnectionError):  # datasets' "Couldn't find/reach ..."
+        text = str(exc) or type(exc).__name__
+    elif _is_hub_lookup_error(exc):
+        text = f"{type(exc).__name__}: {exc}"
+    else:
+        return None
+    return " ".join(text.split()) + hint
+
+
+def _caused_by_user_error(exc: BaseException) -> bool:
+    """Raised `from` bad input: a UserError, or a Hub look-up error (transformers wraps those)."""
+    from lema_hub.errors import UserError
+
+    seen: set[int] = set()
+    cause = exc.__cause__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, UserError) or _is_hub_lookup_error(cause):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__
+    return False
+
+
+def _is_hub_lookup_error(exc: BaseException) -> bool:
+    """Offline mode, or a repo/revision/file that does not exist or is gated: the user's to fix."""
+    if "huggingface_hub" not in sys.modules:
+        return False
+    from huggingface_hub import errors
+
+    kinds = tuple(
+        getattr(errors, n)
+        for n in (
+            "OfflineModeIsEnabled",
+            "LocalEntryNotFoundError",
+            "RepositoryNotFoundError",
+            "RevisionNotFoundError",
+            "EntryNotFoundError",
+            "GatedRepoError",
+        )
+        if hasattr(errors, n)
+    )
+    return isinstance(exc, kinds)
+
+
+def _has_field(config_types: Sequence[type], name: str) -> bool:
+    return any(name in getattr(t, "__dataclass_fields__", {}) for t in config_types)
+
+
+def run_stage(name: str, args: Sequence[str] | None = None, debug: bool | None = None) -> Any:
+    """Parse `args` (default: sys.argv[1:]) for stage `name` and run it.
+
+    An input error prints one line and exits 2 (`--debug`: with its traceback); see the module doc.
+    """
+    from lema_hub.configs import parse_config
 
     stage = STAGES[name]
     args = list(sys.argv[1:] if args is None else args)
+    debug = debug_enabled() if debug is None else debug
     if name == "push":
         args = _positional_push_args(args)
     try:
@@ -135,11 +219,21 @@ def run_stage(name: str, args: Sequence[str] | None = None) -> Any:
         if exc.name != stage.module:  # a missing dependency inside the stage: show the real error
             raise
         raise SystemExit(f"lema-hub {name}: not built yet ({exc}).") from None
+    if "--debug" in args and not _has_field(config_types, "debug"):  # sft: TrainingArguments.debug
+        args.remove("--debug")
+        debug = True
     try:
-        configs = parse_config(config_types, args)
-    except ConfigError as exc:
-        raise SystemExit(f"lema-hub {name}: {exc}") from None
-    return run(*configs)
+        configs = parse_config(config_types, args, prog=f"lema-hub {name}")
+        return run(*configs)
+    except Exception as exc:
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        message = message.removeprefix(f"{name}: ")  # "correct: set `mistakes` ..." names it already
+        print(f"lema-hub {name}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -152,10 +246,16 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         print(__version__)
         return
+    debug = None
+    if argv[0] == "--debug":  # `lema-hub --debug <stage> ...` (works for sft too)
+        debug, argv = True, argv[1:]
+        if not argv:
+            print(_usage())
+            return
     name, rest = argv[0], argv[1:]
     if name not in STAGES:
         raise SystemExit(f"lema-hub: unknown stage {name!r}.\n\n{_usage()}")
-    run_stage(name, rest)
+    run_stage(name, rest, debug=debug)
 
 
 if __name__ == "__main__":

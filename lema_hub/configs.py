@@ -8,7 +8,9 @@ installs YAML values as argparse defaults, which argparse never converts or chec
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -17,8 +19,10 @@ from typing import Any
 
 import yaml
 
+from lema_hub.errors import InvalidInputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InvalidInputError):
     """A recipe configuration is invalid; the message names the key and the file."""
 
 
@@ -83,15 +87,29 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Config file {path} does not exist.")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with path.open() as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"Config file {path} is not valid YAML: {what}{where}.") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc}.") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"Config file {path} must contain a YAML mapping, got {type(data).__name__}.")
     return data
 
 
-def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = None) -> tuple[Any, ...]:
-    """Parse `--config file.yaml` plus CLI overrides into instances of `dataclass_types`."""
+def parse_config(
+    dataclass_types: Sequence[type], args: Sequence[str] | None = None, prog: str | None = None
+) -> tuple[Any, ...]:
+    """Parse `--config file.yaml` plus CLI overrides into instances of `dataclass_types`.
+
+    `prog` names the command in `--help` and in errors (e.g. "lema-hub collect"); a bad flag value
+    raises `ConfigError` with argparse's one-line message instead of printing the usage block.
+    """
     from trl import TrlParser
 
     args = list(args) if args is not None else None
@@ -101,7 +119,13 @@ def parse_config(dataclass_types: Sequence[type], args: Sequence[str] | None = N
             raise ConfigError("--config needs a path to a YAML file.")
         path = args[i + 1]
         check_config_mapping(load_yaml(path), dataclass_types, path)
-    parser = TrlParser(list(dataclass_types))
+    parser = TrlParser(list(dataclass_types), prog=prog) if prog else TrlParser(list(dataclass_types))
+
+    def error(message: str) -> typing.NoReturn:
+        hint = f" (see `{parser.prog} --help`)"
+        raise ConfigError(f"{message}{hint}")
+
+    parser.error = error  # argparse calls self.error on a bad value or a missing required flag
     try:
         return tuple(parser.parse_args_and_config(args=args))
     except ValueError as exc:  # TrlParser's own unknown-argument error, re-raised with our type
@@ -153,3 +177,130 @@ def _yaml_safe(value: Any) -> Any:
 def redact(mapping: dict[str, Any]) -> dict[str, Any]:
     """Replace credential values (see `is_secret`) by "<redacted>"; never write a token anywhere."""
     return {k: ("<redacted>" if is_secret(k, v) else v) for k, v in mapping.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets in free text: error messages, URLs, cards. Nothing here ever logs the value it hides.
+# --------------------------------------------------------------------------------------------------
+
+REDACTED = "<redacted>"
+_REGISTERED_SECRETS: set[str] = set()
+_MIN_GIVEN = 4  # a value passed to `scrub_secrets` (an engine's own key), scrubbed in its error text
+_MIN_KNOWN = 8  # registered and env credentials, scrubbed everywhere: shorter ones hit ordinary text
+# Env var names that hold credentials: HF_TOKEN, OPENAI_API_KEY, MY_ENDPOINT_KEY, DB_PASSWORD ...
+_SECRET_ENV_NAME_RE = re.compile(
+    r"(?:^|_)(?:KEY|API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?|AUTH)(?:_|$)", re.I
+)
+# Tokens with a well-known prefix (Hugging Face, OpenAI, GitHub, Slack, AWS, JWTs).
+TOKEN_RE = re.compile(
+    r"\b(?:hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{20,}|api_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{30,}"
+    r"|github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9\-]{10,}|AKIA[0-9A-Z]{16}"
+    r"|eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})"
+)
+# scheme://user:password@host -> scheme://<redacted>@host
+URL_USERINFO_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]{0,30}://)[^\s/?#@'\"<>]{1,512}@")
+# ?api_key=...&sig=... in a URL query
+_QUERY_SECRET_RE = re.compile(
+    r"([?&][\w.\-]{0,64}?(?:key|token|sig|signature|secret|password|passwd|credential)[\w.\-]{0,64}=)"
+    r"[^&#\s'\"<>]+",
+    re.I,
+)
+# Authorization: <anything>, and "Bearer <token>" anywhere
+_AUTH_HEADER_RE = re.compile(
+    r"(\bauthorization[\"']?\s*[:=]\s*[\"']?)(?:(bearer|basic|token)\s+)?[^\s\"',;}]+", re.I
+)
+_BEARER_RE = re.compile(r"\b([Bb]earer|BEARER)\s+([A-Za-z0-9._~+/=\-]{8,})")
+# api_key=..., "password": "...", access_token: ... (not max_tokens=512: the name must END in the word)
+_KV_SECRET_RE = re.compile(
+    r"((?:\b|(?<=[_\-]))(?:api[_\-]?key|apikey|access[_\-]?key|secret[_\-]?key|token|password|passwd|secret)\b"
+    r"[\"']?\s*[:=]\s*[\"']?)(?!\d+\b)(?!<redacted>)([^\s\"'&,;})\]]{4,})",
+    re.I,
+)
+# Candidates for a random credential without a known prefix: long runs of token characters.
+_RUN_RE = re.compile(r"[A-Za-z0-9_\-+/=.]{20,}")
+_SEGMENT_SPLIT_RE = re.compile(r"[_\-./]")
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a credential this process uses, so every later scrub hides it (never stored)."""
+    if value and len(value) >= _MIN_KNOWN:
+        _REGISTERED_SECRETS.add(value)
+
+
+def _env_names_in(config: Any) -> set[str]:
+    """Env var names a config names under credential-like `*_env` keys (e.g. `api_key_env`)."""
+    names: set[str] = set()
+    if isinstance(config, dict):
+        for k, v in config.items():
+            key = str(k).lower()
+            if key.endswith("_env") and isinstance(v, str) and any(w in key for w in _SECRET_WORDS):
+                names.add(v)
+            else:
+                names |= _env_names_in(v)
+    elif isinstance(config, (list, tuple)):
+        for v in config:
+            names |= _env_names_in(v)
+    return names
+
+
+def secret_values(config: Any = None) -> dict[str, str]:
+    """Credential values to hide, each with where it came from (an env var name, or "configured").
+
+    Registered credentials, the values of env vars with credential-like names (HF_TOKEN,
+    OPENAI_API_KEY, ..._KEY, ..._PASSWORD), and of the env vars `config` names in its `*_env` keys.
+    """
+    found: dict[str, str] = {v: "configured" for v in _REGISTERED_SECRETS}
+    named = _env_names_in(config) if config is not None else set()
+    for name, value in os.environ.items():
+        if len(value) >= _MIN_KNOWN and (name in named or _SECRET_ENV_NAME_RE.search(name)):
+            found.setdefault(value, f"${name}")
+    return found
+
+
+def _looks_random(segment: str) -> bool:
+    """Upper, lower and digits mixed at high entropy: a generated credential, not a word or a number."""
+    if len(segment) < 20 or segment.isdigit():
+        return False
+    if not (any(c.isupper() for c in segment) and any(c.islower() for c in segment)):
+        return False
+    if sum(c.isdigit() for c in segment) < 2:
+        return False
+    counts: dict[str, int] = {}
+    for c in segment:
+        counts[c] = counts.get(c, 0) + 1
+    n = len(segment)
+    entropy = -sum(k / n * math.log2(k / n) for k in counts.values())
+    return entropy >= 3.5
+
+
+def _scrub_random(m: re.Match) -> str:
+    run = m.group(0)
+    return REDACTED if any(_looks_random(seg) for seg in _SEGMENT_SPLIT_RE.split(run)) else run
+
+
+def _scrub_bearer(m: re.Match) -> str:
+    value = m.group(2)
+    if any(c.isdigit() for c in value) or len(value) >= 20:
+        return f"{m.group(1)} {REDACTED}"
+    return m.group(0)
+
+
+def scrub_secrets(text: str, values: Iterable[str] = ()) -> str:
+    """`text` without credentials: the given and registered values (whatever their shape),
+    prefixed tokens, URL userinfo and query tokens, Authorization/Bearer values, `api_key=...`
+    pairs and long random-looking strings. Ordinary prose and math are left as they are."""
+    if not text:
+        return text
+    text = URL_USERINFO_RE.sub(lambda m: f"{m.group(1)}{REDACTED}@", text)  # first: all of user:pw@
+    known = {v for v in values if v and len(v) >= _MIN_GIVEN} | _REGISTERED_SECRETS
+    for value in sorted(known, key=len, reverse=True):  # longest first: a key containing another
+        if value in text:
+            text = text.replace(value, REDACTED)
+    text = TOKEN_RE.sub(REDACTED, text)
+    text = _QUERY_SECRET_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    text = _AUTH_HEADER_RE.sub(
+        lambda m: f"{m.group(1)}{(m.group(2) + ' ') if m.group(2) else ''}{REDACTED}", text
+    )
+    text = _BEARER_RE.sub(_scrub_bearer, text)
+    text = _KV_SECRET_RE.sub(lambda m: f"{m.group(1)}{REDACTED}", text)
+    return _RUN_RE.sub(_scrub_random, text)

@@ -624,21 +624,53 @@ class CorrectConfig(HubArgs, EndpointArgs):
             )
 
 
+_HUB_ID_RE = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+
+
+def _is_local(folder_or_repo: str) -> bool:
+    """A folder, or a missing local path (not a Hub id): raises `MissingInputError` for the latter."""
+    from lema_hub.errors import MissingInputError
+
+    if Path(folder_or_repo).is_dir():
+        return True
+    if not _HUB_ID_RE.match(folder_or_repo) or Path(folder_or_repo).exists():
+        raise MissingInputError(
+            f"{folder_or_repo!r} is not a dataset folder (and not a Hub dataset id 'namespace/name')."
+        )
+    return False
+
+
+def _hub_error(repo_id: str, exc: Exception) -> Exception:
+    from lema_hub.errors import InvalidInputError
+
+    return InvalidInputError(
+        f"could not read the Hub dataset {repo_id!r}: {type(exc).__name__}: {exc}. "
+        "Offline? Pass a local dataset folder."
+    )
+
+
 def main_config(folder_or_repo: str) -> str:
     """The main `<task>` config of an artifact folder or Hub dataset (not `-samples`/`-rejected`)."""
+    from lema_hub.errors import InvalidInputError
+
     path = Path(folder_or_repo)
-    if path.is_dir():
+    if _is_local(folder_or_repo):
         from lema_hub.hub import discover_configs
 
         names = list(discover_configs(path))
+        if not names:
+            raise InvalidInputError(f"{folder_or_repo!r} holds no data/<config>/*.parquet files.")
     else:
         import datasets
 
-        names = datasets.get_dataset_config_names(folder_or_repo)
+        try:
+            names = datasets.get_dataset_config_names(folder_or_repo)
+        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
+            raise _hub_error(folder_or_repo, exc) from exc
     # A config with no rows is not written, so `<task>-rejected` alone still names the task.
     main = sorted({re.sub(r"-(samples|rejected)$", "", n) for n in names})
     if len(main) != 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"{folder_or_repo} has configs {names}; say which one to read "
             f"(e.g. --mistakes_config {main[0] if main else '...'})."
         )
@@ -647,12 +679,23 @@ def main_config(folder_or_repo: str) -> str:
 
 def load_rows(folder_or_repo: str, config: str, split: str = "train", missing_ok: bool = False) -> list[dict]:
     """Rows of one config/split of an artifact folder or Hub dataset (`missing_ok`: [] if absent)."""
+    import pyarrow as pa
+
+    from lema_hub.errors import InvalidInputError
     from lema_hub.hub import discover_configs, load_artifact
 
     path = Path(folder_or_repo)
-    if path.is_dir() and missing_ok and config not in discover_configs(path):
+    if not _is_local(folder_or_repo):
+        try:
+            return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
+        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
+            raise _hub_error(folder_or_repo, exc) from exc
+    if missing_ok and config not in discover_configs(path):
         return []  # an empty config is not written at all
-    return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
+    try:
+        return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
+    except pa.ArrowException as exc:
+        raise InvalidInputError(f"{folder_or_repo} [{config}]: a parquet file cannot be read: {exc}") from exc
 
 
 def _row_task(row: dict) -> str:
@@ -877,6 +920,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     import datasets
 
     from lema_hub.configs import config_to_dict, redact
+    from lema_hub.errors import InvalidInputError
     from lema_hub.hub import (
         maybe_push,
         save_dataset_config,
@@ -886,14 +930,14 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     from lema_hub.run_guard import guard_publish
 
     if not cfg.mistakes:
-        raise ValueError(
+        raise InvalidInputError(
             "correct: set `mistakes` to a mistakes folder or Hub dataset id (from `lema-hub collect`)."
         )
     t0 = time.time()
     config = cfg.mistakes_config or main_config(cfg.mistakes)
     mistakes = load_rows(cfg.mistakes, config, missing_ok=True)
     if not mistakes:
-        raise ValueError(f"correct: {cfg.mistakes} [{config}] has no mistakes to correct.")
+        raise InvalidInputError(f"correct: {cfg.mistakes} [{config}] has no mistakes to correct.")
     if cfg.mistakes_limit is not None:
         mistakes = mistakes[: cfg.mistakes_limit]
     name = cfg.dataset_config_name or config

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from lema_hub.configs import is_secret
+from lema_hub.configs import TOKEN_RE, is_secret, scrub_secrets, secret_values
 from lema_hub.schema import CORRECTOR_TOKENS, GENERATOR_TOKENS, REFERENCE_CORRECTOR, TokenColumns
 
 if TYPE_CHECKING:
@@ -113,16 +113,27 @@ class PushConfig:
 # Sanitising: no tokens, no absolute local paths in anything we write
 # --------------------------------------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(r"\b(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_\-]{20,}|api_[A-Za-z0-9]{20,})\b")
+_TOKEN_RE = TOKEN_RE  # prefixed tokens (hf_, sk-, ghp_, JWTs ...); see lema_hub.configs
+# What the push guard refuses besides prefixed tokens and known credential values: an
+# Authorization header value, a Bearer token, a URL with a password in its userinfo.
+_LEAK_RE = re.compile(
+    r"(?i:authorization)[\"']?\s*[:=]\s*[\"']?(?:(?i:bearer|basic|token)\s+)?[A-Za-z0-9._~+/=\-]{8,}"
+    r"|\bBearer\s+(?=[A-Za-z0-9._~+/=\-]*\d)[A-Za-z0-9._~+/=\-]{8,}"
+    r"|\b[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s/?#@:'\"<>]{1,256}:[^\s/?#@'\"<>]{1,256}@"
+)
 # An absolute POSIX path (2+ components) or a Windows drive path, not part of a URL ("http://h/x").
 _ABS_PATH_RE = re.compile(
     r"(?<![\w.:/~-])(?:/(?:[\w.@+\-]+/)+[\w.@+\-]*|/(?:home|root|tmp|Users|work)\b[\w./@+\-]*|~/[\w./@+\-]+|[A-Za-z]:\\[\w.\\\-]+)"
 )
 
 
-def _scrub_string(text: str, folder: Path | None = None) -> str:
-    """Replace tokens by <redacted> and absolute local paths by a relative or shortened form."""
-    text = _TOKEN_RE.sub("<redacted>", text)
+def _scrub_string(text: str, folder: Path | None = None, secrets: Any = None) -> str:
+    """Replace credentials by <redacted> and absolute local paths by a relative or shortened form.
+
+    Credentials: `secrets` (default: `configs.secret_values()`, the configured and env credential
+    values) and whatever `configs.scrub_secrets` recognises (tokens, URL userinfo, Bearer ...).
+    """
+    text = scrub_secrets(text, secret_values() if secrets is None else secrets)
 
     def repl(m: re.Match) -> str:
         raw = m.group(0)
@@ -141,8 +152,14 @@ def _scrub_string(text: str, folder: Path | None = None) -> str:
     return _ABS_PATH_RE.sub(repl, text)
 
 
-def sanitize(value: Any, folder: Path | None = None) -> Any:
-    """A YAML/JSON-safe copy of `value` with credentials redacted and local paths shortened."""
+def sanitize(value: Any, folder: Path | None = None, secrets: Any = None) -> Any:
+    """A YAML/JSON-safe copy of `value` with credentials redacted and local paths shortened.
+
+    Besides credential-named keys, the values of the env vars it names in `*_env` keys
+    (`api_key_env: MY_KEY` -> $MY_KEY's value) are scrubbed wherever they appear.
+    """
+    if secrets is None:
+        secrets = set(secret_values(value))
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
@@ -150,37 +167,67 @@ def sanitize(value: Any, folder: Path | None = None) -> Any:
             if is_secret(key, v):
                 out[key] = "<redacted>"
             else:
-                out[key] = sanitize(v, folder)
+                out[key] = sanitize(v, folder, secrets)
         return out
     if isinstance(value, (list, tuple)):
-        return [sanitize(v, folder) for v in value]
+        return [sanitize(v, folder, secrets) for v in value]
     if isinstance(value, str):
-        return _scrub_string(value, folder)
+        return _scrub_string(value, folder, secrets)
     if isinstance(value, (int, float, bool)) or value is None:
         return value
     if isinstance(value, os.PathLike):
-        return _scrub_string(os.fspath(value), folder)
-    return _scrub_string(str(value), folder)
+        return _scrub_string(os.fspath(value), folder, secrets)
+    return _scrub_string(str(value), folder, secrets)
+
+
+def _folder_credentials(folder: Path) -> dict[str, str]:
+    """Credential values to look for in `folder`: `secret_values` of its recorded configs."""
+    path = folder / CONFIG_FILE
+    try:
+        configs = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        configs = None
+    return secret_values(configs)
+
+
+def _parquet_text(path: Path) -> str:
+    """The decoded rows of a parquet file (compression can split a string in the raw bytes)."""
+    try:
+        import pyarrow.parquet as pq
+
+        return json.dumps(pq.read_table(path).to_pylist(), default=str, ensure_ascii=False)
+    except Exception:  # noqa: BLE001 - not readable as parquet: the raw bytes are still scanned
+        return ""
 
 
 def find_leaks(folder: str | os.PathLike, max_bytes: int = 20_000_000) -> list[str]:
     """Files under `folder` that contain something looking like a token or an absolute local path.
 
-    Scans every file (parquet and safetensors included, as bytes) up to `max_bytes` each; returns
-    "path: what" lines, empty when clean.
+    Scans every file (parquet and safetensors included, as bytes; parquet also as decoded rows) up
+    to `max_bytes` each for prefixed tokens, Authorization/Bearer values, URL passwords and the
+    values of the credentials this process or the folder's recorded configs name (`api_key_env`,
+    HF_TOKEN, ..._KEY env vars); returns "path: what" lines (never the value), empty when clean.
     """
     folder = Path(folder)
     home = os.path.expanduser("~")
     needles = {os.fspath(folder.resolve()), home} | {p for p in (tempfile.gettempdir(),) if p}
+    credentials = _folder_credentials(folder)
     problems = []
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.stat().st_size > max_bytes:
             continue
         data = path.read_bytes()
         text = data.decode("utf-8", errors="replace")
+        if path.suffix == ".parquet":
+            text += "\n" + _parquet_text(path)
         rel = path.relative_to(folder).as_posix()
         if m := _TOKEN_RE.search(text):
             problems.append(f"{rel}: token-like string {m.group(0)[:6]}...")
+        elif m := _LEAK_RE.search(text):
+            problems.append(f"{rel}: token-like string {m.group(0)[:6]}...")
+        for value, where in credentials.items():
+            if value in text:
+                problems.append(f"{rel}: token-like string (the value of {where})")
         for needle in needles:
             if len(needle) > 4 and needle in text:
                 problems.append(f"{rel}: local path {needle!r}")

@@ -301,7 +301,9 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     out_dir = shard_dir(cfg.output_dir, *shard) if shard else Path(cfg.output_dir)
     problems = load_problems(cfg)
     if not problems and not shard:
-        raise ValueError(f"No problems to collect from (problems={cfg.problems!r}).")
+        from lema_hub.errors import InvalidInputError
+
+        raise InvalidInputError(f"No problems to collect from (problems={cfg.problems!r}).")
     config_name = config_name_for(cfg, problems)
     gens = generator_configs(cfg)
     cache_root = out_dir / ".cache" / "requests"  # `.cache/` is never pushed

@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lema_hub.errors import InvalidInputError
 from lema_hub.formats import gsm8k_answer, last_boxed
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ _SOLUTION_COLUMNS = ("solution", "answer", "gold_solution", "rationale", "respon
 _ANSWER_COLUMNS = ("gold_answer", "final_answer", "answer", "target", "label")
 
 
-class ProblemSourceError(ValueError):
-    """A problem source could not be read (names the source and what is wrong)."""
+class ProblemSourceError(InvalidInputError):
+    """A problem source could not be read (names the source and what is wrong); a ValueError."""
 
 
 @dataclass
@@ -125,10 +126,20 @@ class ProblemArgs:
 
 # -------------------------------------------------------------------------------------- helpers
 def _read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a local .jsonl / .json / .parquet file."""
+    """Rows of a local .jsonl / .json / .parquet file (an empty or unreadable file is an error)."""
     p = Path(path)
     if not p.is_file():
         raise ProblemSourceError(f"problems file {str(path)!r} does not exist")
+    try:
+        rows = _read_file_rows(p)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProblemSourceError(f"problems file {str(path)!r} cannot be read: {e}") from e
+    if not rows:
+        raise ProblemSourceError(f"problems file {str(path)!r} has no rows")
+    return rows
+
+
+def _read_file_rows(p: Path) -> list[dict[str, Any]]:
     suffix = p.suffix.lower()
     if suffix == ".jsonl":
         rows = []
@@ -155,9 +166,13 @@ def _read_rows(path: str | Path) -> list[dict[str, Any]]:
             raise ProblemSourceError(f"{p.name}: expected a list of rows")
         return data
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(p).to_pylist()
+        try:
+            return pq.read_table(p).to_pylist()
+        except pa.ArrowException as e:
+            raise ProblemSourceError(f"problems file {str(p)!r} is not a readable parquet file: {e}") from e
     raise ProblemSourceError(f"{p.name}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
 
 
@@ -517,7 +532,7 @@ def parse_shard(shard: str) -> tuple[int, int]:
     """``"i/n"`` -> (i, n), 0 <= i < n."""
     m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
     if not m or int(m.group(2)) < 1 or int(m.group(1)) >= int(m.group(2)):
-        raise ValueError(f"shard must be 'i/n' with 0 <= i < n, got {shard!r}")
+        raise InvalidInputError(f"shard must be 'i/n' with 0 <= i < n, got {shard!r}")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -560,7 +575,7 @@ def load_problems(args: ProblemArgs) -> list[Problem]:
         )
     if args.problems_limit is not None:
         if args.problems_limit < 0:
-            raise ValueError(f"problems_limit must be >= 0, got {args.problems_limit}")
+            raise InvalidInputError(f"problems_limit must be >= 0, got {args.problems_limit}")
         problems = problems[: args.problems_limit]
     if args.shard:
         i, n = parse_shard(args.shard)

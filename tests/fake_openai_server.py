@@ -10,6 +10,8 @@ with FakeOpenAIServer(responder=lambda payload: "The answer is 4.", fault_rate=0
 ```
 
 It serves `/v1/chat/completions`, `/v1/completions`, `/v1/models`, and TGI's `/generate` (and `/`).
+`echo_key_401=p` answers that fraction of completion requests (1.0: all) with a 401 whose JSON body
+echoes the caller's Authorization header and bare key, as some gateways do: no key may be stored.
 Faults, drawn with probability `fault_rate` from a seeded RNG: 429 with Retry-After, 500, a hang past
 the client timeout, a dropped connection, malformed JSON. The key of a request is the
 `X-Lema-Request-Key` header when present (our engine sends it), else a hash of the JSON body.
@@ -60,6 +62,7 @@ class FakeOpenAIServer:
         host: str = "127.0.0.1",
         port: int = 0,
         model: str = "fake-model",
+        echo_key_401: float = 0.0,
     ) -> None:
         unknown = set(faults) - set(FAULTS)
         if unknown:
@@ -73,6 +76,9 @@ class FakeOpenAIServer:
         self.retry_after_s = retry_after_s
         self.hang_s = hang_s
         self.host, self.port, self.model = host, port, model
+        # A careless auth layer: this fraction of completion requests gets a 401 echoing the key.
+        self.echo_key_401 = echo_key_401
+        self.echo_counts = 0
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.request_counts: collections.Counter[str] = collections.Counter()
@@ -137,6 +143,7 @@ class FakeOpenAIServer:
             self.payloads.clear()
             self.auth_headers.clear()
             self.not_found = 0
+            self.echo_counts = 0
 
     # ------------------------------------------------------------------ HTTP
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -175,6 +182,7 @@ class FakeOpenAIServer:
             200: "OK",
             404: "Not Found",
             400: "Bad Request",
+            401: "Unauthorized",
             429: "Too Many Requests",
             500: "Internal Server Error",
         }.get(status, "Status")
@@ -229,8 +237,18 @@ class FakeOpenAIServer:
             fault = self._rng.choice(self.faults) if self._rng.random() < self.fault_rate else None
             if fault:
                 self.fault_counts[fault] += 1
+            echo = bool(self.echo_key_401) and self._rng.random() < self.echo_key_401
+            self.echo_counts += echo
         if self.latency_s:
             await asyncio.sleep(self.latency_s)
+        if echo:
+            header = headers.get("authorization", "")
+            bare = header.split(" ", 1)[-1]
+            message = f"Incorrect API key provided: {bare}. You sent 'Authorization: {header}' ({bare=})."
+            body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "key": bare}})
+            self._send(writer, 401, body.encode())
+            await writer.drain()
+            return True
         if fault == "429":
             self._send(
                 writer,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -131,3 +133,165 @@ def test_counts_named_like_tokens_are_not_redacted():
         "hub_token": "<redacted>",
         "api_key_env": "OPENAI_API_KEY",
     }
+
+
+# ------------------------------------------------------------------ input errors: one line, exit 2
+def _lema_hub(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    from tests.conftest import REPO_ROOT
+
+    full_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    full_env.pop("LEMA_HUB_DEBUG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "lema_hub.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=full_env | env,
+        timeout=300,
+    )
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """case -> (lema-hub arguments, what the one stderr line must name)."""
+    (tmp / "bad.yaml").write_text("problems: [sample\nnum_samples: 2\n")
+    (tmp / "empty.jsonl").write_text("")
+    (tmp / "corrupt.parquet").write_bytes(b"not a parquet file at all")
+    (tmp / "a_file").write_text("x")
+    corrupt = tmp / "corrupt_mistakes" / "data" / "sample"
+    corrupt.mkdir(parents=True)
+    (corrupt / "train-00000-of-00001.parquet").write_bytes(b"PAR1 garbage")
+    remote = ["--backend", "openai", "--model", "m", "--base_urls", "http://127.0.0.1:9/v1"]
+    return {
+        "malformed yaml": (["collect", "--config", "bad.yaml"], ["bad.yaml", "YAML", "line 2"]),
+        "missing problems file": (["collect", "--problems", "missing.jsonl"], ["missing.jsonl"]),
+        "empty problems file": (["collect", "--problems", "empty.jsonl"], ["empty.jsonl", "no rows"]),
+        "missing problems_path": (
+            ["collect", "--problems", "gsm8k", "--problems_path", "gone/test.jsonl"],
+            ["gone/test.jsonl"],
+        ),
+        "corrupt parquet": (["collect", "--problems", "corrupt.parquet"], ["corrupt.parquet"]),
+        "hub id offline": (["collect", "--problems", "someone/some-dataset"], ["someone/some-dataset"]),
+        "unknown backend": (["collect", "--backend", "nope"], ["backend", "'nope'"]),
+        "bad shard": (["collect", "--shard", "3/2"], ["shard", "'3/2'"]),
+        "missing mistakes folder": (["correct", "--mistakes", "no/such/folder"], ["no/such/folder"]),
+        "corrupt mistakes folder": (["correct", "--mistakes", "corrupt_mistakes"], ["corrupt_mistakes"]),
+        "mistakes hub id offline": (["correct", "--mistakes", "someone/mistakes"], ["someone/mistakes"]),
+        "bad int flag": (["collect", "--num_samples", "abc"], ["lema-hub collect", "--num_samples", "'abc'"]),
+        "output under a file": (
+            ["collect", "--output_dir", "a_file/out", "--problems_limit", "1", *remote],
+            ["a_file/out"],
+        ),
+        "no problems left": (["collect", "--problems_limit", "0"], ["No problems", "'sample'"]),
+        "mistakes not set": (["correct"], ["`mistakes`"]),
+    }
+
+
+_CASES = [
+    "malformed yaml",
+    "missing problems file",
+    "empty problems file",
+    "missing problems_path",
+    "corrupt parquet",
+    "hub id offline",
+    "unknown backend",
+    "bad shard",
+    "missing mistakes folder",
+    "corrupt mistakes folder",
+    "mistakes hub id offline",
+    "bad int flag",
+    "output under a file",
+    "no problems left",
+    "mistakes not set",
+]
+
+
+@pytest.mark.parametrize("case", _CASES)
+def test_bad_input_prints_one_line_naming_it_and_exits_2(tmp_path: Path, case: str):
+    cases = _bad_inputs(tmp_path)
+    assert sorted(cases) == sorted(_CASES)
+    args, names = cases[case]
+    proc = _lema_hub(args, tmp_path)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0].startswith(f"lema-hub {args[0]}: ") and f"{args[0]}: {args[0]}: " not in lines[0]
+    assert [n for n in names if n not in lines[0]] == [], lines[0]
+
+
+@pytest.mark.parametrize("how", ["--debug first", "--debug last", "LEMA_HUB_DEBUG=1"])
+def test_debug_shows_the_traceback(tmp_path: Path, how: str):
+    args = ["collect", "--shard", "3/2"]
+    env = {}
+    if how == "--debug first":
+        args = ["--debug", *args]
+    elif how == "--debug last":
+        args = [*args, "--debug"]
+    else:
+        env["LEMA_HUB_DEBUG"] = "1"
+    proc = _lema_hub(args, tmp_path, **env)
+    assert proc.returncode == 2
+    assert "Traceback (most recent call last)" in proc.stderr and "parse_shard" in proc.stderr
+    assert (
+        proc.stderr.rstrip().splitlines()[-1]
+        == "lema-hub collect: shard must be 'i/n' with 0 <= i < n, got '3/2'"
+    )
+
+
+def test_recipe_scripts_report_input_errors_the_same_way(tmp_path: Path):
+    from tests.conftest import REPO_ROOT
+
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
+    env.pop("LEMA_HUB_DEBUG", None)
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "recipes" / "collect_mistakes.py"), "--problems", "missing.jsonl"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "lema-hub collect: problems file 'missing.jsonl' does not exist"
+
+
+def test_read_only_output_folder_is_one_line(tmp_path: Path, monkeypatch, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    if os.geteuid() == 0:  # root ignores permission bits: give the answer a read-only filesystem gives
+        real_mkdir = os.mkdir
+
+        def mkdir(path, *args, **kwargs):
+            if Path(path).is_relative_to(ro):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "mkdir", mkdir)
+    out = ro / "out"
+    args = ["collect", "--output_dir", str(out), "--problems_limit", "1", "--backend", "openai"]
+    with pytest.raises(SystemExit) as exc:
+        main([*args, "--model", "m", "--base_urls", "http://127.0.0.1:9/v1", "--progress", "false"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lema-hub collect: Permission denied: ") and str(out) in err and "\n" not in err
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only input errors are shortened: an unexpected exception propagates unchanged."""
+
+    def broken(cfg):
+        raise KeyError("internal bookkeeping")
+
+    monkeypatch.setattr("lema_hub.hub.push", broken)
+    with pytest.raises(KeyError, match="internal bookkeeping"):
+        main(["push", "some/folder", "me/repo"])
+
+
+def test_quickstart_names_the_stage_and_the_bad_input(tmp_path: Path):
+    """The quickstart wraps stage errors (StageFailed); one caused by bad input is still one line."""
+    proc = _lema_hub(["quickstart", "--output_dir", "qs", "--problems", "missing.jsonl"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert (
+        last.startswith("lema-hub quickstart: quickstart stage 'collect' failed") and "missing.jsonl" in last
+    )

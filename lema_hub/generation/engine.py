@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lema_hub.configs import register_secret, scrub_secrets, secret_values
+from lema_hub.generation.backends.base import api_key
 from lema_hub.generation.cache import RequestCache, request_key
 from lema_hub.generation.retry import (
     RETRYABLE_STATUS,
@@ -85,6 +87,7 @@ class Engine:
         self.backend = _make_backend(config)
         self.last_summary: dict[str, Any] = {}
         self.policy = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
+        self._secrets = _endpoint_secrets(config)
 
     # ----------------------------------------------------------------- public API
     def generate(
@@ -195,21 +198,21 @@ class Engine:
                 out = await self.backend.agenerate(u)
                 _validate(out)
             except PermanentError as exc:
-                return _failure(u, str(exc))
+                return self._fail(u, str(exc))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
                 status = status_of(exc)
                 if status is not None and status not in RETRYABLE_STATUS and 400 <= status < 500:
-                    return _failure(u, f"HTTP {status}: {_short(exc)}")
-                reason = _describe(exc, status)
+                    return self._fail(u, f"HTTP {status}: {_short(exc, secrets=self._secrets)}")
+                reason = _describe(exc, status, self._secrets)
                 retry_after = parse_retry_after(headers_of(exc))
                 if attempt < self.policy.max_retries:
                     await asyncio.sleep(self.policy.delay(attempt, retry_after))
                 continue
             self.cache.put(u.key, out)
             return _result(u, out)
-        return _failure(u, f"gave up after {self.policy.max_retries + 1} attempts: {reason}")
+        return self._fail(u, f"gave up after {self.policy.max_retries + 1} attempts: {reason}")
 
     def _run_batched(self, pending: list[Unit], results: list, progress: _Progress) -> None:
         # Greedy samples of one prompt are identical: decode each distinct greedy prompt once.
@@ -242,12 +245,16 @@ class Engine:
             for u, out in zip(batch, outs):
                 for member in followers[id(u)]:
                     if isinstance(out, Exception):
-                        res = _failure(member, _describe(out, status_of(out)))
+                        res = self._fail(member, _describe(out, status_of(out), self._secrets))
                     else:
                         self.cache.put(member.key, out)
                         res = _result(member, out)
                     results[member.position] = res
                     progress.update(res.completion_tokens)
+
+    def _fail(self, u: Unit, reason: str) -> GenerationResult:
+        """A failed sample; its reason never holds a credential (servers echo keys in errors)."""
+        return _failure(u, scrub_secrets(reason, self._secrets))
 
     def _summarise(self, out: list[GenerationResult], cached: int, wall: float) -> dict[str, Any]:
         failed = [r for r in out if r.error is not None]
@@ -340,8 +347,25 @@ def _failure(u: Unit, reason: str) -> GenerationResult:
     return GenerationResult(u.request_id, u.sample_index, None, None, None, None, reason)
 
 
-def _short(exc: BaseException, limit: int = 200) -> str:
-    text = str(exc).replace("\n", " ")
+def _endpoint_secrets(config: EngineConfig) -> set[str]:
+    """Credentials an error text must never carry: the endpoint key, URL passwords, env tokens."""
+    from urllib.parse import unquote, urlsplit
+
+    found = {api_key(config.api_key_env) or ""}
+    for url in config.base_urls or ():
+        try:
+            parts = urlsplit(url)
+            found |= {parts.password or "", unquote(parts.password or "")}
+        except ValueError:
+            continue
+    for value in found:
+        register_secret(value)  # the run record and the card scrub it too
+    return {v for v in found if v} | set(secret_values())
+
+
+def _short(exc: BaseException, limit: int = 200, secrets: Any = ()) -> str:
+    # Scrubbed before the cut: a truncated key would no longer match its value.
+    text = scrub_secrets(str(exc).replace("\n", " "), secrets)
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
@@ -357,18 +381,18 @@ def _connection_error(exc: BaseException) -> BaseException | None:
     return None
 
 
-def _describe(exc: BaseException, status: int | None) -> str:
+def _describe(exc: BaseException, status: int | None, secrets: Any = ()) -> str:
     if status is not None:
-        return f"HTTP {status}: {_short(exc)}"
+        return f"HTTP {status}: {_short(exc, secrets=secrets)}"
     conn = _connection_error(exc)
     if conn is not None:  # the endpoint is down or dropped us (aiohttp's client calls it a timeout)
-        return f"connection failed: {type(conn).__name__}: {_short(conn)}"
+        return f"connection failed: {type(conn).__name__}: {_short(conn, secrets=secrets)}"
     if isinstance(exc, MalformedResponse | ValueError):
-        return f"malformed response: {type(exc).__name__}: {_short(exc)}"
+        return f"malformed response: {type(exc).__name__}: {_short(exc, secrets=secrets)}"
     name = type(exc).__name__
     if "Timeout" in name or isinstance(exc, TimeoutError):
         return f"timeout: {name}"
-    return f"{name}: {_short(exc)}"
+    return f"{name}: {_short(exc, secrets=secrets)}"
 
 
 def _run_coroutine(coro) -> Any:

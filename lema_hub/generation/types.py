@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from lema_hub.errors import InvalidInputError  # a ValueError: bad settings are the user's input
+
 BACKENDS = ("transformers", "openai", "tgi", "vllm")
 PROMPT_STYLES = ("auto", "plain", "chat")
 HTTP_TRANSPORTS = ("auto", "aiohttp", "httpx")
@@ -23,13 +25,13 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"SamplingParams.n must be >= 1, got {self.n}.")
+            raise InvalidInputError(f"SamplingParams.n must be >= 1, got {self.n}.")
         if self.max_tokens < 1:
-            raise ValueError(f"SamplingParams.max_tokens must be >= 1, got {self.max_tokens}.")
+            raise InvalidInputError(f"SamplingParams.max_tokens must be >= 1, got {self.max_tokens}.")
         if self.temperature < 0:
-            raise ValueError(f"SamplingParams.temperature must be >= 0, got {self.temperature}.")
+            raise InvalidInputError(f"SamplingParams.temperature must be >= 0, got {self.temperature}.")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}.")
+            raise InvalidInputError(f"SamplingParams.top_p must be in (0, 1], got {self.top_p}.")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
 
@@ -74,25 +76,27 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(
+            raise InvalidInputError(
                 f"EngineConfig.backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}."
             )
         if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"EngineConfig.prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}."
             )
         if self.http_transport not in HTTP_TRANSPORTS:
-            raise ValueError(
+            raise InvalidInputError(
                 f"EngineConfig.http_transport must be one of {', '.join(HTTP_TRANSPORTS)}, got {self.http_transport!r}."
             )
         if isinstance(self.base_urls, str):
             self.base_urls = [self.base_urls]
         if self.backend == "tgi" and not self.base_urls:
-            raise ValueError("EngineConfig.base_urls is required for the tgi backend (the TGI endpoint URL).")
+            raise InvalidInputError(
+                "EngineConfig.base_urls is required for the tgi backend (the TGI endpoint URL)."
+            )
         if self.concurrency < 1 or self.batch_size < 1:
-            raise ValueError("EngineConfig.concurrency and batch_size must be >= 1.")
+            raise InvalidInputError("EngineConfig.concurrency and batch_size must be >= 1.")
         if self.max_retries < 0:
-            raise ValueError("EngineConfig.max_retries must be >= 0.")
+            raise InvalidInputError("EngineConfig.max_retries must be >= 0.")
 
 
 @dataclass
