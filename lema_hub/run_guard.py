@@ -28,7 +28,6 @@ from typing import Any
 from lema_hub.generation.retry import RETRYABLE_STATUS, failure_cause
 
 _HTTP_RE = re.compile(r"^HTTP (\d{3})\b")
-_SECRET_ENV_RE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
 _EXAMPLE_CHARS = 160
 
 
@@ -60,11 +59,8 @@ def is_permanent(cause: str) -> bool:
 
 def _scrub(text: str) -> str:
     """`text` without the values of secret-looking environment variables or token-like strings."""
-    from lema_hub.hub import _scrub_string
+    from lema_hub.hub import _scrub_string  # configured keys and credential-named env values too
 
-    for name, value in os.environ.items():
-        if value and len(value) >= 6 and _SECRET_ENV_RE.search(name) and value in text:
-            text = text.replace(value, "<redacted>")
     text = _scrub_string(" ".join(text.split()))
     return text[:_EXAMPLE_CHARS] + ("..." if len(text) > _EXAMPLE_CHARS else "")
 
