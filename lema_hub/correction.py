@@ -27,6 +27,7 @@ from typing import Any
 
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
+from lema_hub.models import is_hub_id
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
 from lema_hub.schema import REJECT_REASONS as REJECT_REASONS  # re-exported: `correction.REJECT_REASONS`
 
@@ -624,16 +625,13 @@ class CorrectConfig(HubArgs, EndpointArgs):
             )
 
 
-_HUB_ID_RE = re.compile(r"^[\w.\-]+/[\w.\-]+$")
-
-
 def _is_local(folder_or_repo: str) -> bool:
     """A folder, or a missing local path (not a Hub id): raises `MissingInputError` for the latter."""
     from lema_hub.errors import MissingInputError
 
     if Path(folder_or_repo).is_dir():
         return True
-    if not _HUB_ID_RE.match(folder_or_repo) or Path(folder_or_repo).exists():
+    if not is_hub_id(folder_or_repo):
         raise MissingInputError(
             f"{folder_or_repo!r} is not a dataset folder (and not a Hub dataset id 'namespace/name')."
         )

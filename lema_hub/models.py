@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -215,6 +216,14 @@ def _tiny_model_dir(key: str) -> Path:
         )
 
     return _publish_atomically(build, target)
+
+
+_HUB_ID_RE = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+
+
+def is_hub_id(name: str) -> bool:
+    """`namespace/name` that is not an existing local path: the one rule for "Hub id or folder?"."""
+    return bool(_HUB_ID_RE.match(name)) and not Path(name).exists()
 
 
 def resolve_model(name: str) -> str:
