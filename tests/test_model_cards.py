@@ -200,3 +200,15 @@ def test_adapter_loads_offline_through_its_hub_base_id(trained, monkeypatch):
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=3, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 3
+
+
+def test_demo_states_base_model_and_training_budget_from_the_metadata(trained):
+    from lema_hub.demo import _facts_line, model_facts
+
+    merged = trained.with_name(trained.name + "-merged")
+    facts = model_facts(str(merged))  # the merged folder: the budget comes from its adapter's records
+    assert facts["base_model"] == BASE_ID and facts["steps"] == 1 and facts["batch_size"] == 1
+    assert facts["train_rows"] == 8 and facts["datasets"] == ["lema-mixture"]
+    line = _facts_line("LeMa model", facts)
+    assert f"[{BASE_ID}](https://huggingface.co/{BASE_ID})" in line
+    assert "training budget: 1 optimizer steps × 1 rows per device, 8 training rows" in line
