@@ -1214,8 +1214,8 @@ CSS = """
 .lema-badge-bad { background: #b91c1c; color: white; }
 .lema-badge-good { background: #15803d; color: white; }
 .lema-verdict { margin-top: 8px; padding: 8px 12px; border-radius: 8px; font-size: 1.02em; }
-.lema-correct { background: rgba(22, 163, 74, 0.12); color: #15803d; border: 1px solid #16a34a; }
-.lema-wrong { background: rgba(220, 38, 38, 0.10); color: #b91c1c; border: 1px solid #dc2626; }
+.lema-correct { background: rgba(22, 163, 74, 0.12); color: #166534; border: 1px solid #16a34a; }
+.lema-wrong { background: rgba(220, 38, 38, 0.10); color: #991b1b; border: 1px solid #dc2626; }
 .dark .lema-correct { background: #052e16; color: #86efac; }
 .dark .lema-wrong { background: #450a0a; color: #fca5a5; }
 .dark .lema-flagged { background: #3b0a0a; }
