@@ -119,6 +119,38 @@ def _publish_atomically(build, target: Path) -> Path:
     return target
 
 
+class _QuietConversion:
+    """One line instead of transformers' per-tensor GGUF conversion bars (a one-time cache build)."""
+
+    def __init__(self, what: str, target: Path) -> None:
+        self.what, self.target = what, target
+
+    def __enter__(self) -> None:
+        import sys
+
+        import transformers.utils.logging as tf_logging
+
+        self.was_on = tf_logging.is_progress_bar_enabled()
+        tf_logging.disable_progress_bar()
+        # The per-tensor GGUF bar is a plain tqdm in this module, not behind transformers' switch.
+        import functools
+
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        self.gguf_utils, self.gguf_tqdm = gguf_utils, getattr(gguf_utils, "tqdm", None)
+        if self.gguf_tqdm is not None:
+            gguf_utils.tqdm = functools.partial(self.gguf_tqdm, disable=True)
+        print(f"lema_hub: converting {self.what} from GGUF once, into {self.target}", file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        import transformers.utils.logging as tf_logging
+
+        if self.gguf_tqdm is not None:
+            self.gguf_utils.tqdm = self.gguf_tqdm
+        if self.was_on:
+            tf_logging.enable_progress_bar()
+
+
 def _gguf_fingerprint(path: Path) -> str:
     st = path.stat()
     return f"{st.st_size:x}"
@@ -131,7 +163,8 @@ def _embedded_tokenizer_dir(key: str) -> Path:
     target = cache_dir() / "tokenizers" / f"{key}-{_gguf_fingerprint(gguf)}"
 
     def build(tmp: Path) -> None:
-        tok = _tokenizer_from_gguf(gguf, spec)
+        with _QuietConversion(f"the {key} tokenizer", target):
+            tok = _tokenizer_from_gguf(gguf, spec)
         tok.save_pretrained(tmp)
 
     return _publish_atomically(build, target)
@@ -155,12 +188,13 @@ def _embedded_model_dir(key: str) -> Path:
         import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
-        tok = _tokenizer_from_gguf(gguf, spec)
+        with _QuietConversion(f"embedded:{key}", target):
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+            )
+            if getattr(model, "hf_quantizer", None) is not None:
+                model.hf_quantizer.remove_quantization_config(model)
+            tok = _tokenizer_from_gguf(gguf, spec)
         _align_generation_config(model, tok)
         model.config._name_or_path = spec.hub_id
         model.save_pretrained(tmp)

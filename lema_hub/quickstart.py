@@ -157,11 +157,11 @@ def _run_stage(
     if marker.is_file():
         saved = json.loads(marker.read_text())
         if saved.get("spec_hash") == digest:
-            logger.info("quickstart: %s already done, skipping", name)
             timings[name] = None  # skipped
+            print(format_stage_line(name, saved["result"], None), flush=True)
             return saved["result"]
     start = time.perf_counter()
-    logger.info("quickstart: stage %s", name)
+    logger.debug("quickstart: stage %s", name)
     try:
         result = fn() or {}
     except Exception as exc:  # name the stage, keep what earlier stages wrote
@@ -170,7 +170,103 @@ def _run_stage(
     result = json.loads(json.dumps(result, default=str))
     layout.markers.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"spec_hash": digest, "seconds": timings[name], "result": result}, indent=2))
+    print(format_stage_line(name, result, timings[name]), flush=True)
     return result
+
+
+def quiet_console() -> None:
+    """What the quickstart's console shows: our stage lines and progress bars, no library chatter.
+
+    Libraries' INFO logs (matplotlib's "generated new fontManager", the stages' dict-valued log
+    lines) stay below the root logger's WARNING level, and the datasets / transformers progress bars
+    (parquet writing, weight loading, GGUF conversion) are off; the engine's and trainer's own bars
+    (with rate and ETA) remain. Every detail is in each folder's run_summary.json.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)  # also when a caller configured logging before
+    for name in ("matplotlib", "PIL", "httpx", "urllib3", "filelock"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import datasets.utils.logging as ds_logging
+
+        ds_logging.disable_progress_bar()
+        ds_logging.set_verbosity_warning()
+    except ImportError:
+        pass
+    try:
+        import transformers.utils.logging as tf_logging
+
+        tf_logging.disable_progress_bar()
+        tf_logging.set_verbosity_warning()
+    except ImportError:
+        pass
+
+
+def _pct(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, (int, float)) else "?"
+
+
+def _rate(n: Any, seconds: float | None, unit: str) -> str:
+    if not seconds or not isinstance(n, (int, float)):
+        return ""
+    return f", {n / seconds:.1f} {unit}/s"
+
+
+def _words(counts: dict[str, Any]) -> str:
+    """`{"wrong_answer": 3, "parse_error": 1}` -> `wrong answer 3, parse error 1`."""
+    return ", ".join(f"{str(k).replace('_', ' ')} {v}" for k, v in counts.items())
+
+
+def format_stage_line(name: str, result: dict[str, Any], seconds: float | None) -> str:
+    """One line a person reads for a finished (or earlier finished) stage: counts and rates."""
+    r = result or {}
+    if name == "collect":
+        n = r.get("num_samples", r.get("samples"))
+        body = (
+            f"{r.get('num_problems', '?')} problems, {n} sampled paths: {r.get('correct', '?')} correct, "
+            f"{r.get('wrong', '?')} wrong; {r.get('num_mistakes', r.get('mistakes', '?'))} mistakes kept"
+        )
+        rate = _rate(n, seconds, "paths")
+    elif name == "correct":
+        reasons = r.get("reject_reasons") or {}
+        body = (
+            f"{r.get('accepted', '?')} of {r.get('n', '?')} corrections accepted ({_pct(r.get('acceptance_rate'))}) "
+            f"from corrector {r.get('corrector', '?')}" + (f"; rejected: {_words(reasons)}" if reasons else "")
+        )
+        rate = _rate(r.get("n"), seconds, "corrections")
+    elif name == "build":
+        views = r.get("views") or {}
+        body = "; ".join(
+            f"view {v}: {c.get('total')} rows ({c.get('cot')} CoT + {c.get('correction')} corrections)"
+            for v, c in views.items()
+        )
+        rate = ""
+    elif name.startswith("sft_"):
+        loss = (r.get("metrics") or {}).get("train_loss")
+        body = f"{r.get('global_step', '?')} steps on {r.get('train_rows', '?')} rows" + (
+            f", train loss {loss:.3f}" if isinstance(loss, (int, float)) else ""
+        )
+        rate = _rate(r.get("global_step"), seconds, "steps")
+    elif name == "evaluate":
+        parts = []
+        for res in (r.get("results") or {}).values():
+            if isinstance(res, dict) and "accuracy" in res:
+                parts.append(
+                    f"{res.get('model_label', '?')} {res['accuracy']:.0%} "
+                    f"(95% CI {res.get('ci_low', 0):.0%}–{res.get('ci_high', 0):.0%})"
+                )
+        n = next((x.get("n") for x in (r.get("results") or {}).values() if isinstance(x, dict)), "?")
+        body = f"pass@1 on {n} held-out problems: " + ", ".join(parts)
+        rate = ""
+    elif name == "push":
+        body = f"{len(r)} repos pushed"
+        rate = ""
+    else:
+        body = ""
+        rate = ""
+    when = "done before" if seconds is None else f"{seconds:.0f} s{rate}"
+    label = name.replace("sft_", "sft ")
+    return f"{label:<9} {body} · {when}"
 
 
 def _collect_config(cfg: QuickstartConfig, layout: _Layout):
@@ -325,7 +421,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     from lema_hub.mixture import build
     from lema_hub.training import train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_console()
     layout = _Layout(Path(cfg.output_dir))
     if cfg.fresh and layout.root.exists():
         shutil.rmtree(layout.root)
