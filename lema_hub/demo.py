@@ -1772,6 +1772,9 @@ def prepare_space_folder(out_dir: str | Path, cfg: DemoConfig | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     for name in ("app.py", "requirements.txt"):
         shutil.copy2(SPACE_DIR / name, out / name)
+    license_file = SPACE_DIR.parents[1] / "LICENSE"
+    if license_file.is_file():  # the code's license travels with the code
+        shutil.copy2(license_file, out / "LICENSE")
     package = Path(__file__).resolve().parent
     target = out / "lema_hub"
     if target.exists():

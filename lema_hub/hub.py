@@ -558,6 +558,8 @@ SOURCES = {
     "math": ("EleutherAI/hendrycks_math", "mit"),
     "math500": ("HuggingFaceH4/MATH-500", "mit"),
     "sample": (None, "apache-2.0"),  # the bundled sample problems were written for this project
+    "svamp": ("ChilleD/SVAMP", "mit"),
+    "asdiv": ("EleutherAI/asdiv", "cc-by-nc-4.0"),  # non-commercial: rows derived from it inherit that
 }
 REFERENCE_CORRECTOR = "reference"
 
@@ -850,7 +852,12 @@ def _repo_id_for(kind: str, configs: dict[str, Any], repo_id: str | None) -> tup
     return f"{DEFAULT_NAMESPACE}/{_REPO_NAMES[kind]}", False
 
 
-_LICENSE_NAMES = {"mit": "MIT", "apache-2.0": "Apache-2.0", "other": "Other (see below)"}
+_LICENSE_NAMES = {
+    "mit": "MIT",
+    "apache-2.0": "Apache-2.0",
+    "cc-by-nc-4.0": "CC BY-NC 4.0",
+    "other": "Other (see below)",
+}
 
 
 def _license_text(license_: str | list[str]) -> str:
@@ -1251,6 +1258,7 @@ TASK_DATA_LICENSES = {
     "math": ("MATH", "MIT"),
     "math500": ("MATH-500 (MATH)", "MIT"),
     "sample": ("the bundled sample (written for lema_hub)", "Apache-2.0"),
+    "svamp": ("SVAMP", "MIT"),
     "asdiv": ("ASDiv", "CC BY-NC 4.0"),
     "processbench": ("ProcessBench", "Apache-2.0"),
 }

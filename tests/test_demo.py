@@ -354,6 +354,10 @@ def test_space_folder_is_self_contained(tmp_path: Path, repo_root: Path, tiny_mo
     readme = (out / "README.md").read_text()
     assert readme.startswith("---") and "sdk: gradio" in readme and "app_file: app.py" in readme
     assert "someone/lema-smollm2-gsm8k" in readme
+    # Licence facts: the code's (LICENSE travels with the bundled package) and each data source's.
+    assert (out / "LICENSE").read_text() == (repo_root / "LICENSE").read_text()
+    assert "Apache License" in (out / "LICENSE").read_text() and "license: apache-2.0" in readme
+    assert "ASDiv: CC BY-NC 4.0" in readme and "GSM8K, MATH and SVAMP: MIT" in readme
     # The app imports the bundled copy of the package and builds the Blocks (without serving).
     env = dict(
         os.environ,
@@ -559,3 +563,17 @@ def test_stop_rules_and_rewrite_budget() -> None:
     assert correction_token_budget("x" * 300, 512) == 96 + 200
     assert correction_token_budget("x" * 3000, 512) == 512
     assert correction_token_budget("short", 512) == 96 + 2
+
+
+def test_repository_licence_and_citation_agree_with_pyproject(repo_root: Path) -> None:
+    import re
+
+    import yaml
+
+    pyproject = (repo_root / "pyproject.toml").read_text()
+    project = {k: re.search(rf'^{k} = "([^"]+)"', pyproject, re.M).group(1) for k in ("license", "version")}
+    assert project["license"] == "Apache-2.0"
+    assert "Apache License\n                           Version 2.0" in (repo_root / "LICENSE").read_text()
+    cff = yaml.safe_load((repo_root / "CITATION.cff").read_text())
+    assert cff["license"] == project["license"] and cff["version"] == project["version"]
+    assert cff["preferred-citation"]["url"] == "https://arxiv.org/abs/2310.20689"

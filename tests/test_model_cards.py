@@ -212,3 +212,26 @@ def test_demo_states_base_model_and_training_budget_from_the_metadata(trained):
     line = _facts_line("LeMa model", facts)
     assert f"[{BASE_ID}](https://huggingface.co/{BASE_ID})" in line
     assert "training budget: 1 optimizer steps × 1 rows per device, 8 training rows" in line
+
+
+@pytest.mark.parametrize(
+    ("source", "license_", "hub_id"),
+    [("gsm8k", "mit", "openai/gsm8k"), ("asdiv", "cc-by-nc-4.0", "EleutherAI/asdiv")],
+)
+def test_dataset_cards_carry_each_sources_licence(tmp_path, source, license_, hub_id):
+    from huggingface_hub import DatasetCard
+
+    from lema_hub.hub import save_dataset_config, write_dataset_card
+    from tests.test_hub import sample_rows
+
+    rows = [
+        dict(r, source=source, problem_id=r["problem_id"].replace("gsm8k", source)) for r in sample_rows(2, 2)
+    ]
+    save_dataset_config(tmp_path, f"{source}-samples", {"train": rows})
+    save_dataset_config(tmp_path, source, {"train": [r for r in rows if r["verdict"] == "wrong"]})
+    write_dataset_card(tmp_path, "mistakes")
+    card = DatasetCard.load(tmp_path / "README.md")
+    assert card.data.license == license_ and card.data.source_datasets == [hub_id]
+    assert (
+        "ASDiv is CC BY-NC 4.0" in card.text and "like the lema_hub code that built this dataset" in card.text
+    )
