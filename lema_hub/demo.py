@@ -1597,7 +1597,7 @@ def build_demo(cfg: DemoConfig | None = None, app: DemoApp | None = None) -> Any
         ]
         for trigger in (s_button.click, s_question.submit):
             trigger(None, js=_SCROLL_JS.format(target="#solve-lema"), api_name=f"scroll_{trigger.__name__}_solve")
-        s_stop.click(None, cancels=solve_runs, api_name="solve_stop")
+        s_stop.click(None, cancels=solve_runs, js=_STOPPED_JS.format(panels="#solve-lema, #solve-baseline"), api_name="solve_stop")
 
         c_pick.change(
             app.pick_mistake, c_pick, [c_question, c_solution, c_gold, c_note], api_name="pick_mistake"
@@ -1609,7 +1609,12 @@ def build_demo(cfg: DemoConfig | None = None, app: DemoApp | None = None) -> Any
         ]
         for trigger in (c_button.click, c_solution.submit):
             trigger(None, js=_SCROLL_JS.format(target="#correct-fix"), api_name=f"scroll_{trigger.__name__}_correct")
-        c_stop.click(None, cancels=correct_runs, api_name="correct_stop")
+        c_stop.click(
+            None,
+            cancels=correct_runs,
+            js=_STOPPED_JS.format(panels="#correct-fix, #correct-baseline"),
+            api_name="correct_stop",
+        )
 
         filters = [b_task, b_gen, b_level, b_step]
 
@@ -1664,6 +1669,15 @@ BROWSE_HEADERS = ["problem", "task", "generator", "level", "incorrect step", "co
 PLACEHOLDER = '<div class="lema-placeholder">{}</div>'
 # Bring the answers into view when a run starts (on a phone they are below the inputs).
 _SCROLL_JS = "() => {{ setTimeout(() => document.querySelector('{target}')?.scrollIntoView({{behavior: 'smooth', block: 'start'}}), 100); }}"
+
+# A cancelled run's generator never yields again, so the page itself says it stopped (and the
+# cursor goes): the partial text stays for the user to read.
+_STOPPED_JS = (
+    "() => {{ document.querySelectorAll('{panels}').forEach(p => {{"
+    " p.querySelectorAll('.lema-cursor').forEach(c => c.remove());"
+    " p.querySelectorAll('.lema-status').forEach(s => {{ if (s.textContent.startsWith('generating'))"
+    " s.textContent = 'stopped: ' + " + json.dumps(STOP_REASONS["cancelled"]) + "; }}); }}); }}"
+)
 
 
 def _match_line(n: int, total: int) -> str:

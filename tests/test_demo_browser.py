@@ -249,6 +249,15 @@ def test_loop_stops_and_a_queued_user_sees_the_queue(browser, loop_url: str, tmp
         # The second user waits (one generation at a time) and is told so where the answer will be.
         queued = second.locator("#solve-lema").get_by_text("queue", exact=False)
         queued.first.wait_for(state="visible", timeout=30_000)
+        # Really on screen: the topmost element at the text's centre is the text (not clipped away).
+        on_top = queued.first.evaluate(
+            "el => { const r = el.getBoundingClientRect(); el.scrollIntoView({block: 'center'});"
+            " const q = el.getBoundingClientRect(); const hit = document.elementFromPoint(q.x + q.width / 2, q.y + q.height / 2);"
+            " return r.height > 0 && !!hit && (el.contains(hit) || hit.contains(el)); }"
+        )
+        assert on_top
+        # The panel has room for it (an empty Markdown panel is zero-height; the placeholder gives it height).
+        assert second.locator("#solve-lema").bounding_box()["height"] >= 40
         # The looping correction stops on its own and is drawn as unfinished, with the reason.
         first.wait_for_selector("#correct-fix .lema-unfinished", timeout=120_000)
         assert "repeating itself" in first.inner_text("#correct-fix")
@@ -257,3 +266,35 @@ def test_loop_stops_and_a_queued_user_sees_the_queue(browser, loop_url: str, tmp
     finally:
         first.close()
         second.close()
+
+
+def test_shift_enter_runs_and_the_answer_scrolls_into_view(browser, app_url: str) -> None:
+    pg = _new_page(browser, app_url, viewport={"width": 390, "height": 844})
+    try:
+        pg.fill("#solve-question textarea", "Tom buys 3 pens at $2 each and a $5 notebook. How much does he pay?")
+        assert "Shift+Enter" in pg.inner_text("#solve-question")
+        pg.focus("#solve-question textarea")
+        pg.keyboard.press("Shift+Enter")
+        pg.wait_for_selector("#solve-lema .lema-verdict")
+        pg.wait_for_timeout(1500)  # the smooth scroll
+        top = pg.evaluate("document.querySelector('#solve-lema').getBoundingClientRect().top")
+        assert 0 <= top < 844, top  # the answer is on screen on a phone, not below the inputs
+    finally:
+        pg.close()
+
+
+def test_stop_ends_a_running_correction(browser, loop_url: str) -> None:
+    pg = _new_page(browser, loop_url)
+    try:
+        pg.get_by_role("tab", name="Correct").click()
+        pg.fill("#correct-question textarea", "Tom buys 3 pens at $2 each and a $5 notebook. How much does he pay?")
+        pg.fill("#correct-solution textarea", "Step 1: The pens cost 3 * 2 = 7 dollars.\nStep 2: The answer is 12.")
+        pg.click("#correct-run")
+        pg.locator("#correct-fix").get_by_text("generating", exact=False).first.wait_for(timeout=30_000)
+        pg.click("#correct-stop")
+        pg.locator("#correct-fix").get_by_text("stopped: you pressed Stop").first.wait_for(timeout=10_000)
+        pg.wait_for_timeout(3000)  # cancelled: no later update replaces it with a finished rewrite
+        assert "Unfinished rewrite" not in pg.inner_text("#correct-fix")
+        assert pg.locator("#correct-fix .lema-cursor").count() == 0
+    finally:
+        pg.close()
