@@ -170,8 +170,23 @@ def _run_stage(
     result = json.loads(json.dumps(result, default=str))
     layout.markers.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"spec_hash": digest, "seconds": timings[name], "result": result}, indent=2))
-    print(format_stage_line(name, result, timings[name]), flush=True)
+    if name not in _STAGES_WITH_OWN_LINE:
+        print(format_stage_line(name, result, timings[name]), flush=True)
     return result
+
+
+# Stages that print their own one-line summary when they run (collect: lema_hub.mistakes).
+_STAGES_WITH_OWN_LINE = ("collect",)
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a stage with its stdout (the Trainer's metric dicts and tables) swallowed; progress bars
+    are on stderr and stay. The same numbers are in the model folder's trainer_state.json."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args)
 
 
 def quiet_console() -> None:
@@ -184,6 +199,9 @@ def quiet_console() -> None:
     """
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger().setLevel(logging.WARNING)  # also when a caller configured logging before
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
     for name in ("matplotlib", "PIL", "httpx", "urllib3", "filelock"):
         logging.getLogger(name).setLevel(logging.WARNING)
     try:
@@ -464,7 +482,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
             "lr": cfg.sft_learning_rate,
             "after": _digest(layout, "build"),
         }
-        results[f"sft_{view}"] = _run_stage(layout, f"sft_{view}", spec, lambda s=sft: train(*s), timings)
+        results[f"sft_{view}"] = _run_stage(
+            layout, f"sft_{view}", spec, lambda s=sft: _quietly(train, *s), timings
+        )
 
     eval_cfg = _eval_config(cfg, layout)
     results["evaluate"] = _run_stage(
