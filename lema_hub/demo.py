@@ -262,9 +262,20 @@ def _notice(text: str, kind: str = "warn") -> str:
     return f'<div class="lema-notice lema-notice-{kind}">{body}</div>'
 
 
+# Tooltips for the words on the page that are the method's jargon.
+_TIPS = {
+    "Baseline (CoT)": "CoT = chain of thought. This model was fine-tuned on worked solutions only, with the "
+    "same budget as the LeMa model but no mistake-correction pairs.",
+    "Baseline (CoT) attempt": "The CoT baseline cannot correct a solution; it solves the question itself.",
+    "LeMa": "Fine-tuned on worked solutions plus mistake-correction pairs (Learning From Mistakes).",
+    "LeMa correction": "The LeMa model names the first wrong step, explains it and rewrites the solution from there.",
+}
+
+
 def _header(title: str, subtitle: str = "") -> str:
     sub = f'<span class="lema-sub">{html.escape(subtitle)}</span>' if subtitle else ""
-    return f'<div class="lema-head"><span class="lema-title">{html.escape(title)}</span>{sub}</div>'
+    tip = f' title="{html.escape(_TIPS[title])}"' if title in _TIPS else ""
+    return f'<div class="lema-head"><span class="lema-title"{tip}>{html.escape(title)}</span>{sub}</div>'
 
 
 def _status(text: str) -> str:

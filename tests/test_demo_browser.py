@@ -279,6 +279,9 @@ def test_shift_enter_runs_and_the_answer_scrolls_into_view(browser, app_url: str
         pg.wait_for_timeout(1500)  # the smooth scroll
         top = pg.evaluate("document.querySelector('#solve-lema').getBoundingClientRect().top")
         assert 0 <= top < 844, top  # the answer is on screen on a phone, not below the inputs
+        # Jargon carries a tooltip (the title attribute survives Gradio's HTML sanitizer).
+        assert "chain of thought" in pg.get_attribute("#solve-baseline .lema-title", "title")
+        assert "known right answer" in pg.inner_text("#solve-gold")
     finally:
         pg.close()
 
