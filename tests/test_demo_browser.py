@@ -31,19 +31,26 @@ def app_url(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def page(app_url: str, chromium_path: str):
+def browser(chromium_path: str):
+    """One chromium for the module (Playwright's sync API allows one running instance)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
         try:
-            pg = browser.new_page(viewport={"width": 1360, "height": 1000})
-            pg.set_default_timeout(60_000)
-            pg.goto(app_url, wait_until="domcontentloaded")
-            pg.wait_for_selector("#solve-question textarea")
-            yield pg
+            yield b
         finally:
-            browser.close()
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url: str, browser):
+    pg = browser.new_page(viewport={"width": 1360, "height": 1000})
+    pg.set_default_timeout(60_000)
+    pg.goto(app_url, wait_until="domcontentloaded")
+    pg.wait_for_selector("#solve-question textarea")
+    yield pg
+    pg.close()
 
 
 def pick(page, dropdown_id: str) -> None:
@@ -83,7 +90,9 @@ def test_correct_example_highlights_the_flagged_step(page, tmp_path: Path) -> No
     assert "incorrect step" in flagged.inner_text()
     color = flagged.evaluate("el => getComputedStyle(el).borderTopColor")
     assert color == "rgb(220, 38, 38)"  # the CSS reached the page
-    assert page.locator("#correct-fix .lema-step.lema-fixed").count() == 3
+    assert page.locator("#correct-fix .lema-step.lema-fixed:not(.lema-reference *)").count() == 3
+    # The example comes from the datasets: their own correction is shown beside LeMa's flag.
+    assert "The dataset's correction" in page.inner_text("#correct-fix .lema-reference")
     assert "3 * 2 is 6, not 7" in page.inner_text("#correct-fix .lema-explain")
     page.wait_for_selector("#correct-baseline .lema-verdict.lema-wrong")
     page.screenshot(path=str(tmp_path / "correct.png"), full_page=True)
@@ -125,18 +134,6 @@ def _new_page(browser, url: str, **kwargs):
     pg.goto(url, wait_until="domcontentloaded")
     pg.wait_for_selector("#solve-question textarea")
     return pg
-
-
-@pytest.fixture(scope="module")
-def browser(chromium_path: str):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
