@@ -235,3 +235,16 @@ def test_dataset_cards_carry_each_sources_licence(tmp_path, source, license_, hu
     assert (
         "ASDiv is CC BY-NC 4.0" in card.text and "like the lema_hub code that built this dataset" in card.text
     )
+
+
+def test_pushed_mixture_is_named_in_the_cards_datasets(trained, tmp_path):
+    """The quickstart names `<ns>/lema-mixture` in each adapter's card before pushing it."""
+    import shutil
+
+    from lema_hub.hub import add_model_card_datasets
+
+    shutil.copy(trained / "README.md", tmp_path / "README.md")
+    add_model_card_datasets(tmp_path, [f"{USER}/lema-mixture", "openai/gsm8k"])
+    card = _card(tmp_path)
+    assert card.data.datasets == ["openai/gsm8k", f"{USER}/lema-mixture"]
+    assert card.data.base_model == BASE_ID and card.text == _card(trained).text
