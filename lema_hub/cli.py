@@ -54,7 +54,13 @@ STAGES: dict[str, Stage] = {
         "Ask a corrector (LLM or rule-based reference) to fix each mistake; keep corrections that reach gold.",
         "recipes/correct.py",
     ),
-    "bench-corrector": Stage("lema_hub.corrector_bench", ("BenchCorrectorConfig",), "bench_corrector", "Measure a corrector's first-error location on step-labelled solutions (ProcessBench).", "recipes/bench_corrector.py"),  # fmt: skip
+    "bench-corrector": Stage(
+        "lema_hub.corrector_bench",
+        ("BenchCorrectorConfig",),
+        "bench_corrector",
+        "Measure a corrector's first-error location on step-labelled solutions (ProcessBench).",
+        "recipes/bench_corrector.py",
+    ),  # fmt: skip
     "evolve": Stage(
         "lema_hub.evolution",
         ("EvolveConfig",),

@@ -86,6 +86,12 @@ class DemoConfig:
         default=f"{QUICKSTART_DIR}/lema-mistakes",
         metadata={"help": "Mistakes dataset whose wrong paths are the Correct tab's examples."},
     )
+    eval_dir: str | None = field(
+        default=f"{QUICKSTART_DIR}/eval",
+        metadata={
+            "help": "An evaluation folder (`lema-hub evaluate`): its comparison table is shown on the page."
+        },
+    )
     examples: list[str] = field(
         default_factory=lambda: ["sample"],
         metadata={
@@ -258,9 +264,20 @@ def _notice(text: str, kind: str = "warn") -> str:
     return f'<div class="lema-notice lema-notice-{kind}">{body}</div>'
 
 
+# Tooltips for the words on the page that are the method's jargon.
+_TIPS = {
+    "Baseline (CoT)": "CoT = chain of thought. This model was fine-tuned on worked solutions only, with the "
+    "same budget as the LeMa model but no mistake-correction pairs.",
+    "Baseline (CoT) attempt": "The CoT baseline cannot correct a solution; it solves the question itself.",
+    "LeMa": "Fine-tuned on worked solutions plus mistake-correction pairs (Learning From Mistakes).",
+    "LeMa correction": "The LeMa model names the first wrong step, explains it and rewrites the solution from there.",
+}
+
+
 def _header(title: str, subtitle: str = "") -> str:
     sub = f'<span class="lema-sub">{html.escape(subtitle)}</span>' if subtitle else ""
-    return f'<div class="lema-head"><span class="lema-title">{html.escape(title)}</span>{sub}</div>'
+    tip = f' title="{html.escape(_TIPS[title])}"' if title in _TIPS else ""
+    return f'<div class="lema-head"><span class="lema-title"{tip}>{html.escape(title)}</span>{sub}</div>'
 
 
 def _status(text: str) -> str:
@@ -279,6 +296,9 @@ class Generation:
         self.text = ""
         self.error: str | None = None
         self.finish_reason: str | None = None
+        self.stop_reason: str | None = None  # why generation stopped early: a key of STOP_REASONS
+        self.started = time.monotonic()
+        self.ended: float | None = None
         self.cancelled = threading.Event()
         self.done = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(run,), daemon=True)
@@ -291,26 +311,101 @@ class Generation:
             logger.exception("generation failed")
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
+            self.ended = time.monotonic()
             self.done.set()
 
     def append(self, chunk: str) -> None:
         self.text += chunk
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str = "cancelled") -> None:
+        if not self.done.is_set() and self.stop_reason is None:
+            self.stop_reason = reason
         self.cancelled.set()
+
+    @property
+    def elapsed(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def check_stop(self, stop: Callable[[str], str | None]) -> bool:
+        """True (and `stop_reason` set) when the user cancelled or `stop` names a reason to stop."""
+        if self.cancelled.is_set():
+            return True
+        reason = stop(self.text)
+        if reason:
+            self.stop_reason = self.stop_reason or reason
+            return True
+        return False
+
+
+# Why a generation stopped, in words for the page.
+STOP_REASONS = {
+    "complete": "the answer is complete",
+    "repeating": "the model started repeating itself",
+    "too_long": "the rewrite grew well past the original's length",
+    "length": "it reached the token limit",
+    "time": "it reached the time limit",
+    "cancelled": "you pressed Stop",
+}
 
 
 _ANSWER_DONE = re.compile(r"The answer is [^\n]*?\.\s")
 
 
-def _answer_complete(text: str) -> bool:
+def _norm_line(line: str) -> str:
+    return re.sub(r"^\s*(\*\*)?step\s*\d+\s*[:.)]\s*(\*\*)?\s*", "", line.strip(), flags=re.I).lower()
+
+
+def is_repeating(text: str) -> bool:
+    """The text loops: a finished line (step numbers aside) said twice, or its tail seen before."""
+    lines = [_norm_line(x) for x in text.split("\n")[:-1]]  # the last line may still be growing
+    lines = [x for x in lines if len(x) >= 12 and x not in ("{", "}")]
+    if lines and lines.count(lines[-1]) >= 2:
+        return True
+    tail = text[-80:]
+    return len(text) > 400 and len(tail.strip()) >= 40 and text[:-80].count(tail) > 0
+
+
+def _answer_complete(text: str) -> str | None:
     """Stop once a CoT answer sentence is complete (saves CPU time; the grader reads this sentence)."""
-    return _ANSWER_DONE.search(text) is not None
+    if _ANSWER_DONE.search(text) is not None:
+        return "complete"
+    return "repeating" if is_repeating(text) else None
+
+
+def correction_stop(num_steps: int) -> Callable[[str], str | None]:
+    """Stop a correction at the `}` that closes its Correct Solution block, when it loops, or when
+    the rewrite has clearly more steps than the original."""
+    from lema_hub.formats import parse_rendered_steps
+
+    def stop(text: str) -> str | None:
+        _, sep, tail = text.partition("Correct Solution")
+        if sep and "}" in tail:
+            return "complete"
+        if is_repeating(text):
+            return "repeating"
+        if sep and len(parse_rendered_steps(tail)) > num_steps + 3:
+            return "too_long"
+        return None
+
+    return stop
+
+
+def trim_correction(text: str) -> str:
+    """The correction up to the `}` closing its Correct Solution block (a stream chunk may run past it)."""
+    head, sep, tail = text.partition("Correct Solution")
+    if sep and "}" in tail:
+        return head + sep + tail[: tail.index("}") + 1]
+    return text
+
+
+def correction_token_budget(solution: str, cap: int) -> int:
+    """New tokens for a correction: about twice the original's (~3 characters a token) plus the
+    step-and-explanation header, at most `cap`: a rewrite needs about the original's length."""
+    return max(64, min(cap, 96 + 2 * (len(solution) // 3)))
 
 
 def _correction_complete(text: str) -> bool:
-    head, sep, tail = text.partition("Correct Solution")
-    return bool(sep) and re.search(r"\n\s*}\s*$", tail) is not None
+    return correction_stop(10**6)(text) == "complete"
 
 
 class ModelRunner:
@@ -380,14 +475,14 @@ class ModelRunner:
         self.load()
         return has_chat_template(self._tokenizer)
 
-    def start(self, prompt: str, max_new_tokens: int, stop: Callable[[str], bool]) -> Generation:
+    def start(self, prompt: str, max_new_tokens: int, stop: Callable[[str], str | None]) -> Generation:
         """Start generating greedily from a LeMa-format prompt; returns at once."""
         if self.local:
             return Generation(lambda g: self._run_local(g, prompt, max_new_tokens, stop))
         return Generation(lambda g: self._run_endpoint(g, prompt, max_new_tokens, stop))
 
     def _run_local(
-        self, gen: Generation, prompt: str, max_new_tokens: int, stop: Callable[[str], bool]
+        self, gen: Generation, prompt: str, max_new_tokens: int, stop: Callable[[str], str | None]
     ) -> None:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer
@@ -409,7 +504,7 @@ class ModelRunner:
 
         class Stop(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs) -> torch.BoolTensor:
-                halt = gen.cancelled.is_set() or stop(gen.text)
+                halt = gen.check_stop(stop)
                 return torch.full((input_ids.shape[0],), halt, dtype=torch.bool, device=input_ids.device)
 
         streamer = Streamer(tok, skip_prompt=True, skip_special_tokens=True)
@@ -425,9 +520,13 @@ class ModelRunner:
             )
         new_tokens = out.shape[1] - inputs["input_ids"].shape[1]
         gen.finish_reason = "length" if new_tokens >= max_new_tokens else "stop"
+        if gen.stop_reason is None and gen.finish_reason == "length":
+            gen.stop_reason = "length"
+        elif gen.stop_reason is None and gen.elapsed >= self.cfg.generation_timeout_s - 0.5:
+            gen.stop_reason = "time"
 
     def _run_endpoint(
-        self, gen: Generation, prompt: str, max_new_tokens: int, stop: Callable[[str], bool]
+        self, gen: Generation, prompt: str, max_new_tokens: int, stop: Callable[[str], str | None]
     ) -> None:
         from lema_hub.formats import as_messages
 
@@ -475,6 +574,9 @@ class ModelRunner:
             choice = response.choices[0]
             gen.append((choice.message.content if chat else choice.text) or "")
             gen.finish_reason = choice.finish_reason
+            gen.check_stop(stop)
+            if gen.finish_reason == "length":
+                gen.stop_reason = gen.stop_reason or "length"
             return
         deadline = time.monotonic() + timeout
         for chunk in response:
@@ -484,7 +586,9 @@ class ModelRunner:
             piece = (choice.delta.content if chat else choice.text) or ""
             gen.append(piece)
             gen.finish_reason = choice.finish_reason or gen.finish_reason
-            if gen.cancelled.is_set() or stop(gen.text) or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
+                gen.stop_reason = gen.stop_reason or "time"
+            if gen.check_stop(stop) or time.monotonic() > deadline:
                 gen.finish_reason = gen.finish_reason or "stop"
                 close = getattr(response, "close", None)
                 if close:
@@ -593,12 +697,23 @@ class DemoData:
     def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
         self.notes: list[str] = []
-        self.solve_examples = self._solve_examples()
-        self.correct_examples = self._correct_examples()
         rows, note = _load_rows(cfg.corrections, lambda c: not c.endswith("-rejected"))
         if note:
             self.notes.append(f"Corrections: {note}.")
         self.corrections = [dict(r, _config=c) for c, r in rows]
+        self.solve_examples = self._solve_examples()
+        self.correct_examples = self._correct_examples()
+
+    def reference_for(self, question: str, steps: list[str]) -> dict | None:
+        """The dataset's accepted correction of exactly this wrong solution, when there is one."""
+        want = [s.strip() for s in steps]
+        for r in self.corrections:
+            if (
+                r.get("question", "").strip() == question.strip()
+                and [str(s).strip() for s in r.get("steps") or []] == want
+            ):
+                return r
+        return None
 
     def _solve_examples(self) -> list[Example]:
         from lema_hub.problems import ProblemArgs, load_problems, load_sample, task_of
@@ -723,12 +838,19 @@ def _panel(runner: ModelRunner, gen: Generation | None, gold: str | None, task: 
         return head + _status("waiting…")
     steps = split_steps(gen.text) if gen.text.strip() else []
     if not gen.done.is_set():
-        return head + render_step_cards(steps, cursor=True) + _status("generating…")
+        return head + render_step_cards(steps, cursor=True) + _status(f"generating… {gen.elapsed:.0f} s")
     if gen.error:
         return head + render_step_cards(steps) + _notice(f"Generation failed: {gen.error}", "error")
     predicted, verdict = _grade(gen.text, gold, task)
-    extra = _status("stopped at the token limit") if gen.finish_reason == "length" else ""
-    return head + render_step_cards(steps) + render_verdict(predicted, gold, verdict) + extra
+    return head + render_step_cards(steps) + render_verdict(predicted, gold, verdict) + _stopped_line(gen)
+
+
+def _stopped_line(gen: Generation) -> str:
+    """ "Took 12 s" and, unless the answer simply finished, why generation stopped."""
+    reason = gen.stop_reason
+    if reason in (None, "complete"):
+        return _status(f"took {gen.elapsed:.0f} s")
+    return _status(f"stopped after {gen.elapsed:.0f} s: {STOP_REASONS.get(reason, reason)}")
 
 
 def _stream(gens: list[Generation], render: Callable[[], Any], deadline_s: float) -> Iterator[Any]:
@@ -740,7 +862,7 @@ def _stream(gens: list[Generation], render: Callable[[], Any], deadline_s: float
             time.sleep(0.25)
         for g in gens:
             if not g.done.is_set():
-                g.cancel()
+                g.cancel("time")
                 g.done.wait(5)
         yield render()
     finally:
@@ -869,9 +991,8 @@ class DemoApp:
             yield _notice(problem), "", "", {"error": problem}
             return
         task = self._task_for(question, gold)
-        lema_gen = self.lema.start(
-            correction_prompt(question, steps), self.cfg.correction_max_new_tokens, _correction_complete
-        )
+        budget = correction_token_budget(solution, self.cfg.correction_max_new_tokens)
+        lema_gen = self.lema.start(correction_prompt(question, steps), budget, correction_stop(len(steps)))
         base_gen = (
             self.baseline.start(cot_prompt(question), self.cfg.max_new_tokens, _answer_complete)
             if self.baseline
@@ -889,12 +1010,14 @@ class DemoApp:
                 body = f'<pre class="lema-raw">{html.escape(partial)}<span class="lema-cursor">▌</span></pre>'
                 return (
                     original_head + render_step_cards(steps),
-                    _header("LeMa correction", self.lema.display_name) + body + _status("generating…"),
+                    _header("LeMa correction", self.lema.display_name)
+                    + body
+                    + _status(f"generating… {lema_gen.elapsed:.0f} s"),
                     base,
                     {},
                 )
             return (
-                self._render_correction(steps, lema_gen, gold, task)
+                self._render_correction(steps, lema_gen, gold, task, question)
                 + (base,)
                 + (self._parsed(lema_gen, steps),)
             )
@@ -904,7 +1027,7 @@ class DemoApp:
     def _parse(self, gen: Generation, steps: list[str]) -> Any:
         from lema_hub.correction import parse_correction
 
-        return parse_correction(gen.text, len(steps))
+        return parse_correction(trim_correction(gen.text), len(steps))
 
     def _parsed(self, gen: Generation, steps: list[str]) -> dict:
         if gen.error:
@@ -912,11 +1035,11 @@ class DemoApp:
         p = self._parse(gen, steps)
         keys = ("incorrect_step", "explanation", "corrected_steps", "corrected_answer", "reject_reason")
         out = {k: getattr(p, k, None) for k in keys}
-        out["raw_output"] = gen.text
+        out["raw_output"] = trim_correction(gen.text)
         return out
 
     def _render_correction(
-        self, steps: list[str], gen: Generation, gold: str | None, task: str
+        self, steps: list[str], gen: Generation, gold: str | None, task: str, question: str = ""
     ) -> tuple[str, str]:
         original_head = _header("Original solution", f"{len(steps)} steps")
         head = _header("LeMa correction", self.lema.display_name)
@@ -929,7 +1052,7 @@ class DemoApp:
         corrected = list(getattr(p, "corrected_steps", None) or [])
         raw = (
             '<details class="lema-rawbox"><summary>Raw model output</summary>'
-            f'<pre class="lema-raw">Incorrect Step:{html.escape(gen.text)}</pre></details>'
+            f'<pre class="lema-raw">Incorrect Step:{html.escape(trim_correction(gen.text))}</pre></details>'
         )
         original = original_head + render_step_cards(steps, flagged=k, mode="original")
         if k is None:
@@ -941,7 +1064,14 @@ class DemoApp:
                     f" {self.lema.name} is the fallback model, never trained on corrections: "
                     "train a LeMa model with `lema-hub quickstart` or pass `--lema_model`."
                 )
-            return original, head + _notice(message) + raw.replace("<details ", "<details open ", 1)
+            return (
+                original,
+                head
+                + _notice(message)
+                + _stopped_line(gen)
+                + self._reference_html(question, steps, None)
+                + raw.replace("<details ", "<details open ", 1),
+            )
         explanation = getattr(p, "explanation", "") or ""
         answer = getattr(p, "corrected_answer", None)
         verdict = None
@@ -949,17 +1079,57 @@ class DemoApp:
             from lema_hub.grading import grade
 
             verdict = grade(f"The answer is {answer}.", gold, task).verdict
+        finished = gen.stop_reason == "complete" or _correction_complete(gen.text)
+        cards = render_step_cards(corrected_solution(steps, corrected, k), mode="corrected", kept_before=k)
+        if not finished:
+            why = STOP_REASONS.get(gen.stop_reason or "", "the output ended before its closing `}`")
+            cards = (
+                '<div class="lema-unfinished">'
+                + cards
+                + f'<div class="lema-unfinished-note">Unfinished rewrite: generation stopped because {html.escape(why)}.</div></div>'
+            )
         body = (
             f'<div class="lema-flag">Incorrect step: <b>Step {k}</b></div>'
             f'<div class="lema-explain"><span class="lema-explain-label">Explanation</span>{_text_html(explanation)}</div>'
-            + _header("Correct solution")
-            + render_step_cards(corrected_solution(steps, corrected, k), mode="corrected", kept_before=k)
+            + _header("Correct solution" if finished else "Correct solution (unfinished)")
+            + cards
             + render_verdict(answer, gold, verdict)
         )
         reject = getattr(p, "reject_reason", None)
-        if reject:
-            body += _status(f"note: {reject}")
-        return original, head + body + raw
+        if reject and reject in REJECT_WORDS:
+            body += _status(REJECT_WORDS[reject])
+        return original, head + body + _stopped_line(gen) + self._reference_html(question, steps, k) + raw
+
+    def _reference_html(self, question: str, steps: list[str], flagged: int | None) -> str:
+        """For a wrong solution from the datasets: the dataset's own correction beside LeMa's flag."""
+        ref = self.data.reference_for(question, steps)
+        if ref is None:
+            return ""
+        k = ref.get("incorrect_step")
+        agree = (
+            ""
+            if flagged is None or k is None
+            else (" — the same step" if k == flagged else f" — LeMa flagged step {flagged}")
+        )
+        who = html.escape(str(ref.get("corrector") or "the corrector"))
+        fixed = corrected_solution(steps, list(ref.get("corrected_steps") or []), k) if k else []
+        return (
+            '<details class="lema-reference" open><summary>The dataset\'s correction '
+            f"(by {who}): <b>step {k}</b>{agree}</summary>"
+            f'<div class="lema-explain"><span class="lema-explain-label">Explanation</span>{_text_html(str(ref.get("explanation") or ""))}</div>'
+            + render_step_cards(fixed, mode="corrected", kept_before=k)
+            + "</details>"
+        )
+
+
+# The corrector's reject reasons (lema_hub.correction.REJECT_REASONS), in words for the page.
+REJECT_WORDS = {
+    "no_answer": "The rewrite states no final answer (no “The answer is …” line).",
+    "inconsistent_steps": "The rewrite's step numbers do not continue from the flagged step.",
+    "empty_explanation": "The model gave no explanation for the flagged step.",
+    "step_out_of_range": "The flagged step number is not a step of this solution.",
+    "parse_error": "The output is not in the correction format.",
+}
 
 
 def corrected_solution(steps: list[str], corrected: list[str], k: int) -> list[str]:
@@ -998,7 +1168,12 @@ def render_correction_row(row: dict) -> str:
     ref = row.get("reference_step")
     ref_note = ""
     if ref is not None and k is not None:
-        ref_note = _status(f"rule-based locator: step {ref} ({'agrees' if ref == k else 'disagrees'})")
+        ref_note = (
+            '<div class="lema-status"><span title="A rule-based check, no model involved: it compares the '
+            'numbers of each step with the gold solution and reports the first step that departs from it." '
+            'style="text-decoration: underline dotted">'
+            f"Rule-based check</span>: first wrong step {ref} ({'agrees' if ref == k else 'disagrees'})</div>"
+        )
     return (
         f'<div class="lema-question"><span class="lema-explain-label">Question</span>{_text_html(row.get("question", ""))}</div>'
         f'<div class="lema-meta">{meta}</div>'
@@ -1019,8 +1194,26 @@ def render_correction_row(row: dict) -> str:
 # The Gradio app
 # --------------------------------------------------------------------------------------------
 
+# No `margin: auto` on .gradio-container: with it, every keystroke in a long pasted text re-lays out
+# the whole page (a 1,000-line paste froze the tab for over a minute).
 CSS = """
-.gradio-container { max-width: 1280px !important; margin: auto; }
+.gradio-container { max-width: 1280px !important; }
+.lema-panel { min-height: 72px; }
+.lema-placeholder { color: var(--body-text-color-subdued); padding: 18px 12px; border: 1px dashed var(--border-color-primary);
+  border-radius: 8px; min-height: 40px; }
+.lema-answers > div { flex: 1 1 300px; }
+.lema-filters { flex-wrap: wrap; }
+.lema-unfinished { border-left: 4px dashed #b45309; padding-left: 8px; }
+.lema-unfinished .lema-step:last-child { border-style: dashed; }
+.lema-unfinished-note { font-size: 0.9em; color: #92400e; margin: 4px 0; }
+.dark .lema-unfinished-note { color: #fcd34d; }
+.lema-reference { margin-top: 10px; padding: 8px 12px; border-radius: 8px; border: 1px solid var(--border-color-primary); }
+#browse-table { max-width: 100%; overflow-x: auto; }
+@media (max-width: 640px) {
+  .lema-row { flex-direction: column; }
+  .lema-col { flex-basis: auto; }
+  .lema-head { flex-wrap: wrap; }
+}
 .lema-hero h1 { margin-bottom: 0.2em; }
 .lema-steps { display: flex; flex-direction: column; gap: 6px; margin: 6px 0; }
 .lema-step { display: flex; gap: 10px; align-items: flex-start; padding: 8px 10px; border-radius: 8px;
@@ -1030,17 +1223,21 @@ CSS = """
   background: var(--color-accent-soft); color: var(--color-accent); }
 .lema-text { flex: 1; }
 .lema-flagged { border: 2px solid #dc2626; background: rgba(220, 38, 38, 0.09); }
-.lema-flagged .lema-num { background: #dc2626; color: white; }
+.lema-flagged .lema-num { background: #b91c1c; color: white; }
 .lema-after { opacity: 0.55; }
 .lema-fixed { border: 1px solid #16a34a; background: rgba(22, 163, 74, 0.08); }
-.lema-fixed .lema-num { background: #16a34a; color: white; }
+.lema-fixed .lema-num { background: #15803d; color: white; }
 .lema-kept { opacity: 0.7; }
 .lema-badge { flex: none; font-size: 0.75em; font-weight: 600; padding: 2px 8px; border-radius: 999px; align-self: center; }
-.lema-badge-bad { background: #dc2626; color: white; }
-.lema-badge-good { background: #16a34a; color: white; }
+.lema-badge-bad { background: #b91c1c; color: white; }
+.lema-badge-good { background: #15803d; color: white; }
 .lema-verdict { margin-top: 8px; padding: 8px 12px; border-radius: 8px; font-size: 1.02em; }
-.lema-correct { background: rgba(22, 163, 74, 0.12); color: #15803d; border: 1px solid #16a34a; }
-.lema-wrong { background: rgba(220, 38, 38, 0.10); color: #b91c1c; border: 1px solid #dc2626; }
+.lema-correct { background: rgba(22, 163, 74, 0.12); color: #166534; border: 1px solid #16a34a; }
+.lema-wrong { background: rgba(220, 38, 38, 0.10); color: #991b1b; border: 1px solid #dc2626; }
+.dark .lema-correct { background: #052e16; color: #86efac; }
+.dark .lema-wrong { background: #450a0a; color: #fca5a5; }
+.dark .lema-flagged { background: #3b0a0a; }
+.dark .lema-fixed { background: #04240f; }
 .lema-neutral { background: var(--background-fill-secondary); border: 1px solid var(--border-color-primary); }
 .lema-head { display: flex; align-items: baseline; gap: 10px; margin: 4px 0 6px; }
 .lema-title { font-weight: 700; font-size: 1.1em; }
@@ -1075,11 +1272,88 @@ def _theme() -> Any:
     )
 
 
+def model_facts(name: str) -> dict[str, Any]:
+    """What a model is, from the metadata our training wrote: base model, steps, rows, data."""
+    facts: dict[str, Any] = {"name": name}
+    try:
+        from lema_hub.models import base_model_hub_id, resolve_model
+
+        facts["base_model"] = base_model_hub_id(name)
+        folder = Path(resolve_model(name))
+    except Exception:
+        return facts
+    if not folder.is_dir():
+        return facts
+    import yaml
+
+    for candidate in (folder, folder.with_name(folder.name.removesuffix("-merged"))):
+        summary_path, config_path = candidate / "run_summary.json", candidate / "lema_hub_config.yaml"
+        if not summary_path.is_file():
+            continue
+        sft = json.loads(summary_path.read_text()).get("sft") or {}
+        config = (
+            (yaml.safe_load(config_path.read_text()) or {}).get("sft", {}) if config_path.is_file() else {}
+        )
+        state_path = candidate / "trainer_state.json"
+        steps = json.loads(state_path.read_text()).get("global_step") if state_path.is_file() else None
+        facts.update(
+            steps=steps or config.get("max_steps"),
+            batch_size=config.get("per_device_train_batch_size"),
+            train_rows=(sft.get("metrics") or {}).get("train_samples"),
+            datasets=sft.get("datasets"),
+            dataset_config=sft.get("dataset_config"),
+            adapter=sft.get("adapter"),
+        )
+        break
+    return facts
+
+
+def _facts_line(role: str, facts: dict[str, Any]) -> str:
+    base = facts.get("base_model")
+    line = f"**{role}** {_hub_link(facts['name'], 'model')}"
+    if base and base != facts["name"]:
+        line += f": fine-tuned from {_hub_link(base, 'model')}"
+    if facts.get("steps"):
+        line += f"; training budget: {facts['steps']} optimizer steps"
+        if facts.get("batch_size"):
+            line += f" × {facts['batch_size']} rows per device"
+        if facts.get("train_rows"):
+            line += f", {facts['train_rows']} training rows"
+        if facts.get("datasets"):
+            data = ", ".join(_hub_link(str(d), "dataset") for d in facts["datasets"])
+            line += f" ({data}{', config `' + str(facts['dataset_config']) + '`' if facts.get('dataset_config') else ''})"
+    return line
+
+
+LARGER_MODELS_MD = """**Use larger models.** This page runs whatever models it is given. Point it at your own
+fine-tunes (a Hub id or folder, e.g. from `recipes/qwen2.5-1.5b/` or `recipes/llama-2-7b/`):
+
+```
+lema-hub demo --lema_model <ns>/<lema-model> --baseline_model <ns>/<cot-model>
+```
+
+or at models served elsewhere (vLLM, TGI, `transformers serve`, the HF router):
+`--backend openai --base_url http://host:8000/v1 --lema_model <served name>`. On a Space, set the same
+options as `LEMA_DEMO_LEMA_MODEL`, `LEMA_DEMO_BACKEND`, `LEMA_DEMO_BASE_URL` variables."""
+
+
+def eval_table(cfg: DemoConfig) -> str | None:
+    """The comparison table an evaluation folder holds (`comparison.md`), or None."""
+    folder = _none(cfg.eval_dir)
+    path = Path(folder) / "comparison.md" if folder else None
+    if path is None or not path.is_file():
+        return None
+    return path.read_text().strip() or None
+
+
 def _intro(app: DemoApp) -> str:
     cfg = app.cfg
-    models = f"**LeMa model** {_hub_link(app.lema.name, 'model')}"
+    models = _facts_line("LeMa model", model_facts(app.lema.name))
     if app.baseline:
-        models += f" · **baseline** {_hub_link(app.baseline.name, 'model')}"
+        models += "  \n" + _facts_line(
+            '<span title="chain of thought: trained on worked solutions only, no corrections">Baseline (CoT)</span>',
+            model_facts(app.baseline.name),
+        )
     data = ""
     if _none(cfg.corrections):
         data += f" · **corrections** {_hub_link(cfg.corrections, 'dataset')}"
@@ -1091,7 +1365,10 @@ def _intro(app: DemoApp) -> str:
         "([An et al., 2023](https://arxiv.org/abs/2310.20689)). **Solve** compares a CoT-only baseline with the "
         "LeMa model; **Correct** asks the LeMa model to find and fix the first wrong step of a solution; "
         "**Browse** shows the corrections it learned from.\n\n"
-        f"{models}{data}"
+        f"{models}  \n{data.removeprefix(' · ')}\n\n"
+        "*What to expect:* small models trained for a few steps (as in the quickstart) are often wrong; "
+        "the page shows what the method produces at that budget, not the paper's accuracy. "
+        "See *Evaluation* and *Use larger models* below."
     )
 
 
@@ -1127,19 +1404,40 @@ def build_demo(cfg: DemoConfig | None = None, app: DemoApp | None = None) -> Any
                 **md,
             )
 
+        table = eval_table(cfg)
+        with gr.Accordion("Evaluation" + ("" if table else " (none found)"), open=False, elem_id="lema-eval"):
+            gr.Markdown(
+                table
+                or f"No evaluation folder at `{cfg.eval_dir}` (run `lema-hub quickstart` or `lema-hub evaluate`, "
+                "or pass `--eval_dir`).",
+                **md,
+            )
+        with gr.Accordion("Use larger models", open=False, elem_id="lema-larger"):
+            gr.Markdown(LARGER_MODELS_MD, **md)
+
+        gold_info = "The known right answer, if you have it: each model's final answer is then marked ✓ or ✗."
         with gr.Tab("Solve", id="solve"):
             with gr.Row():
-                with gr.Column(scale=3):
+                with gr.Column(scale=3, min_width=280):
                     s_question = gr.Textbox(
                         label="Question",
                         lines=3,
                         max_lines=10,
+                        max_length=cfg.max_question_chars,
                         elem_id="solve-question",
                         placeholder="A math word problem…",
+                        info="Shift+Enter runs it.",
                     )
                 with gr.Column(scale=1, min_width=220):
-                    s_gold = gr.Textbox(label="Gold answer (optional, for ✓/✗)", elem_id="solve-gold")
-                    s_button = gr.Button("Solve", variant="primary", elem_id="solve-run")
+                    s_gold = gr.Textbox(
+                        label="Gold answer (optional)",
+                        elem_id="solve-gold",
+                        max_length=MAX_GOLD_CHARS,
+                        info=gold_info,
+                    )
+                    with gr.Row():
+                        s_button = gr.Button("Solve", variant="primary", elem_id="solve-run", min_width=100)
+                        s_stop = gr.Button("Stop", variant="stop", elem_id="solve-stop", min_width=80)
             s_pick = gr.Dropdown(
                 choices=list(app._examples),
                 value=None,
@@ -1147,26 +1445,63 @@ def build_demo(cfg: DemoConfig | None = None, app: DemoApp | None = None) -> Any
                 elem_id="solve-example",
                 interactive=True,
             )
-            with gr.Row(equal_height=False):
-                s_base = gr.Markdown(elem_id="solve-baseline", visible=app.baseline is not None, **md)
-                s_lema = gr.Markdown(elem_id="solve-lema", **md)
+            if app.data.solve_examples:
+                gr.Examples(
+                    [[e.question, e.gold or ""] for e in app.data.solve_examples[:4]],
+                    [s_question, s_gold],
+                    label="One-click examples",
+                    cache_examples=False,  # generating is not cheap enough to cache at start-up
+                )
+            with gr.Row(equal_height=False, elem_classes=["lema-answers"]):
+                with gr.Column(min_width=300, visible=app.baseline is not None):
+                    s_base = gr.Markdown(
+                        PLACEHOLDER.format("The baseline's answer appears here."),
+                        elem_id="solve-baseline",
+                        elem_classes=["lema-panel"],
+                        **md,
+                    )
+                with gr.Column(min_width=300):
+                    s_lema = gr.Markdown(
+                        PLACEHOLDER.format("The LeMa model's answer appears here."),
+                        elem_id="solve-lema",
+                        elem_classes=["lema-panel"],
+                        **md,
+                    )
 
         with gr.Tab("Correct", id="correct"):
             with gr.Row():
-                with gr.Column(scale=3):
+                with gr.Column(scale=3, min_width=280):
                     c_question = gr.Textbox(
-                        label="Question", lines=2, max_lines=8, elem_id="correct-question"
+                        label="Question",
+                        lines=2,
+                        max_lines=8,
+                        max_length=cfg.max_question_chars,
+                        elem_id="correct-question",
                     )
                     c_solution = gr.Textbox(
                         label="Wrong solution (one step per line)",
                         lines=6,
                         max_lines=16,
+                        max_length=cfg.max_solution_chars,
                         elem_id="correct-solution",
                         placeholder="Step 1: …\nStep 2: …\nStep 3: The answer is …",
+                        info=f"Up to {cfg.max_solution_chars:,} characters. Shift+Enter runs it.",
                     )
                 with gr.Column(scale=1, min_width=220):
-                    c_gold = gr.Textbox(label="Gold answer (optional)", elem_id="correct-gold")
-                    c_button = gr.Button("Find and fix the mistake", variant="primary", elem_id="correct-run")
+                    c_gold = gr.Textbox(
+                        label="Gold answer (optional)",
+                        elem_id="correct-gold",
+                        max_length=MAX_GOLD_CHARS,
+                        info=gold_info,
+                    )
+                    with gr.Row():
+                        c_button = gr.Button(
+                            "Find and fix the mistake",
+                            variant="primary",
+                            elem_id="correct-run",
+                            min_width=120,
+                        )
+                        c_stop = gr.Button("Stop", variant="stop", elem_id="correct-stop", min_width=80)
             c_pick = gr.Dropdown(
                 choices=list(app._mistakes),
                 value=None,
@@ -1174,11 +1509,44 @@ def build_demo(cfg: DemoConfig | None = None, app: DemoApp | None = None) -> Any
                 label="…or pick a wrong solution from the mistakes dataset",
                 interactive=True,
             )
+            if app.data.correct_examples:
+                gr.Examples(
+                    [[e.question, e.solution or "", e.gold or ""] for e in app.data.correct_examples[:4]],
+                    [c_question, c_solution, c_gold],
+                    label="One-click examples",
+                    cache_examples=False,
+                )
             c_note = gr.Markdown(elem_id="correct-example-note", **md)
-            with gr.Row(equal_height=False):
-                c_original = gr.Markdown(elem_id="correct-original", **md)
-                c_fix = gr.Markdown(elem_id="correct-fix", **md)
-            c_base = gr.Markdown(elem_id="correct-baseline", visible=app.baseline is not None, **md)
+            with gr.Row(equal_height=False, elem_classes=["lema-answers"]):
+                with gr.Column(min_width=300):
+                    c_original = gr.Markdown(
+                        PLACEHOLDER.format("The solution, with the step the model flags, appears here."),
+                        elem_id="correct-original",
+                        elem_classes=["lema-panel"],
+                        **md,
+                    )
+                with gr.Column(min_width=300):
+                    c_fix = gr.Markdown(
+                        PLACEHOLDER.format("The LeMa model's correction appears here."),
+                        elem_id="correct-fix",
+                        elem_classes=["lema-panel"],
+                        **md,
+                    )
+            if app.baseline is not None:
+                gr.Markdown(
+                    '<div class="lema-status" id="correct-baseline-why">Why a baseline attempt? The '
+                    '<span title="chain of thought: trained on worked solutions only">CoT</span> baseline was '
+                    "never trained to correct solutions, so it solves the question from scratch instead: "
+                    "compare its answer with the LeMa model's corrected one.</div>",
+                    **md,
+                )
+            c_base = gr.Markdown(
+                PLACEHOLDER.format("The baseline's own attempt appears here."),
+                elem_id="correct-baseline",
+                elem_classes=["lema-panel"],
+                visible=app.baseline is not None,
+                **md,
+            )
             with gr.Accordion("Parsed correction (JSON)", open=False):
                 c_json = gr.JSON(elem_id="correct-json")
 
@@ -1192,17 +1560,31 @@ def build_demo(cfg: DemoConfig | None = None, app: DemoApp | None = None) -> Any
                 "(or `LEMA_DEMO_CORRECTIONS`) to a Hub id or folder.",
                 **md,
             )
-            with gr.Row():
-                b_task = gr.Dropdown([ANY, *facets["task"]], value=ANY, label="Task", elem_id="browse-task")
+            with gr.Row(elem_classes=["lema-filters"]):
+                b_task = gr.Dropdown(
+                    [ANY, *facets["task"]], value=ANY, label="Task", elem_id="browse-task", min_width=150
+                )
                 b_gen = gr.Dropdown(
-                    [ANY, *facets["generator"]], value=ANY, label="Generator", elem_id="browse-generator"
+                    [ANY, *facets["generator"]],
+                    value=ANY,
+                    label="Generator",
+                    elem_id="browse-generator",
+                    min_width=150,
+                    info="The model that made the mistake.",
                 )
                 b_level = gr.Dropdown(
-                    [ANY, *facets["level"]], value=ANY, label="Level", elem_id="browse-level"
+                    [ANY, *facets["level"]], value=ANY, label="Level", elem_id="browse-level", min_width=150
                 )
                 b_step = gr.Dropdown(
-                    [ANY, *facets["incorrect_step"]], value=ANY, label="Incorrect step", elem_id="browse-step"
+                    [ANY, *facets["incorrect_step"]],
+                    value=ANY,
+                    label="Incorrect step",
+                    elem_id="browse-step",
+                    min_width=150,
+                    info="Which step the corrector flagged.",
                 )
+            total = len(app.data.corrections)
+            b_count = gr.Markdown(_match_line(total, total), elem_id="browse-count", **md)
             b_table = gr.Dataframe(
                 value=_browse_table(app.data.corrections),
                 headers=BROWSE_HEADERS,
@@ -1213,17 +1595,16 @@ def build_demo(cfg: DemoConfig | None = None, app: DemoApp | None = None) -> Any
                 latex_delimiters=LATEX_DELIMITERS,
             )
             with gr.Row():
-                b_prev = gr.Button("◀ Previous", size="sm", scale=2)
+                b_prev = gr.Button("◀ Previous", size="sm", scale=2, min_width=90)
                 b_index = gr.Number(
-                    value=0,
+                    value=1,
                     precision=0,
-                    minimum=0,
-                    label="Row",
+                    label=f"Row (1–{max(total, 1)})",
                     elem_id="browse-index",
                     scale=1,
                     min_width=100,
                 )
-                b_next = gr.Button("Next ▶", size="sm", scale=2)
+                b_next = gr.Button("Next ▶", size="sm", scale=2, min_width=90)
             b_view = gr.Markdown(
                 value=render_correction_row(app.data.corrections[0]) if app.data.corrections else "",
                 elem_id="browse-view",
@@ -1233,51 +1614,82 @@ def build_demo(cfg: DemoConfig | None = None, app: DemoApp | None = None) -> Any
         # Events: every one has an explicit api_name; generation shares one concurrency limit.
         s_pick.change(app.pick_example, s_pick, [s_question, s_gold], api_name="pick_example")
         solve_out = [s_base, s_lema]
-        s_button.click(solve_fn, [s_question, s_gold], solve_out, api_name="solve", **gen_events)
-        s_question.submit(solve_fn, [s_question, s_gold], solve_out, api_name="solve_submit", **gen_events)
+        solve_runs = [
+            s_button.click(solve_fn, [s_question, s_gold], solve_out, api_name="solve", **gen_events),
+            s_question.submit(
+                solve_fn, [s_question, s_gold], solve_out, api_name="solve_submit", **gen_events
+            ),
+        ]
+        for trigger in (s_button.click, s_question.submit):
+            trigger(
+                None, js=_SCROLL_JS.format(target="#solve-lema"), api_name=f"scroll_{trigger.__name__}_solve"
+            )
+        s_stop.click(
+            None,
+            cancels=solve_runs,
+            js=_STOPPED_JS.format(panels="#solve-lema, #solve-baseline"),
+            api_name="solve_stop",
+        )
 
         c_pick.change(
             app.pick_mistake, c_pick, [c_question, c_solution, c_gold, c_note], api_name="pick_mistake"
         )
-        c_button.click(
-            correct_fn,
-            [c_question, c_solution, c_gold],
-            [c_original, c_fix, c_base, c_json],
-            api_name="correct",
-            **gen_events,
+        correct_args = ([c_question, c_solution, c_gold], [c_original, c_fix, c_base, c_json])
+        correct_runs = [
+            c_button.click(correct_fn, *correct_args, api_name="correct", **gen_events),
+            c_solution.submit(correct_fn, *correct_args, api_name="correct_submit", **gen_events),
+        ]
+        for trigger in (c_button.click, c_solution.submit):
+            trigger(
+                None,
+                js=_SCROLL_JS.format(target="#correct-fix"),
+                api_name=f"scroll_{trigger.__name__}_correct",
+            )
+        c_stop.click(
+            None,
+            cancels=correct_runs,
+            js=_STOPPED_JS.format(panels="#correct-fix, #correct-baseline"),
+            api_name="correct_stop",
         )
 
         filters = [b_task, b_gen, b_level, b_step]
 
-        def browse(
-            task: str, generator: str, level: str, step: str, index: float | None
-        ) -> tuple[Any, str, int]:
+        def browse(task: str, generator: str, level: str, step: str, index: float | None) -> tuple[Any, ...]:
+            """Rows are numbered from 1 on the page; out-of-range numbers get a line, not an error."""
             rows = app.data.filter(task, generator, level, step)
+            count = _match_line(len(rows), len(app.data.corrections))
+            label = gr.update(value=1, label="Row (none)")
             if not rows:
-                return _browse_table([]), _notice("No corrections match these filters.", "info"), 0
-            i = min(max(int(index or 0), 0), len(rows) - 1)
-            return _browse_table(rows), render_correction_row(rows[i]), i
+                return _browse_table([]), _notice("No corrections match these filters.", "info"), label, count
+            wanted = 1 if index is None else int(index)
+            i = min(max(wanted, 1), len(rows))
+            view = render_correction_row(rows[i - 1])
+            if wanted != i:
+                view = (
+                    _notice(
+                        f"Row {wanted} does not exist: rows go from 1 to {len(rows)}. Showing row {i}.",
+                        "info",
+                    )
+                    + view
+                )
+            return _browse_table(rows), view, gr.update(value=i, label=f"Row (1–{len(rows)})"), count
 
-        def step_index(delta: int) -> Callable[..., tuple[Any, str, int]]:
-            def fn(
-                task: str, generator: str, level: str, step: str, index: float | None
-            ) -> tuple[Any, str, int]:
-                return browse(task, generator, level, step, (index or 0) + delta)
+        def step_index(delta: int) -> Callable[..., tuple[Any, ...]]:
+            def fn(task: str, generator: str, level: str, step: str, index: float | None) -> tuple[Any, ...]:
+                return browse(task, generator, level, step, (index or 1) + delta)
 
             return fn
 
-        def select(
-            task: str, generator: str, level: str, step: str, evt: gr.SelectData
-        ) -> tuple[Any, str, int]:
-            return browse(task, generator, level, step, evt.index[0] if evt.index else 0)
+        def select(task: str, generator: str, level: str, step: str, evt: gr.SelectData) -> tuple[Any, ...]:
+            return browse(task, generator, level, step, (evt.index[0] if evt.index else 0) + 1)
 
         # Gradio finds the event-data parameter by its annotation; postponed annotations are strings.
         select.__annotations__["evt"] = gr.SelectData
 
-        browse_out = [b_table, b_view, b_index]
+        browse_out = [b_table, b_view, b_index, b_count]
         for i, f in enumerate(filters):
             f.change(
-                lambda *a: browse(*a, 0),
+                lambda *a: browse(*a, 1),
                 filters,
                 browse_out,
                 api_name=f"browse_filter_{i}",
@@ -1293,7 +1705,33 @@ def build_demo(cfg: DemoConfig | None = None, app: DemoApp | None = None) -> Any
     return demo
 
 
-BROWSE_HEADERS = ["problem", "task", "generator", "level", "incorrect step", "corrected answer", "gold"]
+BROWSE_HEADERS = [
+    "problem",
+    "task",
+    "generator",
+    "level",
+    "incorrect step",
+    "corrected answer",
+    "gold answer",
+]
+# A result panel's content before its first run: without it the panel has no height and Gradio's
+# queue text ("queue: 2/3", the timer) has nowhere to show.
+PLACEHOLDER = '<div class="lema-placeholder">{}</div>'
+# Bring the answers into view when a run starts (on a phone they are below the inputs).
+_SCROLL_JS = "() => {{ setTimeout(() => document.querySelector('{target}')?.scrollIntoView({{behavior: 'smooth', block: 'start'}}), 100); }}"
+
+# A cancelled run's generator never yields again, so the page itself says it stopped (and the
+# cursor goes): the partial text stays for the user to read.
+_STOPPED_JS = (
+    "() => {{ document.querySelectorAll('{panels}').forEach(p => {{"
+    " p.querySelectorAll('.lema-cursor').forEach(c => c.remove());"
+    " p.querySelectorAll('.lema-status').forEach(s => {{ if (s.textContent.startsWith('generating'))"
+    " s.textContent = 'stopped: ' + " + json.dumps(STOP_REASONS["cancelled"]) + "; }}); }}); }}"
+)
+
+
+def _match_line(n: int, total: int) -> str:
+    return f'<div class="lema-status" id="browse-count-text">{n} of {total} corrections match</div>'
 
 
 def _browse_table(rows: list[dict]) -> list[list[Any]]:
@@ -1398,6 +1836,9 @@ def prepare_space_folder(out_dir: str | Path, cfg: DemoConfig | None = None) -> 
     out.mkdir(parents=True, exist_ok=True)
     for name in ("app.py", "requirements.txt"):
         shutil.copy2(SPACE_DIR / name, out / name)
+    license_file = SPACE_DIR.parents[1] / "LICENSE"
+    if license_file.is_file():  # the code's license travels with the code
+        shutil.copy2(license_file, out / "LICENSE")
     package = Path(__file__).resolve().parent
     target = out / "lema_hub"
     if target.exists():

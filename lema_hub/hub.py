@@ -758,6 +758,8 @@ SOURCES = {
     "math500": ("HuggingFaceH4/MATH-500", "mit"),
     "sample": (None, "apache-2.0"),  # the bundled sample problems were written for this project
     "Qwen/ProcessBench": ("Qwen/ProcessBench", "apache-2.0"),  # step-labelled solutions (bench-corrector)
+    "svamp": ("ChilleD/SVAMP", "mit"),
+    "asdiv": ("EleutherAI/asdiv", "cc-by-nc-4.0"),  # non-commercial: rows derived from it inherit that
 }
 
 
@@ -1051,7 +1053,12 @@ def _repo_id_for(kind: str, configs: dict[str, Any], repo_id: str | None) -> tup
     return f"{DEFAULT_NAMESPACE}/{_REPO_NAMES[kind]}", False
 
 
-_LICENSE_NAMES = {"mit": "MIT", "apache-2.0": "Apache-2.0", "other": "Other (see below)"}
+_LICENSE_NAMES = {
+    "mit": "MIT",
+    "apache-2.0": "Apache-2.0",
+    "cc-by-nc-4.0": "CC BY-NC 4.0",
+    "other": "Other (see below)",
+}
 
 
 def _license_text(license_: str | list[str]) -> str:
@@ -1474,14 +1481,42 @@ _TASK_DATASETS = {
 }
 
 
+# Benchmarks that are not datasets on the Hub: their results stay out of `.eval_results/` (which the
+# Hub links to a dataset page) and live in LOCAL_EVAL_FILE, shown in the card with what they are.
+LOCAL_BENCHMARKS = {
+    "lema-hub/bundled-sample": "the bundled sample: 12 held-out problems written for lema_hub in "
+    "GSM8K's format (`lema_hub/data/sample_test.jsonl`), not a Hub dataset",
+}
+LOCAL_EVAL_FILE = "lema_hub_eval_results.yaml"
+CODE_LICENSE = "apache-2.0"  # lema_hub's own license (LICENSE, pyproject.toml)
+# License of the problems each training/eval task derives from (see SOURCES for the Hub ids).
+TASK_DATA_LICENSES = {
+    "gsm8k": ("GSM8K", "MIT"),
+    "math": ("MATH", "MIT"),
+    "math500": ("MATH-500 (MATH)", "MIT"),
+    "sample": ("the bundled sample (written for lema_hub)", "Apache-2.0"),
+    "svamp": ("SVAMP", "MIT"),
+    "asdiv": ("ASDiv", "CC BY-NC 4.0"),
+    "processbench": ("ProcessBench", "Apache-2.0"),
+}
+
+
+def _is_hub_dataset_id(dataset_id: str) -> bool:
+    return dataset_id not in LOCAL_BENCHMARKS and bool(re.match(r"^[\w.\-]+/[\w.\-]+$", dataset_id))
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-") or "results"
 
 
-def _read_eval_entries(folder: Path) -> list[dict[str, Any]]:
-    """Entries of every `.eval_results/*.yaml`, as written by `eval_result_entries_to_yaml`."""
+def _read_eval_entries(folder: Path, local: bool = True) -> list[dict[str, Any]]:
+    """Entries of every `.eval_results/*.yaml` (as written by `eval_result_entries_to_yaml`), then,
+    with `local`, those of LOCAL_EVAL_FILE (benchmarks that are not Hub datasets)."""
     out = []
-    for path in sorted((folder / EVAL_RESULTS_DIR).glob("*.yaml")):
+    paths = sorted((folder / EVAL_RESULTS_DIR).glob("*.yaml"))
+    if local and (folder / LOCAL_EVAL_FILE).is_file():
+        paths.append(folder / LOCAL_EVAL_FILE)
+    for path in paths:
         data = yaml.safe_load(path.read_text()) or []
         out += [e for e in data if isinstance(e, dict)]
     return out
@@ -1496,9 +1531,20 @@ def _eval_section(folder: Path, tables: dict[str, str] | None = None) -> str:
     for e in entries:
         ds = e.get("dataset", {})
         notes = str(e.get("notes") or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(
-            f"| `{ds.get('id')}` | {ds.get('task_id')} | {e.get('value')} | {e.get('date') or ''} | {notes} |"
+        ds_id = str(ds.get("id"))
+        bench = (
+            f"`{ds_id}`"
+            if _is_hub_dataset_id(ds_id)
+            else LOCAL_BENCHMARKS.get(ds_id, f"`{ds_id}` (local, not on the Hub)")
         )
+        lines.append(
+            f"| {bench} | {ds.get('task_id')} | {e.get('value')} | {e.get('date') or ''} | {notes} |"
+        )
+    if _read_eval_entries(folder, local=False):
+        lines += [
+            "",
+            f"The rows on Hub datasets are also stored in `{EVAL_RESULTS_DIR}/` for the Hub's leaderboards.",
+        ]
     for task, md in sorted((tables or {}).items()):
         lines += [
             "",
@@ -1548,10 +1594,25 @@ def write_eval_results(
                 notes="; ".join(notes) or None,
             )
         )
-    (folder / EVAL_RESULTS_DIR).mkdir(exist_ok=True)
-    for task, task_entries in by_task.items():
-        text = _dump_yaml(eval_result_entries_to_yaml(task_entries))
-        _atomic_write_text(folder / EVAL_RESULTS_DIR / f"{_safe_name(task)}.yaml", text)
+    hub_tasks = {t: [e for e in es if _is_hub_dataset_id(e.dataset_id)] for t, es in by_task.items()}
+    local_new = [e for es in by_task.values() for e in es if not _is_hub_dataset_id(e.dataset_id)]
+    for task, task_entries in hub_tasks.items():
+        path = folder / EVAL_RESULTS_DIR / f"{_safe_name(task)}.yaml"
+        if task_entries:
+            path.parent.mkdir(exist_ok=True)
+            _atomic_write_text(path, _dump_yaml(eval_result_entries_to_yaml(task_entries)))
+        else:
+            path.unlink(missing_ok=True)  # e.g. an old entry that named a local benchmark as a Hub id
+    if local_new:
+        local_path = folder / LOCAL_EVAL_FILE
+        kept = yaml.safe_load(local_path.read_text()) if local_path.is_file() else []
+        kept = [
+            e
+            for e in kept or []
+            if isinstance(e, dict) and e.get("dataset", {}).get("task_id") not in by_task
+        ]
+        header = "# Results on benchmarks that are not Hub datasets (so not in .eval_results/).\n"
+        _atomic_write_text(local_path, header + _dump_yaml(kept + eval_result_entries_to_yaml(local_new)))
     readme = folder / README
     existing = readme.read_text(encoding="utf-8") if readme.is_file() else ""
     tables = _existing_eval_tables(existing)
@@ -1604,8 +1665,9 @@ def write_model_card(folder: str | os.PathLike, info: dict) -> None:
     task = info.get("task")
     datasets_ = [d for d in info.get("datasets") or [] if d]
     hub_datasets = [d for d in datasets_ if re.match(r"^[\w.\-]+/[\w.\-]+$", str(d))]
-    if task in _TASK_DATASETS and _TASK_DATASETS[task] not in hub_datasets:
-        hub_datasets.append(_TASK_DATASETS[task])
+    for d in [*(info.get("source_datasets") or []), _TASK_DATASETS.get(str(task))]:
+        if d and _is_hub_dataset_id(str(d)) and d not in hub_datasets:
+            hub_datasets.append(str(d))
     tags = ["lema", "learning-from-mistakes", "math", "reasoning", "trl", "sft"]
     if adapter:
         tags += ["peft", "lora"]
@@ -1619,6 +1681,7 @@ def write_model_card(folder: str | os.PathLike, info: dict) -> None:
         library_name="peft" if adapter else "transformers",
         pipeline_tag="text-generation",
         tags=tags,
+        **({"base_model_relation": "adapter" if adapter else "finetune"} if base else {}),
     )
     peft = info.get("peft") or None
     from lema_hub import PAPER_CITATION, PAPER_URL
@@ -1636,6 +1699,10 @@ def write_model_card(folder: str | os.PathLike, info: dict) -> None:
         metrics={k: v for k, v in (info.get("metrics") or {}).items() if v is not None},
         repo_id=_model_repo_id(info),
         eval_section=_eval_section(folder, _existing_eval_tables(existing)),
+        has_eval_results=bool(_read_eval_entries(folder, local=False)),
+        local_datasets=[d for d in datasets_ if d not in hub_datasets],
+        code_license=_LICENSE_NAMES.get(CODE_LICENSE, CODE_LICENSE),
+        data_license=TASK_DATA_LICENSES.get(str(task)),
         paper_url=PAPER_URL,
         citation=PAPER_CITATION,
     )
@@ -1740,6 +1807,17 @@ def write_checkpoint_sweep(folder: str | os.PathLike, benchmark: str, sweep: dic
     else:
         text = existing.rstrip("\n") + ("\n\n" if existing else "") + section + "\n"
     _atomic_write_text(readme, _scrub_string(text, folder))
+
+
+def add_model_card_datasets(folder: str | os.PathLike, dataset_ids: list[str]) -> None:
+    """Name Hub datasets in a model card's `datasets:` (e.g. the mixture once it is pushed)."""
+    from huggingface_hub import ModelCard
+
+    path = Path(folder) / README
+    card = ModelCard.load(path)
+    names = list(card.data.datasets or [])
+    card.data.datasets = names + [d for d in dataset_ids if d not in names]
+    _atomic_write_text(path, str(card) if str(card).endswith("\n") else str(card) + "\n")
 
 
 def write_space_card(folder: str | os.PathLike, info: dict) -> None:

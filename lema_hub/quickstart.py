@@ -157,11 +157,11 @@ def _run_stage(
     if marker.is_file():
         saved = json.loads(marker.read_text())
         if saved.get("spec_hash") == digest:
-            logger.info("quickstart: %s already done, skipping", name)
             timings[name] = None  # skipped
+            print(format_stage_line(name, saved["result"], None), flush=True)
             return saved["result"]
     start = time.perf_counter()
-    logger.info("quickstart: stage %s", name)
+    logger.debug("quickstart: stage %s", name)
     try:
         result = fn() or {}
     except Exception as exc:  # name the stage, keep what earlier stages wrote
@@ -170,7 +170,122 @@ def _run_stage(
     result = json.loads(json.dumps(result, default=str))
     layout.markers.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"spec_hash": digest, "seconds": timings[name], "result": result}, indent=2))
+    if name not in _STAGES_WITH_OWN_LINE:
+        print(format_stage_line(name, result, timings[name]), flush=True)
     return result
+
+
+# Stages that print their own one-line summary when they run (collect: lema_hub.mistakes).
+_STAGES_WITH_OWN_LINE = ("collect",)
+
+
+def _quietly(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a stage with its stdout (the Trainer's metric dicts and tables) swallowed; progress bars
+    are on stderr and stay. The same numbers are in the model folder's trainer_state.json."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return fn(*args)
+
+
+def quiet_console() -> None:
+    """What the quickstart's console shows: our stage lines and progress bars, no library chatter.
+
+    Libraries' INFO logs (matplotlib's "generated new fontManager", the stages' dict-valued log
+    lines) stay below the root logger's WARNING level, and the datasets / transformers progress bars
+    (parquet writing, weight loading, GGUF conversion) are off; the engine's and trainer's own bars
+    (with rate and ETA) remain. Every detail is in each folder's run_summary.json.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.WARNING)  # also when a caller configured logging before
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
+    for name in ("matplotlib", "PIL", "httpx", "urllib3", "filelock"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        import datasets.utils.logging as ds_logging
+
+        ds_logging.disable_progress_bar()
+        ds_logging.set_verbosity_warning()
+    except ImportError:
+        pass
+    try:
+        import transformers.utils.logging as tf_logging
+
+        tf_logging.disable_progress_bar()
+        tf_logging.set_verbosity_warning()
+    except ImportError:
+        pass
+
+
+def _pct(x: Any) -> str:
+    return f"{x:.0%}" if isinstance(x, (int, float)) else "?"
+
+
+def _rate(n: Any, seconds: float | None, unit: str) -> str:
+    if not seconds or not isinstance(n, (int, float)):
+        return ""
+    return f", {n / seconds:.1f} {unit}/s"
+
+
+def _words(counts: dict[str, Any]) -> str:
+    """`{"wrong_answer": 3, "parse_error": 1}` -> `wrong answer 3, parse error 1`."""
+    return ", ".join(f"{str(k).replace('_', ' ')} {v}" for k, v in counts.items())
+
+
+def format_stage_line(name: str, result: dict[str, Any], seconds: float | None) -> str:
+    """One line a person reads for a finished (or earlier finished) stage: counts and rates."""
+    r = result or {}
+    if name == "collect":
+        n = r.get("num_samples", r.get("samples"))
+        body = (
+            f"{r.get('num_problems', '?')} problems, {n} sampled paths: {r.get('correct', '?')} correct, "
+            f"{r.get('wrong', '?')} wrong; {r.get('num_mistakes', r.get('mistakes', '?'))} mistakes kept"
+        )
+        rate = _rate(n, seconds, "paths")
+    elif name == "correct":
+        reasons = r.get("reject_reasons") or {}
+        body = (
+            f"{r.get('accepted', '?')} of {r.get('n', '?')} corrections accepted ({_pct(r.get('acceptance_rate'))}) "
+            f"from corrector {r.get('corrector', '?')}"
+            + (f"; rejected: {_words(reasons)}" if reasons else "")
+        )
+        rate = _rate(r.get("n"), seconds, "corrections")
+    elif name == "build":
+        views = r.get("views") or {}
+        body = "; ".join(
+            f"view {v}: {c.get('total')} rows ({c.get('cot')} CoT + {c.get('correction')} corrections)"
+            for v, c in views.items()
+        )
+        rate = ""
+    elif name.startswith("sft_"):
+        loss = (r.get("metrics") or {}).get("train_loss")
+        body = f"{r.get('global_step', '?')} steps on {r.get('train_rows', '?')} rows" + (
+            f", train loss {loss:.3f}" if isinstance(loss, (int, float)) else ""
+        )
+        rate = _rate(r.get("global_step"), seconds, "steps")
+    elif name == "evaluate":
+        parts = []
+        for res in (r.get("results") or {}).values():
+            if isinstance(res, dict) and "accuracy" in res:
+                parts.append(
+                    f"{res.get('model_label', '?')} {res['accuracy']:.0%} "
+                    f"(95% CI {res.get('ci_low', 0):.0%}–{res.get('ci_high', 0):.0%})"
+                )
+        n = next((x.get("n") for x in (r.get("results") or {}).values() if isinstance(x, dict)), "?")
+        body = f"pass@1 on {n} held-out problems: " + ", ".join(parts)
+        rate = ""
+    elif name == "push":
+        body = f"{len(r)} repos pushed"
+        rate = ""
+    else:
+        body = ""
+        rate = ""
+    when = "done before" if seconds is None else f"{seconds:.0f} s{rate}"
+    label = name.replace("sft_", "sft ")
+    return f"{label:<9} {body} · {when}"
 
 
 def _collect_config(cfg: QuickstartConfig, layout: _Layout):
@@ -247,6 +362,8 @@ def _sft_configs(cfg: QuickstartConfig, layout: _Layout, task: str, view: str):
         use_cpu=True,
         bf16=False,
         disable_tqdm=not cfg.progress,
+        # The card's snippet and model name are the repo `_push_all` pushes to (no Trainer push).
+        hub_model_id=_model_repo_id(cfg, task, view) if cfg.push_to_hub else None,
     )
     model = ModelConfig(
         model_name_or_path=cfg.model,
@@ -285,17 +402,23 @@ def _short(model: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, str]:
-    from lema_hub.hub import push_folder
+def _model_repo_id(cfg: QuickstartConfig, task: str, view: str) -> str:
+    return f"{cfg.hub_namespace}/lema-{_short(cfg.model)}-{task}" + ("-cot" if view == "cot" else "")
 
-    ns, short = cfg.hub_namespace, _short(cfg.model)
+
+def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, str]:
+    from lema_hub.hub import add_model_card_datasets, push_folder
+
+    ns = cfg.hub_namespace
+    for view in ("cot", "lema"):  # the adapters' cards name the mixture they were trained on
+        add_model_card_datasets(layout.model(view), [f"{ns}/lema-mixture"])
     targets = [
         (layout.mistakes, f"{ns}/lema-mistakes", "dataset"),
         (layout.corrections, f"{ns}/lema-corrections", "dataset"),
         (layout.mixture, f"{ns}/lema-mixture", "dataset"),
         (layout.eval, f"{ns}/lema-eval-details", "dataset"),
-        (layout.model("cot"), f"{ns}/lema-{short}-{task}-cot", "model"),
-        (layout.model("lema"), f"{ns}/lema-{short}-{task}", "model"),
+        (layout.model("cot"), _model_repo_id(cfg, task, "cot"), "model"),
+        (layout.model("lema"), _model_repo_id(cfg, task, "lema"), "model"),
     ]
     return {
         str(folder.relative_to(layout.root)): push_folder(
@@ -317,7 +440,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     from lema_hub.mixture import build
     from lema_hub.training import train
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_console()
     layout = _Layout(Path(cfg.output_dir))
     if cfg.fresh and layout.root.exists():
         shutil.rmtree(layout.root)
@@ -360,7 +483,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
             "lr": cfg.sft_learning_rate,
             "after": _digest(layout, "build"),
         }
-        results[f"sft_{view}"] = _run_stage(layout, f"sft_{view}", spec, lambda s=sft: train(*s), timings)
+        results[f"sft_{view}"] = _run_stage(
+            layout, f"sft_{view}", spec, lambda s=sft: _quietly(train, *s), timings
+        )
 
     eval_cfg = _eval_config(cfg, layout)
     results["evaluate"] = _run_stage(

@@ -489,13 +489,16 @@ def model_card_info(
             "quantization": quant or ("8bit" if model_args.load_in_8bit else None),
         }
     dataset_name = script_args.dataset_name
+    source_datasets = None
     if Path(dataset_name).expanduser().exists():
+        source_datasets = _card_source_datasets(Path(dataset_name).expanduser())
         dataset_name = Path(dataset_name).resolve().name  # a folder name, never a local absolute path
     return {
         "model_name": name,
         "base_model": base_model_hub_id(model_args.model_name_or_path),
         "base_model_name": _portable_name(model_args.model_name_or_path),
         "datasets": [dataset_name],
+        "source_datasets": source_datasets,
         "dataset_config": script_args.config_name,
         "task": script_args.task,
         "view": script_args.view,
@@ -535,6 +538,16 @@ def model_card_info(
     }
 
 
+def _card_source_datasets(folder: Path) -> list[str] | None:
+    """`source_datasets` of a local dataset folder's card (the Hub datasets its problems came from)."""
+    from huggingface_hub import DatasetCard
+
+    if not (folder / "README.md").is_file():
+        return None
+    ids = DatasetCard.load(folder / "README.md").data.to_dict().get("source_datasets") or []
+    return [str(d) for d in ids if "/" in str(d)] or None
+
+
 def _portable_name(name: str) -> str:
     """A model name without local absolute paths (aliases and Hub ids unchanged)."""
     path = Path(name).expanduser()
@@ -550,9 +563,16 @@ def finalize_model_folder(
 
     adapter_config = output_dir / "adapter_config.json"
     if adapter_config.is_file():
-        # PEFT stores the resolved cache path of the base; the name as given (alias or Hub id) travels.
+        # PEFT stores the resolved cache path of the base. The Hub id travels (an embedded alias
+        # becomes its Hub id, so `AutoPeftModelForCausalLM.from_pretrained(repo)` works anywhere;
+        # lema_hub.models resolves that id to the embedded copy offline). Local folders (possibly
+        # fine-tuned, so not their `base_model`) and random tiny test models keep the name as given.
         data = json.loads(adapter_config.read_text())
-        data["base_model_name_or_path"] = model_args.model_name_or_path
+        name = model_args.model_name_or_path
+        is_local = not name.startswith("embedded:") and Path(name).expanduser().exists()
+        data["base_model_name_or_path"] = (
+            info.get("base_model") if info.get("base_model") and not is_local else name
+        )
         adapter_config.write_text(json.dumps(data, indent=2, sort_keys=True))
     tokenizer.save_pretrained(output_dir)
     # The Trainer pickles its arguments here (local output_dir, and hub_token when one was passed);
@@ -590,6 +610,8 @@ def merge_adapter(output_dir: Path, model_args, info: dict) -> Path:
     model = load_model(str(output_dir), dtype=dtype if dtype not in (None, "auto") else None)
     tokenizer = load_tokenizer(str(output_dir))
     align_special_tokens(model, tokenizer)
+    if info.get("base_model"):  # config.json names the Hub base, not the local cache folder it came from
+        model.config._name_or_path = info["base_model"]
     model.save_pretrained(merged_dir)
     tokenizer.save_pretrained(merged_dir)
     merged_info = dict(info, adapter=False, model_name=info["model_name"] + "-merged")

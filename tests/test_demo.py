@@ -287,14 +287,24 @@ def test_examples_fill_the_inputs(local_app) -> None:
 
 def test_browse_filters_and_renders_a_correction(local_app) -> None:
     _, client = local_app
-    table, view, index = client.predict("any", "any", "any", "2", 0, api_name="/browse")
+    table, view, index, count = client.predict("any", "any", "any", "2", 1, api_name="/browse")
     assert [row[0] for row in table["data"]] == ["sample/train/1"]
     assert '<div class="lema-step lema-flagged" data-step="2">' in view
     assert "6 + 5 is 11." in view and "lema-correct" in view
-    table, view, index = client.predict("sample", "gen-a", "any", "any", 0, api_name="/browse_next")
-    assert index == 0 and [row[0] for row in table["data"]] == ["sample/train/0"]  # clamped to the last row
-    table, view, _ = client.predict("sample", "gen-a", "any", "2", 0, api_name="/browse")
-    assert "No corrections match" in view
+    assert "1 of 2 corrections match" in count
+    table, view, index, count = client.predict("sample", "gen-a", "any", "any", 1, api_name="/browse_next")
+    assert index["value"] == 1 and [row[0] for row in table["data"]] == ["sample/train/0"]  # clamped
+    assert index["label"] == "Row (1–1)"
+    assert "Row 2 does not exist: rows go from 1 to 1" in view
+    # Rows are numbered from 1; a negative or zero row gets a line and row 1, not an error.
+    table, view, index, _ = client.predict("any", "any", "any", "any", -3, api_name="/browse")
+    assert (
+        index["value"] == 1
+        and "Row -3 does not exist: rows go from 1 to 2" in view
+        and "lema-flagged" in view
+    )
+    table, view, _, count = client.predict("sample", "gen-a", "any", "2", 1, api_name="/browse")
+    assert "No corrections match" in view and "0 of 2 corrections match" in count
 
 
 # ------------------------------------------------------------------------------------ endpoint
@@ -315,6 +325,30 @@ def test_endpoint_correction_is_parsed_and_highlighted(endpoint_app) -> None:
     assert "Incorrect step: <b>Step 1</b>" in fix and "lema-fixed" in fix and "✓ <b>11</b>" in fix
     assert "✗ <b>12</b>" in baseline
     assert srv.total_requests >= 2
+    # The wrong solution is a row of the corrections dataset: its own correction is shown beside LeMa's.
+    assert "The dataset's correction (by reference): <b>step 1</b> — the same step" in fix
+    assert "3 * 2 is 6, not 7." in fix.split("lema-reference", 1)[1]
+    assert "took " in fix  # elapsed time
+
+
+def test_page_says_what_to_expect_and_where_to_go(endpoint_app) -> None:
+    demo, _, _ = endpoint_app
+    markdowns = [c["props"].get("value") or "" for c in demo.config["components"] if c["type"] == "markdown"]
+    page = "\n".join(str(m) for m in markdowns)
+    assert "What to expect" in page and "lema-hub demo --lema_model" in page  # larger models
+    assert "Why a baseline attempt?" in page
+    # Result panels start with a placeholder, so Gradio's queue text has room to show.
+    for elem in ("solve-lema", "solve-baseline", "correct-fix", "correct-original", "correct-baseline"):
+        props = next(c["props"] for c in demo.config["components"] if c["props"].get("elem_id") == elem)
+        assert "lema-placeholder" in props["value"], elem
+    boxes = {
+        c["props"].get("elem_id"): c["props"] for c in demo.config["components"] if c["type"] == "textbox"
+    }
+    assert boxes["correct-solution"]["max_length"] == 4000 and boxes["solve-question"]["max_length"] == 1500
+    assert "Shift+Enter" in boxes["solve-question"]["info"] and "right answer" in boxes["solve-gold"]["info"]
+    from lema_hub.demo import CSS
+
+    assert "margin: auto" not in CSS
 
 
 # ------------------------------------------------------------------------------------ Space folder
@@ -326,6 +360,10 @@ def test_space_folder_is_self_contained(tmp_path: Path, repo_root: Path, tiny_mo
     readme = (out / "README.md").read_text()
     assert readme.startswith("---") and "sdk: gradio" in readme and "app_file: app.py" in readme
     assert "someone/lema-smollm2-gsm8k" in readme
+    # Licence facts: the code's (LICENSE travels with the bundled package) and each data source's.
+    assert (out / "LICENSE").read_text() == (repo_root / "LICENSE").read_text()
+    assert "Apache License" in (out / "LICENSE").read_text() and "license: apache-2.0" in readme
+    assert "ASDiv: CC BY-NC 4.0" in readme and "GSM8K, MATH and SVAMP: MIT" in readme
     # The app imports the bundled copy of the package and builds the Blocks (without serving).
     env = dict(
         os.environ,
@@ -435,3 +473,112 @@ print("BASELINE", baseline)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "✓ <b>11</b>" in proc.stdout and "✗ <b>12</b>" in proc.stdout
         assert sum(srv.request_counts.values()) >= 2  # both models were asked through the endpoint
+
+
+# ------------------------------------------------------------------------------------ runaway corrections
+LOOP_STEP = "She fills 1500 * 3 = 4500 boxes, then packs them into crates of 50."
+LOOPING_CORRECTION = " Step 1.\nExplanation: 3 * 2 is 6, not 7.\nCorrect Solution:\n{\n" + "".join(
+    f"Step {i}: {LOOP_STEP}\n" for i in range(1, 400)
+)
+TRAILING_JUNK = "Question: an unrelated follow-up the model invents after the block"
+
+
+class _CorrectionSSE(BaseHTTPRequestHandler):
+    """Streams `text` word by word (a correction model that may loop or run on)."""
+
+    text = ""
+
+    def do_POST(self) -> None:
+        payload = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        text = type(self).text if payload["model"] == "lema" else BASELINE_ANSWER
+        try:
+            for word in text.split(" "):
+                chunk = {
+                    "id": "x",
+                    "object": "chat.completion.chunk",
+                    "created": 0,
+                    "model": payload["model"],
+                    "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}],
+                }
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+            done = dict(chunk, choices=[{"index": 0, "delta": {}, "finish_reason": "stop"}])
+            self.wfile.write(f"data: {json.dumps(done)}\n\ndata: [DONE]\n\n".encode())
+        except (BrokenPipeError, ConnectionResetError):  # the demo stopped reading: what we want
+            pass
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _streaming_app(text: str) -> Iterator[Any]:
+    from lema_hub.demo import DemoApp, DemoConfig
+
+    _CorrectionSSE.text = text
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _CorrectionSSE)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cfg = DemoConfig(
+            backend="openai",
+            base_url=f"http://127.0.0.1:{server.server_port}/v1",
+            lema_model="lema",
+            baseline_model="baseline",
+            corrections="none",
+            mistakes="none",
+            correction_max_new_tokens=100_000,  # only the demo's own stops can end the loop
+        )
+        yield DemoApp(cfg)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_looping_correction_is_stopped_and_drawn_unfinished() -> None:
+    with _streaming_app(LOOPING_CORRECTION) as app:
+        original, fix, _, parsed = list(app.correct(QUESTION, WRONG_SOLUTION, GOLD))[-1]
+    # Stopped after the step was said twice, not after 400 repeats.
+    assert parsed["raw_output"].count(LOOP_STEP) == 2, parsed["raw_output"][-300:]
+    assert "Unfinished rewrite: generation stopped because the model started repeating itself" in fix
+    assert "Correct solution (unfinished)" in fix and "lema-unfinished" in fix
+    assert "note: no_answer" not in fix and "stopped after" in fix
+
+
+def test_a_correction_stops_at_the_closing_brace() -> None:
+    with _streaming_app(CORRECTION + "\n" + " ".join([TRAILING_JUNK] * 50)) as app:
+        _, fix, _, parsed = list(app.correct(QUESTION, WRONG_SOLUTION, GOLD))[-1]
+    assert parsed["raw_output"].rstrip().endswith("}") and TRAILING_JUNK not in parsed["raw_output"]
+    assert parsed["corrected_answer"] == "11" and "Unfinished" not in fix and "took " in fix
+
+
+def test_stop_rules_and_rewrite_budget() -> None:
+    from lema_hub.demo import correction_stop, correction_token_budget, is_repeating
+
+    stop = correction_stop(3)
+    head = " Step 1.\nExplanation: x.\nCorrect Solution:\n{\n"
+    assert stop(head + "Step 1: a = 6.\nStep 2: b = 11.\n") is None
+    assert stop(head + "Step 1: a = 6.\nStep 2: The answer is 11.\n}") == "complete"
+    assert stop(head + "".join(f"Step {i}: value {i * 7} is new here.\n" for i in range(1, 8))) == "too_long"
+    assert is_repeating("Step 3: " + LOOP_STEP + "\nStep 4: " + LOOP_STEP + "\n")
+    assert not is_repeating("Step 3: " + LOOP_STEP + "\nStep 4: " + LOOP_STEP)  # last line still growing
+    # The rewrite's budget follows the original's length (never more than the configured cap).
+    assert correction_token_budget("x" * 300, 512) == 96 + 200
+    assert correction_token_budget("x" * 3000, 512) == 512
+    assert correction_token_budget("short", 512) == 96 + 2
+
+
+def test_repository_licence_and_citation_agree_with_pyproject(repo_root: Path) -> None:
+    import re
+
+    import yaml
+
+    pyproject = (repo_root / "pyproject.toml").read_text()
+    project = {k: re.search(rf'^{k} = "([^"]+)"', pyproject, re.M).group(1) for k in ("license", "version")}
+    assert project["license"] == "Apache-2.0"
+    assert "Apache License\n                           Version 2.0" in (repo_root / "LICENSE").read_text()
+    cff = yaml.safe_load((repo_root / "CITATION.cff").read_text())
+    assert cff["license"] == project["license"] and cff["version"] == project["version"]
+    assert cff["preferred-citation"]["url"] == "https://arxiv.org/abs/2310.20689"

