@@ -17,6 +17,7 @@ each job writes `<output_dir>-shard-0000i-of-0000n`; `finished_shards` finds a c
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import logging
@@ -35,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 # Ranks wait for each other while the slowest rank finishes its slice: hours at paper scale.
 PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
+EXIT_TIMEOUT = timedelta(minutes=5)
 _STOP, _GENERATE, _CLOSE = "stop", "generate", "close"
 _SUM_KEYS = ("samples", "cached", "generated", "failed", "prompt_tokens", "completion_tokens")
 
@@ -170,6 +172,20 @@ def _init(w: World) -> None:
 
     PartialState(cpu=True, timeout=PROCESS_GROUP_TIMEOUT)
     _state["world"] = w
+    atexit.register(_shutdown)
+
+
+def _shutdown() -> None:
+    """Leave the process group together: a rank exiting while a peer still holds it can abort."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return
+    try:
+        dist.monitored_barrier(timeout=EXIT_TIMEOUT)
+    except RuntimeError as exc:  # a peer died or never arrived: nothing left to wait for
+        logger.warning("Ranks did not all reach the exit barrier: %s", exc)
+    dist.destroy_process_group()
 
 
 def _broadcast(message: Any) -> Any:

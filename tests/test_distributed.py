@@ -176,7 +176,11 @@ def _assert_two_ranks(calls: list[list[dict]], cache_dir: Path, total: int) -> N
         assert all(r["requests"] > 0 for r in ranks) and "error" not in str(ranks)
     # Each rank wrote its own shard of the results (its request cache), one line per sample.
     shards = sorted(cache_dir.rglob("*.rank-*-of-00002.jsonl"))
-    assert [re.search(r"rank-(\d+)", p.name).group(1) for p in shards] == ["00000", "00001"]
+    by_cache: dict[str, list[str]] = {}
+    for p in shards:
+        stem, rank = re.fullmatch(r"(.*)\.rank-(\d+)-of-00002\.jsonl", p.name).groups()
+        by_cache.setdefault(stem, []).append(rank)
+    assert by_cache and all(ranks == ["00000", "00001"] for ranks in by_cache.values()), by_cache
     lines = [len(p.read_text().splitlines()) for p in shards]
     assert all(n > 0 for n in lines) and sum(lines) == total
 
@@ -232,3 +236,62 @@ def test_collect_and_correct_on_two_ranks_equal_one_process(tmp_path):
     assert sum(r["requests"] for r in corr_calls[0]) == n_corrections
     # The single-process record has no `distributed` entry.
     assert "distributed" not in json.loads((one / "run_summary.json").read_text())["collect"]
+
+
+@pytest.mark.slow
+def test_evolve_and_evaluate_on_two_ranks_equal_one_process(tmp_path):
+    from lema_hub.evaluation import EvalConfig, evaluate
+    from lema_hub.evolution import EvolveConfig, evolve
+    from tests.test_evolution import _corrections_folder
+    from tests.test_evolution import responder as evolve_responder
+
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    golds = {p.question: p.gold_answer for p in load_sample("test")}
+
+    def eval_responder(payload: dict) -> str:
+        text = payload["messages"][-1]["content"]
+        question = text.split("Question: ", 1)[1].split("\nAnswer:", 1)[0]
+        if payload["model"] == "good" or len(question) % 3 == 0:
+            return f"Step 1: compute. The answer is {golds[question]}."
+        return "Step 1: guess. The answer is -1."
+
+    with FakeOpenAIServer(responder=evolve_responder) as srv:
+        evolve_cfg = dict(
+            strategy="correction_centric", corrections=_corrections_folder(tmp_path), num_seeds=24, seed=1,
+            backend="openai", model="fake-model", base_urls=[srv.base_url], prompt_style="chat", progress=False,
+        )  # fmt: skip
+        one = tmp_path / "one" / "lema-evolved"
+        evolve(EvolveConfig(**evolve_cfg, output_dir=str(one)))
+        single = srv.total_requests
+        srv.reset_counts()
+        two = tmp_path / "two" / "lema-evolved"
+        _launch("evolve.py", {**evolve_cfg, "output_dir": str(two)}, tmp_path, "evolve")
+        assert srv.total_requests == single and max(srv.request_counts.values()) == 1
+
+    with FakeOpenAIServer(responder=eval_responder) as srv:
+        eval_cfg = dict(
+            models=["good", "bad"], model_labels=["lema", "baseline"], backend="openai", base_urls=[srv.base_url],
+            problems="sample", problems_limit=9, max_retries=1, prompt_style="chat", update_model_card=False,
+        )  # fmt: skip
+        e_one = tmp_path / "one" / "eval"
+        evaluate(EvalConfig(**eval_cfg, output_dir=str(e_one)))
+        srv.reset_counts()
+        e_two = tmp_path / "two" / "eval"
+        _launch("evaluate.py", {**eval_cfg, "output_dir": str(e_two)}, tmp_path, "evaluate")
+        assert srv.total_requests == 18 and max(srv.request_counts.values()) == 1
+
+    for a, b in ((one, two), (e_one, e_two)):
+        assert _tables(a) == _tables(b) and _tables(a)
+        assert _card(a) == _card(b)
+    results = json.loads((e_two / "results.json").read_text())
+    assert results["lema-sample"]["accuracy"] == 1.0 > results["baseline-sample"]["accuracy"] > 0
+    assert (e_one / "comparison.md").read_text() == (e_two / "comparison.md").read_text()
+
+    evolve_calls = _ranks(two, "evolve")  # new questions, then their answers: both split
+    assert len(evolve_calls) == 2
+    n_samples = sum(len(p.read_text().splitlines()) for p in (one / ".cache").rglob("*.jsonl"))
+    _assert_two_ranks(evolve_calls, two / ".cache", total=n_samples)
+    eval_calls = _ranks(e_two, "evaluate")  # one engine per model, each split
+    assert len(eval_calls) == 2 and [sum(r["requests"] for r in ranks) for ranks in eval_calls] == [9, 9]
+    _assert_two_ranks(eval_calls, e_two / ".cache", total=18)
