@@ -160,7 +160,7 @@ def merge_summaries(summaries: list[dict[str, Any]], wall: float) -> dict[str, A
 
 
 # ------------------------------------------------------------------------------------ the ranks
-_state: dict[str, Any] = {"world": None, "devices": None, "calls": []}
+_state: dict[str, Any] = {"world": None, "devices": None, "calls": [], "depth": 0}
 
 
 def _init(w: World) -> None:
@@ -336,15 +336,16 @@ def stage(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         w = world()
-        if w.size == 1:
+        if w.size == 1 or _state["depth"]:  # one process, or a stage inside a running stage
             return fn(*args, **kwargs)
         _init(w)
         if not w.is_main:
             return _serve(w)
-        _state["calls"] = []
+        _state["calls"], _state["depth"] = [], 1
         try:
             return fn(*args, **kwargs)
         finally:
+            _state["depth"] = 0
             _broadcast((_STOP,))
 
     return wrapper

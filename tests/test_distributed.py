@@ -206,6 +206,10 @@ def test_collect_and_correct_on_two_ranks_equal_one_process(tmp_path):
         _launch("collect_mistakes.py", {**collect_cfg, "output_dir": str(two)}, tmp_path, "collect")
         # Every request asked once, by one of the two ranks: as many as one process asked.
         assert srv.total_requests == single == 28 and max(srv.request_counts.values()) == 1
+        first = _tables(two)
+        srv.reset_counts()  # relaunched: each rank resumes from its own shard, nothing is asked again
+        _launch("collect_mistakes.py", {**collect_cfg, "output_dir": str(two)}, tmp_path, "collect")
+        assert srv.total_requests == 0 and _tables(two) == first
 
         correct_cfg = dict(
             backend="openai", model="fake-model", base_urls=[srv.base_url], prompt_style="chat",
