@@ -299,3 +299,33 @@ def test_evolve_and_evaluate_on_two_ranks_equal_one_process(tmp_path):
     eval_calls = _ranks(e_two, "evaluate")  # one engine per model, each split
     assert len(eval_calls) == 2 and [sum(r["requests"] for r in ranks) for ranks in eval_calls] == [9, 9]
     _assert_two_ranks(eval_calls, e_two / ".cache", total=18)
+
+
+@pytest.mark.slow
+def test_each_rank_uses_its_own_endpoint(tmp_path):
+    from lema_hub.mistakes import CollectConfig, collect
+
+    questions = [p.question for p in load_sample("train")[:7]]
+
+    def asked(srv: FakeOpenAIServer) -> set[int]:
+        texts = [p["messages"][-1]["content"] for p in srv.payloads]
+        return {i for i, q in enumerate(questions) if any(f"Question: {q}\n" in t for t in texts)}
+
+    reply = graded_responder()
+    with FakeOpenAIServer(responder=reply) as a, FakeOpenAIServer(responder=reply) as b:
+        cfg = dict(
+            problems="sample", problems_split="train", problems_limit=7, backend="openai", model="fake-model",
+            base_urls=[a.base_url, b.base_url], prompt_style="chat", num_samples=2, max_tokens=64, seed=0,
+            concurrency=4, progress=False,
+        )  # fmt: skip
+        one = tmp_path / "one" / "lema-mistakes"
+        collect(CollectConfig(**cfg, output_dir=str(one)))
+        assert asked(a) and asked(b)  # one process spreads its requests over both servers
+        a.reset_counts()
+        b.reset_counts()
+        two = tmp_path / "two" / "lema-mistakes"
+        _launch("collect_mistakes.py", {**cfg, "output_dir": str(two)}, tmp_path, "collect")
+        # Rank 0 took the first 4 problems and asked only server a; rank 1 the last 3, server b.
+        assert asked(a) == {0, 1, 2, 3} and asked(b) == {4, 5, 6}
+        assert (a.total_requests, b.total_requests) == (8, 6)
+    assert _tables(one) == _tables(two)
