@@ -229,10 +229,10 @@ def _run_slice(
             )
             engines[engine_id] = make_engine(own, cache_path=rank_cache_path(cache, w))
         engine = engines[engine_id]
-        shard["results"] = engine.generate(mine, desc=f"{desc} [rank {w.rank}/{w.size}]") if mine else []
+        shard["results"] = engine.generate(mine, desc=f"{desc} [rank {w.rank}/{w.size}]")
         shard["summary"] = dict(engine.last_summary)
     except Exception as exc:  # noqa: BLE001 - reported by the main process, which fails the run
-        shard["error"] = f"{type(exc).__name__}: {exc}"
+        shard["error"] = f"{type(exc).__name__}: {exc}"[:500]
         shard["results"], shard["summary"] = [], {}
     shard["samples"] = len(shard["results"])
     return shard
@@ -283,9 +283,7 @@ class RankEngine:
         if errors:
             raise RuntimeError(f"{desc}: generation failed on {len(errors)} rank(s): " + "; ".join(errors))
         results = [r for s in shards for r in s["results"]]  # contiguous slices: rank order is request order
-        self.last_summary = merge_summaries(
-            [s["summary"] for s in shards if s["requests"]], time.perf_counter() - start
-        )
+        self.last_summary = merge_summaries([s["summary"] for s in shards], time.perf_counter() - start)
         _state["calls"].append(
             {
                 "desc": desc,
@@ -315,7 +313,7 @@ class RankEngine:
 def make_engine(config: Any, cache_path: str | Path | None = None) -> Any:
     """`generation.make_engine`, or on the main process of a launched stage, one shared by the ranks."""
     w = _state["world"]
-    if w is None or w.size == 1:
+    if w is None or w.size == 1 or not _state["depth"]:  # the other ranks serve only inside a stage
         from lema_hub.generation import make_engine as single
 
         return single(config, cache_path=cache_path)
