@@ -120,7 +120,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(script: str, config: dict, tmp: Path, name: str) -> subprocess.CompletedProcess:
+def _launch(
+    script: str, config: dict, tmp: Path, name: str, check: bool = True
+) -> subprocess.CompletedProcess:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(
@@ -328,4 +330,38 @@ def test_each_rank_uses_its_own_endpoint(tmp_path):
         # Rank 0 took the first 4 problems and asked only server a; rank 1 the last 3, server b.
         assert asked(a) == {0, 1, 2, 3} and asked(b) == {4, 5, 6}
         assert (a.total_requests, b.total_requests) == (8, 6)
+    assert _tables(one) == _tables(two)
+
+
+@pytest.mark.slow
+def test_a_failing_rank_is_reported_and_the_relaunch_completes_the_run(tmp_path):
+    from lema_hub.mistakes import CollectConfig, collect
+
+    reply = graded_responder()
+    dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there: rank 1's requests fail
+    with FakeOpenAIServer(responder=reply) as a, FakeOpenAIServer(responder=reply) as b:
+        cfg = dict(
+            problems="sample", problems_split="train", problems_limit=7, backend="openai", model="fake-model",
+            prompt_style="chat", num_samples=2, max_tokens=64, seed=0, concurrency=4, progress=False,
+            max_retries=0, request_timeout=5,
+        )  # fmt: skip
+        one = tmp_path / "one" / "lema-mistakes"
+        collect(CollectConfig(**cfg, base_urls=[a.base_url], output_dir=str(one)))
+        a.reset_counts()
+        two = tmp_path / "two" / "lema-mistakes"
+        partial = _launch(
+            "collect_mistakes.py", {**cfg, "base_urls": [a.base_url, dead], "output_dir": str(two)}, tmp_path,
+            "collect",
+        )  # fmt: skip
+        # As on one process: the first, partial run is written, and says what failed and why.
+        assert "6 of 14 requests failed" in partial.stderr or "6 failed" in partial.stderr, partial.stderr[
+            -2000:
+        ]
+        summary = json.loads((two / "run_summary.json").read_text())["collect"]
+        assert summary["failed_requests"] == 6 and summary["samples"] == 8
+        assert a.total_requests == 8  # rank 0 finished its 4 problems
+        a.reset_counts()
+        _launch("collect_mistakes.py", {**cfg, "base_urls": [a.base_url, b.base_url], "output_dir": str(two)}, tmp_path, "collect")  # fmt: skip
+        # Rank 0's slice came from its shard; only rank 1's failed requests were asked again.
+        assert a.total_requests == 0 and b.total_requests == 6
     assert _tables(one) == _tables(two)
