@@ -120,9 +120,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(
-    script: str, config: dict, tmp: Path, name: str, check: bool = True
-) -> subprocess.CompletedProcess:
+def _launch(script: str, config: dict, tmp: Path, name: str) -> subprocess.CompletedProcess:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(
