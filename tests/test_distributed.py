@@ -363,3 +363,27 @@ def test_a_failing_rank_is_reported_and_the_relaunch_completes_the_run(tmp_path)
         # Rank 0's slice came from its shard; only rank 1's failed requests were asked again.
         assert a.total_requests == 0 and b.total_requests == 6
     assert _tables(one) == _tables(two)
+
+
+@pytest.mark.slow
+def test_local_model_on_two_ranks_equals_one_process(tmp_path, tiny_model):
+    """The transformers backend: each rank loads its own copy of the model and generates its slice."""
+    from lema_hub.evaluation import EvalConfig, evaluate
+
+    cfg = dict(
+        models=[tiny_model],
+        backend="transformers",
+        problems="sample",
+        problems_limit=6,
+        max_new_tokens=12,
+        batch_size=1,
+        prompt_style="plain",
+        update_model_card=False,
+    )  # fmt: skip  (batch_size 1: no padding, so each row's numbers do not depend on its batch)
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    one, two = tmp_path / "one" / "eval", tmp_path / "two" / "eval"
+    evaluate(EvalConfig(**cfg, output_dir=str(one)))
+    _launch("evaluate.py", {**cfg, "output_dir": str(two)}, tmp_path, "evaluate")
+    assert _tables(one) == _tables(two)
+    _assert_two_ranks(_ranks(two, "evaluate"), two / ".cache", total=6)
