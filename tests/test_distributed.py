@@ -370,16 +370,11 @@ def test_local_model_on_two_ranks_equals_one_process(tmp_path, tiny_model):
     """The transformers backend: each rank loads its own copy of the model and generates its slice."""
     from lema_hub.evaluation import EvalConfig, evaluate
 
+    # batch_size 1: no padding, so a row's numbers do not depend on which rows share its batch.
     cfg = dict(
-        models=[tiny_model],
-        backend="transformers",
-        problems="sample",
-        problems_limit=6,
-        max_new_tokens=12,
-        batch_size=1,
-        prompt_style="plain",
-        update_model_card=False,
-    )  # fmt: skip  (batch_size 1: no padding, so each row's numbers do not depend on its batch)
+        models=[tiny_model], backend="transformers", problems="sample", problems_limit=6, max_new_tokens=12,
+        batch_size=1, prompt_style="plain", update_model_card=False,
+    )  # fmt: skip
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
     one, two = tmp_path / "one" / "eval", tmp_path / "two" / "eval"
