@@ -118,7 +118,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(script: str, config: dict, tmp: Path, name: str) -> subprocess.CompletedProcess:
+def _launch(script: str, config: dict, tmp: Path, name: str, ok: bool = True) -> subprocess.CompletedProcess:
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = dict(
@@ -144,7 +144,7 @@ def _launch(script: str, config: dict, tmp: Path, name: str) -> subprocess.Compl
         str(path),
     ]
     proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (proc.returncode == 0) == ok, proc.stderr[-4000:]
     return proc
 
 
@@ -380,3 +380,16 @@ def test_local_model_on_two_ranks_equals_one_process(tmp_path, tiny_model):
     _launch("evaluate.py", {**cfg, "output_dir": str(two)}, tmp_path, "evaluate")
     assert _tables(one) == _tables(two)
     _assert_two_ranks(_ranks(two, "evaluate"), two / ".cache", total=6)
+
+
+@pytest.mark.slow
+def test_an_error_on_the_ranks_fails_the_run_without_hanging(tmp_path):
+    """A backend that cannot start raises on every rank: the main process names each and exits non-zero."""
+    out = tmp_path / "lema-mistakes"
+    cfg = dict(
+        problems="sample", problems_limit=4, backend="transformers", model=str(tmp_path / "no-such-model"),
+        prompt_style="plain", num_samples=1, max_tokens=8, progress=False, output_dir=str(out),
+    )  # fmt: skip
+    message = _launch("collect_mistakes.py", cfg, tmp_path, "collect", ok=False).stderr
+    assert "generation failed on 2 rank(s)" in message and "rank 0: " in message and "rank 1: " in message
+    assert not (out / "data").exists()  # nothing written
