@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lema_hub import distributed
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.models import is_hub_id
@@ -733,7 +734,7 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
             rows.append(_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
         return rows, tokens
 
-    from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
+    from lema_hub.generation import GenerationRequest, SamplingParams
     from lema_hub.run_guard import RequestOutcome
 
     prompts: dict[str, CorrectorPrompt] = {}
@@ -764,7 +765,7 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
     engine_cfg = cfg.engine_config(cfg.backend, cfg.model, cfg.prompt_style, progress=cfg.progress)
     # `.cache/` is never pushed; the engine's request cache makes an interrupted run resume.
     cache = output_dir / ".cache" / f"correct-{_sha12(repr((cfg.backend, cfg.model)).encode())}.jsonl"
-    engine = make_engine(engine_cfg, cache_path=cache)
+    engine = distributed.make_engine(engine_cfg, cache_path=cache)  # shared by the ranks when launched
     try:
         results = engine.generate(requests, desc="correcting")
         tokens["engine"] = dict(engine.last_summary)
@@ -913,6 +914,7 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
     return summary
 
 
+@distributed.stage
 def correct(cfg: CorrectConfig) -> dict[str, Any]:
     """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`)."""
     import datasets
@@ -976,6 +978,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         tokens=tokens,
         wall_s=round(time.time() - t0, 2),
         check_arithmetic=cfg.check_arithmetic,
+        **distributed.record(),
     )
     if outcome is not None:
         summary["requests"] = {name: outcome.record()}

@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lema_hub import distributed
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.problems import Problem, ProblemArgs, eval_only_source
@@ -718,7 +719,7 @@ def _generate(
     template: PromptTemplate | None = None,
 ):
     """Per problem, its samples; `outcome` (a `run_guard.RequestOutcome`) counts the failures."""
-    from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
+    from lema_hub.generation import GenerationRequest, SamplingParams
 
     sampling = SamplingParams(
         temperature=cfg.temperature,
@@ -737,7 +738,7 @@ def _generate(
         )
         for p in problems
     ]
-    engine = make_engine(engine_cfg, cache_path=cache_path)
+    engine = distributed.make_engine(engine_cfg, cache_path=cache_path)  # shared by the ranks when launched
     try:
         results = engine.generate(requests, desc=f"evaluating {model}")
     finally:
@@ -856,6 +857,7 @@ def _load_results(folder: Path) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+@distributed.stage
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate every model in `cfg.models` on the configured problems; return the summary.
 
@@ -977,7 +979,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     (out_dir / "comparison.md").write_text(table)
     print(table)
 
-    summary: dict[str, Any] = {"benchmark": benchmark, "results": all_results}
+    summary: dict[str, Any] = {"benchmark": benchmark, "results": all_results, **distributed.record()}
     earlier = {k: earlier_requests(out_dir, "evaluate", k) for k in all_results}
     summary["requests"] = {**{k: v for k, v in earlier.items() if v is not None}, **requests}
     record = config_to_dict(cfg)  # write_run_record redacts credentials

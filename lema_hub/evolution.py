@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lema_hub import distributed
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs
@@ -177,10 +178,8 @@ def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
 
 
 def _engine(cfg: EvolveConfig, model: str, cache: Path):
-    from lema_hub.generation import make_engine
-
     engine_cfg = cfg.engine_config(cfg.backend, model, cfg.prompt_style, progress=cfg.progress)
-    return make_engine(engine_cfg, cache_path=cache)
+    return distributed.make_engine(engine_cfg, cache_path=cache)  # shared by the ranks when launched
 
 
 def _sha(text: str) -> str:
@@ -195,6 +194,7 @@ def gsm8k_style_solution(completion: str, answer: str) -> str:
     return "\n".join(steps + [f"#### {answer}"])
 
 
+@distributed.stage
 def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     """Write evolved `Problem` rows (config `<task>`); returns the summary (with `output_dir`)."""
     from lema_hub import formats
@@ -323,6 +323,7 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
         "config": name,
         "requests": {name: outcome.record()},
         "wall_s": round(time.time() - t0, 2),
+        **distributed.record(),
     }
     if not rows:
         raise ValueError(f"evolve: every new question was dropped ({dict(drops)}); nothing to write.")

@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams, make_engine
+from lema_hub import distributed
+from lema_hub.distributed import shard_dir
+from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs, parse_shard
@@ -164,10 +166,6 @@ def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, Sampl
     return out
 
 
-def shard_dir(output_dir: str | Path, index: int, count: int) -> Path:
-    return Path(f"{output_dir}-shard-{index:05d}-of-{count:05d}")
-
-
 def config_name_for(cfg: CollectConfig, problems: list) -> str:
     if cfg.dataset_config_name:
         return cfg.dataset_config_name
@@ -289,6 +287,7 @@ def _verdict_counts(rows: list[dict]) -> dict[str, int]:
     return counts
 
 
+@distributed.stage
 def collect(cfg: CollectConfig) -> dict[str, Any]:
     """Run the collection (or merge finished shards); returns the summary with `output_dir`."""
     if cfg.merge_shards:
@@ -315,7 +314,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     for name, engine_cfg, sampling in gens:
         requests = [GenerationRequest(p.problem_id, cot_prompt(p.question), sampling) for p in problems]
         cache_path = cache_root / f"{_slug(name)}.jsonl"
-        with make_engine(engine_cfg, cache_path=cache_path) as engine:
+        with distributed.make_engine(engine_cfg, cache_path=cache_path) as engine:
             results = engine.generate(requests, desc=f"collect [{name}]")
             gen_summaries[name] = engine.last_summary
         outcome.add(results, engine.last_summary)
@@ -360,6 +359,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
                 n: {k: v for k, v in s.items() if k not in ("model",)} for n, s in gen_summaries.items()
             },
             "wall_s": round(time.perf_counter() - start, 2),
+            **distributed.record(),  # under `accelerate launch`: world size, each rank's slice
         },
     )
     _log_summary(summary)
@@ -371,19 +371,8 @@ def merge_shards(cfg: CollectConfig) -> dict[str, Any]:
     from lema_hub.hub import discover_configs, load_artifact, read_run_record
 
     base = Path(cfg.output_dir)
-    found = sorted(base.parent.glob(f"{base.name}-shard-*-of-*"))
-    if not found:
-        raise FileNotFoundError(f"No shard folders {base}-shard-*-of-* to merge.")
-    counts = {re.search(r"-of-(\d+)$", p.name).group(1) for p in found}
-    if len(counts) != 1:
-        raise ValueError(
-            f"Shard folders of different shard counts next to {base}: {[p.name for p in found]}."
-        )
-    n = int(counts.pop())
-    expected = [shard_dir(base, i, n) for i in range(n)]
-    missing = [p.name for p in expected if not (p / "run_summary.json").is_file()]
-    if missing:
-        raise FileNotFoundError(f"Shard(s) not finished (no run_summary.json): {', '.join(missing)}.")
+    expected = distributed.finished_shards(base)
+    n = len(expected)
     rows: list[dict] = []
     config_name = None
     problems = failed = 0

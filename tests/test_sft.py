@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -305,3 +306,77 @@ def test_push_to_hub_during_training_and_final_card(tmp_path, tiny_model, repo_r
     assert (out / "checkpoint-4" / "training_args.bin").is_file()
     assert not [p for p in out.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
     assert TOKEN not in proc.stdout + proc.stderr
+
+
+# ------------------------------------------------------------------ the recipes' launch configs
+ACCELERATE_CONFIGS = {  # file -> (distributed type, processes, plugin section)
+    "cpu_multiprocess.yaml": ("MULTI_GPU", 2, None),
+    "ddp.yaml": ("MULTI_GPU", 8, None),
+    "fsdp.yaml": ("FSDP", 8, "fsdp_config"),
+    "zero3.yaml": ("DEEPSPEED", 8, "deepspeed_config"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ACCELERATE_CONFIGS))
+def test_launch_configs_parse_with_accelerates_loader(repo_root, name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    # ClusterConfig(**yaml) raises on a key accelerate does not know, and checks the enum values.
+    cfg = load_config_from_file(str(repo_root / "recipes" / "accelerate_configs" / name))
+    kind, processes, plugin = ACCELERATE_CONFIGS[name]
+    assert str(cfg.distributed_type).rsplit(".", 1)[-1] == kind and cfg.num_processes == processes
+    if plugin == "fsdp_config":
+        assert (
+            cfg.fsdp_config["fsdp_version"] == 2
+            and cfg.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+        )
+    if plugin == "deepspeed_config":
+        assert cfg.deepspeed_config["zero_stage"] == 3 and cfg.deepspeed_config["zero3_save_16bit_model"]
+    assert sorted(p.name for p in (repo_root / "recipes" / "accelerate_configs").glob("*.yaml")) == sorted(
+        ACCELERATE_CONFIGS
+    ), "a new launch config needs a row here"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ddp.yaml", "fsdp.yaml", "zero3.yaml"])
+def test_recipe_launch_line_trains_on_two_cpu_processes(tmp_path, tiny_model, repo_root, name):
+    """The README's launch line with a recipe config, on CPU: 2 processes over gloo, fp32.
+
+    On CPU accelerate runs every multi-process type as DDP over gloo (it enables FSDP only for GPU
+    types and DeepSpeed needs `deepspeed`), so this checks the launch line and the training path of
+    each config, not the sharding itself, which needs GPUs.
+    """
+    if name == "zero3.yaml":
+        pytest.importorskip("deepspeed", reason="DeepSpeed is not installed: zero3.yaml is only parsed")
+    mixture = make_mixture(tmp_path / "lema-mixture", repeat=4)
+    out = tmp_path / "out"
+    # FSDP / ZeRO-3 are the full fine-tuning configs; DDP is the (Q)LoRA one.
+    config = tiny_config(
+        tmp_path / "c.yaml", mixture, out, use_cpu=True, max_steps=2, use_peft=name == "ddp.yaml"
+    )
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        OMP_NUM_THREADS="1",
+    )
+    with socket.socket() as s:  # a free port: another launch may hold accelerate's default
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(repo_root / "recipes" / "accelerate_configs" / name),
+        "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", str(port),
+        str(repo_root / "recipes" / "sft.py"), "--config", str(config),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and len([e for e in state["log_history"] if "loss" in e]) == 2
+    assert "| `num_processes` | 2 |" in (out / "README.md").read_text()
+    weights = "adapter_model.safetensors" if name == "ddp.yaml" else "model.safetensors"
+    assert (out / weights).is_file()
+    from lema_hub.models import load_model
+
+    assert load_model(str(out)).config.num_hidden_layers >= 1  # the saved model loads back whole
