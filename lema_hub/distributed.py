@@ -23,7 +23,6 @@ import functools
 import logging
 import os
 import re
-import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -218,7 +217,6 @@ def _run_slice(
     shard: dict[str, Any] = {
         "rank": w.rank,
         "pid": os.getpid(),
-        "host": socket.gethostname(),
         "devices": _state["devices"],
         "requests": len(mine),
     }
