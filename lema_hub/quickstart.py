@@ -54,6 +54,10 @@ class QuickstartConfig:
     num_samples: int = field(default=2, metadata={"help": "Sampled paths per training problem."})
     temperature: float = field(default=0.8, metadata={"help": "Sampling temperature for mistake collection."})
     max_tokens: int = field(default=192, metadata={"help": "Max new tokens per sampled path."})
+    include_unfinished: bool = field(
+        default=False,
+        metadata={"help": "Also send paths with no final answer or cut at max_tokens to the corrector."},
+    )
     batch_size: int = field(default=32, metadata={"help": "Local generation batch size."})
     corrector_backend: str = field(
         default="reference",
@@ -301,6 +305,7 @@ def _collect_config(cfg: QuickstartConfig, layout: _Layout):
         num_samples=cfg.num_samples,
         temperature=cfg.temperature,
         max_tokens=cfg.max_tokens,
+        include_unfinished=cfg.include_unfinished,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         progress=cfg.progress,

@@ -21,6 +21,7 @@ SMOKE = dict(
     eval_limit=2,
     num_samples=2,
     max_tokens=24,
+    include_unfinished=True,  # the random-weight model never finishes a path: no `wrong` answer to correct
     batch_size=8,
     sft_max_steps=2,
     sft_batch_size=2,

@@ -80,7 +80,14 @@ def test_round_two_chain_runs_end_to_end_offline(tmp_path, tiny_model):
     train(*sft_parse(cfg1))
     assert (round1.parent / (round1.name + "-merged") / "config.json").is_file()
 
-    fast = {"problems_limit": 3, "num_samples": 2, "max_tokens": 24, "batch_size": 6}
+    # include_unfinished: the random-weight model never finishes a path, so none is a `wrong` answer.
+    fast = {
+        "problems_limit": 3,
+        "num_samples": 2,
+        "max_tokens": 24,
+        "batch_size": 6,
+        "include_unfinished": True,
+    }
     summary = collect(*_parse("collect", _rebased("collect", tmp_path, fast)))
     mistakes = Path(summary["output_dir"])
     # load_artifact reads the parquet files (datasets' folder cache keys on the folder name, not its content)
