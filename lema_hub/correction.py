@@ -817,29 +817,29 @@ def _row(
     return row
 
 
+# A corrected solution's verdict -> its reject reason (``correct`` is accepted).
+_REJECT_FOR_VERDICT = {"wrong": "wrong_answer", "no_answer": "no_answer"}
+
+
 def _grade(rows: list[dict], workers: int | None) -> None:
     """accepted iff the corrected answer grades `correct` against gold."""
-    from lema_hub.grading import grade_many
+    from lema_hub.grading import CORRECT, grade_rows
 
     todo = [r for r in rows if r["reject_reason"] is None]
-    if not todo:
-        return
     # The corrected solution itself is graded: the same extraction as the CoT evaluation.
-    texts = ["\n".join(r["corrected_steps"]) for r in todo]
-    by_task: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(todo):
-        by_task[_row_task(r)].append(i)
-    for task, idxs in by_task.items():
-        verdicts = grade_many(
-            [texts[i] for i in idxs], [str(todo[i]["gold_answer"]) for i in idxs], task=task, workers=workers
-        )
-        for i, v in zip(idxs, verdicts):
-            r = todo[i]
-            if v.verdict == "correct":
-                r["accepted"] = True
-            else:
-                r["reject_reason"] = "wrong_answer" if v.verdict == "wrong" else "ungradeable"
-                r["reject_detail"] = f"{r['corrected_answer']!r} vs gold {r['gold_answer']!r}: {v.reason}"
+    verdicts = grade_rows(
+        todo,
+        workers=workers,
+        text=lambda r: "\n".join(r["corrected_steps"]),
+        gold=lambda r: str(r["gold_answer"]),
+        task=_row_task,
+    )
+    for r, v in zip(todo, verdicts):
+        if v.verdict == CORRECT:
+            r["accepted"] = True
+        else:
+            r["reject_reason"] = _REJECT_FOR_VERDICT.get(v.verdict, "ungradeable")
+            r["reject_detail"] = f"{r['corrected_answer']!r} vs gold {r['gold_answer']!r}: {v.reason}"
 
 
 def check_corrections_arithmetic(rows: list[dict]) -> int:

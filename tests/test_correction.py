@@ -511,6 +511,27 @@ def test_correct_config_errors():
         CorrectConfig(mistakes="x", num_attempts=0)
 
 
+def test_grading_a_correction_maps_each_verdict_to_its_reject_reason():
+    def row(steps: list[str], gold: str) -> dict:
+        return dict(source="gsm8k", gold_answer=gold, corrected_steps=steps, corrected_answer=None,
+                    reject_reason=None, reject_detail=None, accepted=False)  # fmt: skip
+
+    rows = [
+        row(["Step 2: 4 + 1 = 5.", "The answer is 5."], "5"),
+        row(["Step 2: 4 + 2 = 6.", "The answer is 6."], "5"),
+        row(["Step 2: she keeps going and never says how many."], "5"),  # no final answer
+        row(["Step 2: 4 + 1 = 5.", "The answer is 5."], "five"),  # a gold that is no number
+    ]
+    correction._grade(rows, workers=1)
+    assert [(r["accepted"], r["reject_reason"]) for r in rows] == [
+        (True, None),
+        (False, "wrong_answer"),
+        (False, "no_answer"),
+        (False, "ungradeable"),
+    ]
+    assert "no final answer" in rows[2]["reject_detail"]
+
+
 @pytest.mark.slow
 def test_correct_with_the_tiny_local_model(tmp_path, tiny_model):
     """A real (random-weight) corrector through the transformers backend: every row is kept, with a reason."""
