@@ -1,5 +1,9 @@
 """Answer extraction and grading: ``correct`` | ``wrong`` | ``no_answer`` | ``ungradeable``, safe in any thread.
 
+Where things live: the answer rules (extraction, numbers, math-verify equivalence) are
+``lema_hub.answers``, the bounded worker processes ``lema_hub.grading_pool``; this module turns
+them into verdicts (``grade``, ``grade_many``, and ``grade_rows``, which every stage grades with).
+
 Decisions (tested in ``tests/test_grading.py``; agreement with human labels in BENCHMARKS.md):
 
 * ``extraction="strict"`` (the default; the paper's protocol): the predicted answer is the text

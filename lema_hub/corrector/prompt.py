@@ -9,8 +9,8 @@ from importlib import resources
 from pathlib import Path
 
 from lema_hub import formats
+from lema_hub.formats import PROMPT_STYLES
 
-PROMPT_STYLES = ("plain", "chat")
 DEFAULT_PROMPTS = {"gsm8k": "corrector_gsm8k.txt", "math": "corrector_math.txt"}
 
 
