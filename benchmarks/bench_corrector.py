@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.engine import start_server  # noqa: E402
-from lema_hub.claims import first_false_step  # noqa: E402
+from lema_hub.corrector.claims import first_false_step  # noqa: E402
 from lema_hub.corrector_bench import BenchCorrectorConfig, bench_corrector  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def remote(out: Path, n_items: int, latency: float, concurrencies: list[int]) ->
 
 def _bare_engine(cfg: BenchCorrectorConfig, items: list[dict], tag: str) -> float:
     """req/s of the same prompts sent straight through the engine (no stage around it, no cache)."""
-    from lema_hub.correction import build_corrector_input, corrector_prompt
+    from lema_hub.corrector.prompt import build_corrector_input, corrector_prompt
     from lema_hub.corrector_bench import no_error_prompt
     from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 

@@ -137,8 +137,9 @@ ADVERSARIAL = [
 
 def _timing(repeat: int = 3) -> None:
     """Extraction + GSM8K grading time on inputs of the largest graded size, each a repeated pattern."""
+    from lema_hub.answers import MAX_PREDICTION_CHARS
     from lema_hub.formats import last_boxed
-    from lema_hub.grading import MAX_PREDICTION_CHARS, extract_answer, grade
+    from lema_hub.grading import extract_answer, grade
 
     def best(fn) -> float:
         times = []

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from lema_hub import formats
 from lema_hub.calculator import numbers_in
-from lema_hub.correction import parse_correction, reference_correction
+from lema_hub.corrector.parse import parse_correction
+from lema_hub.corrector.reference import reference_correction
 from lema_hub.grading import grade
 from lema_hub.problems import Problem, ProblemArgs, load_problems
 

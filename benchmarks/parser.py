@@ -1,4 +1,4 @@
-"""Benchmark the corrector's output parser (`lema_hub.correction.parse_correction`) on adversarial outputs.
+"""Benchmark the corrector's output parser (`lema_hub.corrector.parse.parse_correction`) on adversarial outputs.
 
 Each input family is built at several sizes and parsed with the deployed cap (`MAX_CORRECTION_CHARS`:
 longer outputs are rejected as `too_long` at once) and with the cap lifted, which shows how the parser
@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lema_hub import correction  # noqa: E402
+from lema_hub.corrector import parse  # noqa: E402
 
 GOOD = (
     " Step 2.\nExplanation: 48 / 2 halves the muffins; twice means times 2.\nCorrect Solution:\n{\n...\n"
@@ -85,7 +85,7 @@ def _old_parser(rev: str):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    cap = correction.MAX_CORRECTION_CHARS
+    cap = parse.MAX_CORRECTION_CHARS
     ap.add_argument("--sizes", type=int, nargs="+", default=[16_000, cap - 100, 64_000, 1_000_000])
     ap.add_argument("--repeat", type=int, default=5, help="best of N calls")
     ap.add_argument("--compare_rev", default=None, help="also time the parser of this git revision")
@@ -108,17 +108,17 @@ def main() -> None:
         for n in args.sizes:
             raw = build(n)
             repeat = 1 if "boxed" in name else args.repeat
-            deployed = _best_ms(lambda raw=raw: correction.parse_correction(raw, 3), repeat)
-            reason = correction.parse_correction(raw, 3).reject_reason or "accepted format"
-            correction.MAX_CORRECTION_CHARS = 10**12
+            deployed = _best_ms(lambda raw=raw: parse.parse_correction(raw, 3), repeat)
+            reason = parse.parse_correction(raw, 3).reject_reason or "accepted format"
+            parse.MAX_CORRECTION_CHARS = 10**12
             try:
                 lifted = (
-                    _best_ms(lambda raw=raw: correction.parse_correction(raw, 3), repeat)
+                    _best_ms(lambda raw=raw: parse.parse_correction(raw, 3), repeat)
                     if not ("boxed" in name and len(raw) > 2 * cap)
                     else float("nan")  # quadratic in grading: minutes at 1 MB
                 )
             finally:
-                correction.MAX_CORRECTION_CHARS = cap
+                parse.MAX_CORRECTION_CHARS = cap
             row = f"| {name} | {len(raw):,} | {deployed:.2f} | {reason} | {lifted:.2f} |"
             if old:
                 if n <= args.compare_max:

@@ -48,7 +48,7 @@ STAGES: dict[str, Stage] = {
         "recipes/collect_mistakes.py",
     ),
     "correct": Stage(
-        "lema_hub.correction",
+        "lema_hub.correct",
         ("CorrectConfig",),
         "correct",
         "Ask a corrector (LLM or rule-based reference) to fix each mistake; keep corrections that reach gold.",

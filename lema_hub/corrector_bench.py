@@ -2,7 +2,7 @@
 
 Any corrector `correct` accepts (an LLM through `lema_hub.generation`, or the rule-based `reference`
 corrector, whose fallback on paths without gold annotations is the arithmetic-claim check of
-`lema_hub.claims`) reads step-labelled solutions, by default ProcessBench (Zheng et al. 2024), with
+`lema_hub.corrector.claims`) reads step-labelled solutions, by default ProcessBench (Zheng et al. 2024), with
 the same prompt, engine, request cache and parser as `correct`. Two protocols:
 
 - **lema**: the corrector sees only wrong paths, as in the paper, with the LeMa prompt; exact
@@ -28,16 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub.correction import (
-    CorrectConfig,
+from lema_hub.correct import CorrectConfig
+from lema_hub.corrector.parse import parse_correction
+from lema_hub.corrector.prompt import (
     CorrectorPrompt,
     build_corrector_input,
     corrector_prompt,
-    parse_correction,
-    reference_rules_ref,
-    reference_step,
     split_demonstrations,
 )
+from lema_hub.corrector.reference import reference_rules_ref, reference_step
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR
 
 logger = logging.getLogger(__name__)
@@ -279,7 +278,7 @@ def _scored(item: dict, protocol: str, pred: dict) -> dict:
 
 
 def _reference_rows(items: list[dict], protocol: str) -> list[dict]:
-    from lema_hub import claims
+    from lema_hub.corrector import claims
 
     ref = f"{reference_rules_ref()}+{claims.rules_ref()}"
     rows = []

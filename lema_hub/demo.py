@@ -1025,7 +1025,7 @@ class DemoApp:
         yield from _stream(gens, render, self.cfg.generation_timeout_s + 30)
 
     def _parse(self, gen: Generation, steps: list[str]) -> Any:
-        from lema_hub.correction import parse_correction
+        from lema_hub.corrector.parse import parse_correction
 
         return parse_correction(trim_correction(gen.text), len(steps))
 
@@ -1122,7 +1122,7 @@ class DemoApp:
         )
 
 
-# The corrector's reject reasons (lema_hub.correction.REJECT_REASONS), in words for the page.
+# The corrector's reject reasons (lema_hub.schema.REJECT_REASONS), in words for the page.
 REJECT_WORDS = {
     "no_answer": "The rewrite states no final answer (no “The answer is …” line).",
     "inconsistent_steps": "The rewrite's step numbers do not continue from the flagged step.",

@@ -752,26 +752,17 @@ def _generate(
 
 
 def _grade_rows(rows: list[dict[str, Any]], workers: int | None, extraction: str = "strict") -> None:
-    """Fill predicted_answer / verdict in place, grading each task's rows together."""
-    from lema_hub.grading import grade_many
-    from lema_hub.problems import task_of
+    """Fill predicted_answer / verdict / grade_reason in place, grading each task's rows together."""
+    from lema_hub.grading import grade_rows
 
-    by_task: dict[str, list[int]] = defaultdict(list)
-    for i, r in enumerate(rows):
+    todo = []
+    for r in rows:
         if r["completion"] is None:
             r.update(predicted_answer=None, verdict="ungradeable", grade_reason="generation failed")
         else:
-            by_task[task_of(r)].append(i)
-    for task, idx in by_task.items():
-        verdicts = grade_many(
-            [rows[i]["completion"] for i in idx],
-            [rows[i]["gold_answer"] for i in idx],
-            task=task,
-            workers=workers,
-            extraction=extraction,
-        )
-        for i, v in zip(idx, verdicts):
-            rows[i].update(predicted_answer=v.predicted_answer, verdict=v.verdict, grade_reason=v.reason)
+            todo.append(r)
+    for r, v in zip(todo, grade_rows(todo, extraction=extraction, workers=workers)):
+        r.update(predicted_answer=v.predicted_answer, verdict=v.verdict, grade_reason=v.reason)
 
 
 def _details_rows(
@@ -818,14 +809,14 @@ def apply_answer_rounding(rows: list[dict[str, Any]], digits: int) -> int:
 
     Only numeric-task rows with an extracted answer are looked at; MATH rows are left alone.
     """
-    from lema_hub.grading import _gsm8k_number  # the same number reading as exact grading
+    from lema_hub.answers import gsm8k_number  # the same number reading as exact grading
     from lema_hub.problems import task_of
 
     changed = 0
     for r in rows:
         if r.get("verdict") != "wrong" or r.get("predicted_answer") is None or task_of(r) != "gsm8k":
             continue
-        pred, gold = _gsm8k_number(str(r["predicted_answer"])), _gsm8k_number(str(r["gold_answer"]))
+        pred, gold = gsm8k_number(str(r["predicted_answer"])), gsm8k_number(str(r["gold_answer"]))
         if pred is None or gold is None:
             continue
         if round(float(pred), digits) == round(float(gold), digits):

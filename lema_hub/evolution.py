@@ -161,7 +161,7 @@ def majority(answers: list[str | None], task: str = "gsm8k") -> tuple[str | None
 def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
     rng = random.Random(cfg.seed)
     if cfg.strategy == "correction_centric":
-        from lema_hub.correction import load_rows, main_config
+        from lema_hub.correct import load_rows, main_config
 
         config = cfg.corrections_config or main_config(cfg.corrections)
         pool = [r for r in load_rows(cfg.corrections, config, missing_ok=True) if r.get("accepted", True)]

@@ -244,21 +244,10 @@ def select_mistakes(samples: list[dict], include_unfinished: bool = False) -> tu
 def _grade_rows(rows: list[dict], tasks: list[str], extraction: str = "flexible") -> None:
     """Fill verdict / predicted_answer / format_ok in place. A path cut at max_tokens that does not
     grade correct is ``truncated``: whatever its last sentence says, it did not finish."""
-    from lema_hub.grading import CORRECT, TRUNCATED, format_ok, grade, grade_many
+    from lema_hub.grading import CORRECT, TRUNCATED, format_ok, grade_rows
 
-    preds = [r["completion"] for r in rows]
-    golds = [r["gold_answer"] for r in rows]
-    if len(rows) > 256:  # a process pool pays off only for many rows
-        verdicts = []
-        for task in sorted(set(tasks)):
-            idx = [i for i, t in enumerate(tasks) if t == task]
-            vs = grade_many(
-                [preds[i] for i in idx], [golds[i] for i in idx], task=task, extraction=extraction
-            )
-            verdicts += list(zip(idx, vs))
-        verdicts = [v for _, v in sorted(verdicts, key=lambda p: p[0])]
-    else:
-        verdicts = [grade(p, g, task=t, extraction=extraction) for p, g, t in zip(preds, golds, tasks)]
+    task_at = {id(r): t for r, t in zip(rows, tasks)}
+    verdicts = grade_rows(rows, extraction=extraction, task=lambda r: task_at[id(r)])
     for row, v, task in zip(rows, verdicts, tasks):
         row["verdict"] = v.verdict
         if row.get("finish_reason") == "length" and v.verdict != CORRECT:

@@ -262,7 +262,7 @@ def decontaminate(rows: list[dict], test_questions: list[str], n: int = 8) -> tu
 def build(cfg: BuildConfig) -> dict[str, Any]:
     """Write `<task>-<view>` configs of training rows; returns the summary (with `output_dir`)."""
     from lema_hub.configs import config_to_dict, redact
-    from lema_hub.correction import load_rows, main_config
+    from lema_hub.correct import load_rows, main_config
     from lema_hub.hub import (
         maybe_push,
         save_dataset_config,

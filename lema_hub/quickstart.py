@@ -313,7 +313,7 @@ def _collect_config(cfg: QuickstartConfig, layout: _Layout):
 
 
 def _correct_config(cfg: QuickstartConfig, layout: _Layout):
-    from lema_hub.correction import CorrectConfig
+    from lema_hub.correct import CorrectConfig
 
     return CorrectConfig(
         mistakes=str(layout.mistakes),
@@ -439,7 +439,7 @@ def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, st
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     """Run (or resume) every stage and print the summary; returns it."""
-    from lema_hub.correction import correct
+    from lema_hub.correct import correct
     from lema_hub.evaluation import evaluate
     from lema_hub.mistakes import collect
     from lema_hub.mixture import build

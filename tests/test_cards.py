@@ -10,7 +10,8 @@ import yaml
 from huggingface_hub import DatasetCard, ModelCard, SpaceCard, parse_eval_result_entries
 
 from lema_hub import PAPER_CITATION, formats
-from lema_hub.correction import CorrectConfig, correct, load_rows, reference_correction
+from lema_hub.correct import CorrectConfig, correct, load_rows
+from lema_hub.corrector.reference import reference_correction
 from lema_hub.hub import (
     find_leaks,
     save_dataset_config,

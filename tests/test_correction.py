@@ -8,25 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lema_hub import correction, formats
+from lema_hub import correct as correct_stage
+from lema_hub import formats
 from lema_hub.calculator import numbers_in
-from lema_hub.correction import (
-    MAX_CORRECTION_CHARS,
-    REJECT_REASONS,
-    CorrectConfig,
-    build_corrector_input,
-    correct,
-    corrector_prompt,
-    load_rows,
-    parse_correction,
-    reference_correction,
-    reference_step,
-    split_demonstrations,
-)
+from lema_hub.correct import CorrectConfig, correct, load_rows
+from lema_hub.corrector import parse
+from lema_hub.corrector.parse import MAX_CORRECTION_CHARS, parse_correction
+from lema_hub.corrector.prompt import build_corrector_input, corrector_prompt, split_demonstrations
+from lema_hub.corrector.reference import reference_correction, reference_step
 from lema_hub.grading import grade
 from lema_hub.hub import save_dataset_config
 from lema_hub.problems import load_sample
-from lema_hub.schema import CORRECTION_COLUMNS, CORRECTOR_TOKENS
+from lema_hub.schema import CORRECTION_COLUMNS, CORRECTOR_TOKENS, REJECT_REASONS
 from tests.regex_linearity import linearity_problems
 
 # (task, answer of each demonstration's corrected solution) for the bundled prompts.
@@ -280,10 +273,10 @@ def test_parser_patterns_cannot_backtrack_quadratically():
     # The check bites: it flags every pattern that made the old parser quadratic.
     for pattern, mode in _QUADRATIC_PATTERNS:
         assert linearity_problems(pattern, mode), pattern.pattern
-    listed = {id(p) for p, _ in correction._PARSER_PATTERNS}
-    module_patterns = [v for k, v in vars(correction).items() if isinstance(v, re.Pattern)]
+    listed = {id(p) for p, _ in parse._PARSER_PATTERNS}
+    module_patterns = [v for k, v in vars(parse).items() if isinstance(v, re.Pattern)]
     assert module_patterns and all(id(p) in listed for p in module_patterns)  # none left unchecked
-    for pattern, mode in correction._PARSER_PATTERNS:
+    for pattern, mode in parse._PARSER_PATTERNS:
         assert linearity_problems(pattern, mode) == [], pattern.pattern
 
 
@@ -511,6 +504,27 @@ def test_correct_config_errors():
         CorrectConfig(mistakes="x", num_attempts=0)
 
 
+def test_grading_a_correction_maps_each_verdict_to_its_reject_reason():
+    def row(steps: list[str], gold: str) -> dict:
+        return dict(source="gsm8k", gold_answer=gold, corrected_steps=steps, corrected_answer=None,
+                    reject_reason=None, reject_detail=None, accepted=False)  # fmt: skip
+
+    rows = [
+        row(["Step 2: 4 + 1 = 5.", "The answer is 5."], "5"),
+        row(["Step 2: 4 + 2 = 6.", "The answer is 6."], "5"),
+        row(["Step 2: she keeps going and never says how many."], "5"),  # no final answer
+        row(["Step 2: 4 + 1 = 5.", "The answer is 5."], "five"),  # a gold that is no number
+    ]
+    correct_stage._grade(rows, workers=1)
+    assert [(r["accepted"], r["reject_reason"]) for r in rows] == [
+        (True, None),
+        (False, "wrong_answer"),
+        (False, "no_answer"),
+        (False, "ungradeable"),
+    ]
+    assert "no final answer" in rows[2]["reject_detail"]
+
+
 @pytest.mark.slow
 def test_correct_with_the_tiny_local_model(tmp_path, tiny_model):
     """A real (random-weight) corrector through the transformers backend: every row is kept, with a reason."""
@@ -534,3 +548,14 @@ def test_correct_with_the_tiny_local_model(tmp_path, tiny_model):
     assert all(r["corrector"] == tiny_model and r["corrector_kind"] == "llm" for r in rejected)
     assert summary["tokens"]["prompt_tokens"] > 500 * len(rows)  # the 4-shot prompt went in
     assert len(load_rows(summary["output_dir"], "sample", missing_ok=True)) == summary["accepted"]
+
+
+def test_the_old_import_paths_still_import_the_moved_names():
+    from lema_hub import claims, correction
+    from lema_hub.corrector import claims as new_claims
+
+    assert correction.correct is correct and correction.CorrectConfig is CorrectConfig
+    assert correction.parse_correction is parse_correction and correction.REJECT_REASONS is REJECT_REASONS
+    assert correction.reference_correction is reference_correction and correction.load_rows is load_rows
+    assert {name for name in correction.__all__ if not hasattr(correction, name)} == set()
+    assert claims.first_false_step is new_claims.first_false_step and claims.rules_ref is new_claims.rules_ref

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lema_hub.claims import claims_in, first_false_step
-from lema_hub.correction import CorrectConfig, correct, load_rows, reference_step
+from lema_hub.correct import CorrectConfig, correct, load_rows
+from lema_hub.corrector.claims import claims_in, first_false_step
+from lema_hub.corrector.reference import reference_step
 from lema_hub.corrector_bench import (
     NO_ERROR_INSTRUCTION,
     BenchCorrectorConfig,

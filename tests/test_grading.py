@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lema_hub import grading
+from lema_hub import grading_pool
 from lema_hub.grading import (
     EXTRACTIONS,
     VERDICTS,
@@ -160,7 +160,7 @@ def test_pathological_latex_is_bounded():
 
 
 def _idle_worker_pids() -> list[int]:
-    pool = grading._pool()
+    pool = grading_pool.shared_pool()
     with pool._cond:
         return [w.proc.pid for w in pool._idle]
 

@@ -224,7 +224,7 @@ def test_unfinished_paths_are_set_aside_not_mistakes(tmp_path):
     from datasets import load_dataset
     from huggingface_hub import DatasetCard
 
-    from lema_hub.correction import CorrectConfig, correct
+    from lema_hub.correct import CorrectConfig, correct
 
     # Folder names of their own: load_dataset caches local folders by name (issue 14.1).
     kw = dict(problems_limit=4, num_samples=5, write_card=True)

@@ -35,7 +35,7 @@ def _collect(tmp_path: Path, tiny_model: str) -> dict:
 
 
 def _correct(tmp_path: Path) -> dict:
-    from lema_hub.correction import CorrectConfig, correct
+    from lema_hub.correct import CorrectConfig, correct
     from tests.test_hub import build_mistakes
 
     mistakes = tmp_path / "mistakes"
@@ -80,7 +80,7 @@ def test_stage_lines_are_prose_with_counts_and_rates(tmp_path, tiny_model):
 
 def test_quiet_console_hides_library_chatter():
     quiet_console()
-    for name in ("matplotlib.font_manager", "lema_hub.correction", "lema_hub.mixture", "datasets"):
+    for name in ("matplotlib.font_manager", "lema_hub.correct", "lema_hub.mixture", "datasets"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
     import transformers.utils.logging as tf_logging
 

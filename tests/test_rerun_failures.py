@@ -194,7 +194,7 @@ def test_partial_runs_publish_resume_and_never_shrink_a_finished_folder(tmp_path
 # ------------------------------------------------------------------------------------------ correct
 def _corrections_responder(rows: list[dict]):
     from lema_hub import formats
-    from lema_hub.correction import reference_correction
+    from lema_hub.corrector.reference import reference_correction
 
     def respond(payload: dict) -> str:
         text = payload["messages"][-1]["content"] if "messages" in payload else payload["prompt"]
@@ -208,7 +208,7 @@ def _corrections_responder(rows: list[dict]):
 
 
 def test_correct_rerun_against_a_dead_endpoint_keeps_the_accepted_corrections(tmp_path):
-    from lema_hub.correction import CorrectConfig, correct
+    from lema_hub.correct import CorrectConfig, correct
     from tests.test_correction import _mistakes_folder
 
     mistakes, rows = _mistakes_folder(tmp_path)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lema_hub.correction import load_rows
+from lema_hub.correct import load_rows
 from lema_hub.hub import find_leaks, push_folder, sanitize, save_dataset_config, write_run_record
 from lema_hub.mistakes import CollectConfig, collect
 from lema_hub.problems import load_sample

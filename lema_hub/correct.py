@@ -1,0 +1,490 @@
+"""The `correct` stage: ask a corrector (any LLM served through `lema_hub.generation`, or the offline
+`reference` rules) to fix each mistake, and accept a correction only when its final answer grades
+`correct` against gold. Rejected rows are kept with a reason from `schema.REJECT_REASONS`. The
+corrector itself (prompt, parser, reference rules) is `lema_hub.corrector`; column names and types
+of the rows are `lema_hub.schema`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lema_hub import distributed
+from lema_hub.corrector.parse import ParsedCorrection, parse_correction
+from lema_hub.corrector.prompt import (
+    DEFAULT_PROMPTS,
+    PROMPT_STYLES,
+    CorrectorPrompt,
+    build_corrector_input,
+    corrector_prompt,
+)
+from lema_hub.corrector.prompt import sha12 as _sha12
+from lema_hub.corrector.reference import reference_correction, reference_rules_ref, reference_step
+from lema_hub.generation.types import EndpointArgs
+from lema_hub.hub import HubArgs
+from lema_hub.models import is_hub_id
+from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = (REFERENCE_CORRECTOR, "transformers", "openai", "tgi", "vllm")
+
+
+@dataclass
+class CorrectConfig(HubArgs, EndpointArgs):
+    """`lema-hub correct`: correct every mistake with an LLM (through the engine) or the reference rules."""
+
+    mistakes: str | None = field(
+        default=None, metadata={"help": "Mistakes folder or Hub dataset id (from `lema-hub collect`)"}
+    )
+    mistakes_config: str | None = field(
+        default=None, metadata={"help": "Its `<task>` config; default: the folder's main config"}
+    )
+    mistakes_limit: int | None = field(default=None, metadata={"help": "First N mistakes only (smoke runs)"})
+    output_dir: str | None = field(default=None, metadata={"help": "Default: outputs/<task>/corrections"})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Config name of the output; default: the mistakes config"}
+    )
+    backend: str = field(
+        default=REFERENCE_CORRECTOR,
+        metadata={"help": "reference (rule-based, offline) | transformers | openai | tgi | vllm"},
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "The corrector model (required unless backend is reference)"}
+    )
+    prompt_style: str = field(
+        default="plain", metadata={"help": "plain (completion, the paper's way) | chat (one user message)"}
+    )
+    corrector_prompt_file: str | None = field(
+        default=None, metadata={"help": "E.g. the paper's prompt_correction_gsm8k.txt, verbatim"}
+    )
+    corrector_task: str | None = field(
+        default=None, metadata={"help": "gsm8k | math: which bundled prompt; default: from the problems"}
+    )
+    num_attempts: int = field(default=1, metadata={"help": "k corrections sampled per mistake"})
+    temperature: float = field(default=0.0, metadata={"help": "Sampling temperature (0 = greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
+    max_tokens: int = field(default=768, metadata={"help": "Max new tokens per generation."})
+    seed: int | None = field(default=0, metadata={"help": "Random seed (sampling, shuffling)."})
+    reference_qa: bool = field(
+        default=True,
+        metadata={"help": "Also record the rule-based locator's step (agreement in the summary)"},
+    )
+    grading_workers: int | None = field(
+        default=None, metadata={"help": "Processes for batch grading (default: CPU count)."}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    price_table: dict | None = field(
+        default=None,
+        metadata={
+            "help": "$ per million tokens per model, {model: {input: x, output: y}}, for the card's cost"
+        },
+    )
+    check_arithmetic: bool = field(
+        default=False,
+        metadata={"help": "Reject accepted corrections whose own steps hold a false `a op b = c` claim"},
+    )
+    corrector_benchmark: str | None = field(
+        default=None,
+        metadata={"help": "A `lema-hub bench-corrector` folder or Hub repo: its numbers go on the card"},
+    )
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}.")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(
+                f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}."
+            )
+        if self.num_attempts < 1:
+            raise ValueError(f"num_attempts must be >= 1, got {self.num_attempts}.")
+        if self.backend != REFERENCE_CORRECTOR and not self.model:
+            raise ValueError(f"backend {self.backend!r} needs `model` (the corrector model name).")
+        if self.corrector_task not in (None, *DEFAULT_PROMPTS):
+            raise ValueError(
+                f"corrector_task must be one of {sorted(DEFAULT_PROMPTS)}, got {self.corrector_task!r}."
+            )
+
+
+def _is_local(folder_or_repo: str) -> bool:
+    """A folder, or a missing local path (not a Hub id): raises `MissingInputError` for the latter."""
+    from lema_hub.errors import MissingInputError
+
+    if Path(folder_or_repo).is_dir():
+        return True
+    if not is_hub_id(folder_or_repo):
+        raise MissingInputError(
+            f"{folder_or_repo!r} is not a dataset folder (and not a Hub dataset id 'namespace/name')."
+        )
+    return False
+
+
+def _hub_error(repo_id: str, exc: Exception) -> Exception:
+    from lema_hub.errors import InvalidInputError
+
+    return InvalidInputError(
+        f"could not read the Hub dataset {repo_id!r}: {type(exc).__name__}: {exc}. "
+        "Offline? Pass a local dataset folder."
+    )
+
+
+def main_config(folder_or_repo: str) -> str:
+    """The main `<task>` config of an artifact folder or Hub dataset (not `-samples`/`-rejected`)."""
+    from lema_hub.errors import InvalidInputError
+
+    path = Path(folder_or_repo)
+    if _is_local(folder_or_repo):
+        from lema_hub.hub import discover_configs
+
+        names = list(discover_configs(path))
+        if not names:
+            raise InvalidInputError(f"{folder_or_repo!r} holds no data/<config>/*.parquet files.")
+    else:
+        import datasets
+
+        try:
+            names = datasets.get_dataset_config_names(folder_or_repo)
+        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
+            raise _hub_error(folder_or_repo, exc) from exc
+    # A config with no rows is not written, so `<task>-rejected` alone still names the task.
+    main = sorted({re.sub(r"-(samples|rejected)$", "", n) for n in names})
+    if len(main) != 1:
+        raise InvalidInputError(
+            f"{folder_or_repo} has configs {names}; say which one to read "
+            f"(e.g. --mistakes_config {main[0] if main else '...'})."
+        )
+    return main[0]
+
+
+def load_rows(folder_or_repo: str, config: str, split: str = "train", missing_ok: bool = False) -> list[dict]:
+    """Rows of one config/split of an artifact folder or Hub dataset (`missing_ok`: [] if absent)."""
+    import pyarrow as pa
+
+    from lema_hub.errors import InvalidInputError
+    from lema_hub.hub import discover_configs, load_artifact
+
+    path = Path(folder_or_repo)
+    if not _is_local(folder_or_repo):
+        try:
+            return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
+        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
+            raise _hub_error(folder_or_repo, exc) from exc
+    if missing_ok and config not in discover_configs(path):
+        return []  # an empty config is not written at all
+    try:
+        return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
+    except pa.ArrowException as exc:
+        raise InvalidInputError(f"{folder_or_repo} [{config}]: a parquet file cannot be read: {exc}") from exc
+
+
+def _row_task(row: dict) -> str:
+    from lema_hub.problems import task_of
+
+    return task_of(row)
+
+
+def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path) -> tuple[list[dict], dict]:
+    """One row per (mistake, attempt), with parsed fields but before grading."""
+    from lema_hub import formats
+
+    tokens = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
+    rows: list[dict] = []
+    if cfg.backend == REFERENCE_CORRECTOR:
+        ref_name = reference_rules_ref()
+        for m in mistakes:
+            parsed = reference_correction(m, list(m["steps"]))
+            raw = None
+            if parsed is not None:
+                raw = formats.correction_target(
+                    parsed.incorrect_step, parsed.explanation, parsed.corrected_steps
+                )
+                # Same path as an LLM's output: the rendered text is parsed back and graded.
+                parsed = parse_correction(raw, len(m["steps"]), _row_task(m))
+            else:
+                from lema_hub.corrector.claims import first_false_step
+
+                # No gold steps to rewrite from; the arithmetic check may still locate the error.
+                located = first_false_step(list(m["steps"]))
+                parsed = ParsedCorrection(
+                    incorrect_step=located[0] if located else None,
+                    reject_reason="no_reference",
+                    detail="no calculator annotations in the gold solution, or no steps"
+                    + (f"; arithmetic check: step {located[0]}: {located[1].describe()}" if located else ""),
+                )
+            rows.append(_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
+        return rows, tokens
+
+    from lema_hub.generation import GenerationRequest, SamplingParams
+    from lema_hub.run_guard import RequestOutcome
+
+    prompts: dict[str, CorrectorPrompt] = {}
+
+    def prompt_for(task: str) -> CorrectorPrompt:
+        key = cfg.corrector_task or task
+        if key not in prompts:
+            prompts[key] = corrector_prompt(key, cfg.corrector_prompt_file)
+        return prompts[key]
+
+    # Stop where a base model would start the next demonstration.
+    sampling = SamplingParams(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=cfg.max_tokens,
+        n=cfg.num_attempts,
+        seed=cfg.seed,
+        stop=["\nQuestion:", "\r\nQuestion:"],
+    )
+    requests, owners = [], {}
+    for i, m in enumerate(mistakes):
+        p = prompt_for(_row_task(m))
+        content = build_corrector_input(p, m["question"], list(m["steps"]), cfg.prompt_style)
+        # Request ids are content hashes so a resumed or extended run reuses the engine's cache.
+        rid = _sha12(repr((m.get("problem_id"), m.get("generator"), m.get("sample_index"), content)).encode())
+        requests.append(GenerationRequest(request_id=f"correct-{rid}", prompt=content, sampling=sampling))
+        owners[f"correct-{rid}"] = (i, p)
+    engine_cfg = cfg.engine_config(cfg.backend, cfg.model, cfg.prompt_style, progress=cfg.progress)
+    # `.cache/` is never pushed; the engine's request cache makes an interrupted run resume.
+    cache = output_dir / ".cache" / f"correct-{_sha12(repr((cfg.backend, cfg.model)).encode())}.jsonl"
+    engine = distributed.make_engine(engine_cfg, cache_path=cache)  # shared by the ranks when launched
+    try:
+        results = engine.generate(requests, desc="correcting")
+        tokens["engine"] = dict(engine.last_summary)
+    finally:
+        engine.close()
+    tokens["outcome"] = RequestOutcome("correct")
+    tokens["outcome"].add(results, engine.last_summary)
+    for res in results:
+        i, p = owners[res.request_id]
+        m = mistakes[i]
+        tokens["requests"] += 1
+        tokens["prompt_tokens"] += res.prompt_tokens or 0
+        tokens["completion_tokens"] += res.completion_tokens or 0
+        if not res.ok:
+            parsed = ParsedCorrection(reject_reason="generation_failed", detail=res.error or "no text")
+        else:
+            parsed = parse_correction(res.text, len(m["steps"]), _row_task(m))
+        rows.append(_row(m, cfg.model or "", p.ref, res.sample_index, res.text, parsed, res))
+    return rows, tokens
+
+
+def _row(
+    m: dict,
+    corrector: str,
+    prompt_ref: str,
+    attempt: int,
+    raw: str | None,
+    parsed: ParsedCorrection,
+    res: Any,
+) -> dict:
+    row = dict(m)
+    row.update(
+        {CORRECTOR_TOKENS.model: corrector},
+        corrector_kind="rule-based" if corrector == REFERENCE_CORRECTOR else "llm",
+        corrector_prompt=prompt_ref,
+        attempt=int(attempt),
+        raw_output=raw or "",
+        incorrect_step=parsed.incorrect_step,
+        explanation=parsed.explanation,
+        corrected_steps=list(parsed.corrected_steps),
+        corrected_answer=parsed.corrected_answer,
+        accepted=False,
+        reject_reason=parsed.reject_reason,
+        reject_detail=parsed.detail,
+        reference_step=None,
+        correction_finish_reason=getattr(res, "finish_reason", None),
+    )
+    row[CORRECTOR_TOKENS.prompt] = getattr(res, "prompt_tokens", None)
+    row[CORRECTOR_TOKENS.completion] = getattr(res, "completion_tokens", None)
+    return row
+
+
+# A corrected solution's verdict -> its reject reason (``correct`` is accepted).
+_REJECT_FOR_VERDICT = {"wrong": "wrong_answer", "no_answer": "no_answer"}
+
+
+def _grade(rows: list[dict], workers: int | None) -> None:
+    """accepted iff the corrected answer grades `correct` against gold."""
+    from lema_hub.grading import CORRECT, grade_rows
+
+    todo = [r for r in rows if r["reject_reason"] is None]
+    # The corrected solution itself is graded: the same extraction as the CoT evaluation.
+    verdicts = grade_rows(
+        todo,
+        workers=workers,
+        text=lambda r: "\n".join(r["corrected_steps"]),
+        gold=lambda r: str(r["gold_answer"]),
+        task=_row_task,
+    )
+    for r, v in zip(todo, verdicts):
+        if v.verdict == CORRECT:
+            r["accepted"] = True
+        else:
+            r["reject_reason"] = _REJECT_FOR_VERDICT.get(v.verdict, "ungradeable")
+            r["reject_detail"] = f"{r['corrected_answer']!r} vs gold {r['gold_answer']!r}: {v.reason}"
+
+
+def check_corrections_arithmetic(rows: list[dict]) -> int:
+    """Reject (`false_claim`) accepted corrections whose corrected steps hold a false arithmetic claim.
+
+    The paper checks only a correction's final answer; a right answer reached through a false
+    `a op b = c` would teach the wrong step. Returns how many were rejected.
+    """
+    from lema_hub.corrector.claims import first_false_step
+
+    n = 0
+    for r in rows:
+        if not r["accepted"]:
+            continue
+        located = first_false_step(list(r["corrected_steps"]))
+        if located:
+            j, claim = located
+            step = (r["incorrect_step"] or 1) + j - 1  # corrected steps start at the incorrect step
+            r["accepted"] = False
+            r["reject_reason"] = "false_claim"
+            r["reject_detail"] = f"corrected step {step}: {claim.describe()}"
+            n += 1
+    return n
+
+
+def _rate(rows: list[dict]) -> dict[str, Any]:
+    n = len(rows)
+    acc = sum(r["accepted"] for r in rows)
+    return {"n": n, "accepted": acc, "acceptance_rate": round(acc / n, 4) if n else None}
+
+
+def _by(rows: list[dict], key) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        k = key(r)
+        if k is not None:
+            groups[str(k)].append(r)
+    return {k: _rate(v) for k, v in sorted(groups.items())}
+
+
+def _step_bucket(r: dict) -> str:
+    k = r.get("incorrect_step")
+    if k is None:
+        return "unparsed"
+    n = len(r.get("steps") or [])
+    return "final" if k == n else ("first" if k == 1 else "middle")
+
+
+def summarize(rows: list[dict]) -> dict[str, Any]:
+    """Acceptance overall, by generator, level, subject, step position; reasons; locator agreement."""
+    summary: dict[str, Any] = {**_rate(rows), "rejected": sum(not r["accepted"] for r in rows)}
+    summary["mistakes"] = len(
+        {(r.get("problem_id"), r.get("generator"), r.get("sample_index")) for r in rows}
+    )
+    summary["reject_reasons"] = dict(
+        Counter(r["reject_reason"] for r in rows if not r["accepted"]).most_common()
+    )
+    summary["by_generator"] = _by(rows, lambda r: r.get("generator"))
+    summary["by_level"] = _by(rows, lambda r: r.get("level"))
+    summary["by_subject"] = _by(rows, lambda r: r.get("subject"))
+    summary["by_step_position"] = _by(rows, _step_bucket)
+    summary["by_incorrect_step"] = _by(rows, lambda r: r.get("incorrect_step"))
+    both = [r for r in rows if r.get("reference_step") is not None and r.get("incorrect_step") is not None]
+    agree = sum(r["reference_step"] == r["incorrect_step"] for r in both)
+    summary["reference_agreement"] = {
+        "n": len(both),
+        "agree": agree,
+        "rate": round(agree / len(both), 4) if both else None,
+        "applies": sum(r.get("reference_step") is not None for r in rows),
+    }
+    return summary
+
+
+@distributed.stage
+def correct(cfg: CorrectConfig) -> dict[str, Any]:
+    """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`)."""
+    import datasets
+
+    from lema_hub.configs import config_to_dict, redact
+    from lema_hub.errors import InvalidInputError
+    from lema_hub.hub import (
+        maybe_push,
+        save_dataset_config,
+        write_dataset_card,
+        write_run_record,
+    )
+    from lema_hub.run_guard import guard_publish
+
+    if not cfg.mistakes:
+        raise InvalidInputError(
+            "correct: set `mistakes` to a mistakes folder or Hub dataset id (from `lema-hub collect`)."
+        )
+    t0 = time.time()
+    config = cfg.mistakes_config or main_config(cfg.mistakes)
+    mistakes = load_rows(cfg.mistakes, config, missing_ok=True)
+    if not mistakes:
+        raise InvalidInputError(f"correct: {cfg.mistakes} [{config}] has no mistakes to correct.")
+    if cfg.mistakes_limit is not None:
+        mistakes = mistakes[: cfg.mistakes_limit]
+    name = cfg.dataset_config_name or config
+    output_dir = Path(cfg.output_dir or f"outputs/{name}/corrections")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    logger.info(
+        "correcting %d mistakes from %s [%s] with %s",
+        len(mistakes),
+        cfg.mistakes,
+        config,
+        cfg.model or cfg.backend,
+    )
+
+    quality = None
+    if cfg.corrector_benchmark:  # read before any request is sent: a bad path fails fast
+        from lema_hub.corrector_bench import headline
+
+        quality = headline(cfg.corrector_benchmark)
+    rows, tokens = _correction_rows(cfg, mistakes, output_dir)
+    outcome = tokens.pop("outcome", None)
+    # Before anything is written: a run whose requests failed never replaces finished rows.
+    guard_publish(outcome, output_dir, "correct", name, [name, f"{name}-rejected"])
+    if cfg.reference_qa:
+        for r in rows:
+            r["reference_step"] = reference_step(r, list(r["steps"]))
+    _grade(rows, cfg.grading_workers)
+    if cfg.check_arithmetic:
+        check_corrections_arithmetic(rows)
+
+    summary = summarize(rows)
+    summary.update(
+        output_dir=str(output_dir),
+        config=name,
+        corrector=cfg.model or REFERENCE_CORRECTOR,
+        backend=cfg.backend,
+        corrector_prompt=sorted({r["corrector_prompt"] for r in rows}),
+        num_attempts=cfg.num_attempts,
+        tokens=tokens,
+        wall_s=round(time.time() - t0, 2),
+        check_arithmetic=cfg.check_arithmetic,
+        **distributed.record(),
+    )
+    if outcome is not None:
+        summary["requests"] = {name: outcome.record()}
+    if quality is not None:
+        quality["same_corrector"] = quality.get("corrector") == summary["corrector"]
+        summary["corrector_quality"] = quality
+    ds = datasets.Dataset.from_list(rows)
+    ds = ds.cast(correction_features(ds.features))  # the correction columns' types, every run
+    # An empty side is not written (and a stale one from an earlier run is removed).
+    save_dataset_config(output_dir, name, {"train": ds.filter(lambda r: r["accepted"])})
+    save_dataset_config(output_dir, f"{name}-rejected", {"train": ds.filter(lambda r: not r["accepted"])})
+    write_run_record(output_dir, redact(config_to_dict(cfg)), summary, recipe="correct")
+    write_dataset_card(output_dir, "corrections")
+    url = maybe_push(output_dir, cfg, "dataset", "correct")
+    if url:
+        summary["hub_url"] = url
+    logger.info(
+        "corrections: %d/%d accepted (%s)", summary["accepted"], summary["n"], summary["reject_reasons"]
+    )
+    return summary

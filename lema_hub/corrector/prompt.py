@@ -1,0 +1,95 @@
+"""The corrector's few-shot prompt: the bundled `lema_hub/prompts/corrector_<task>.txt` files (or a
+prompt file verbatim), its demonstrations, and the query that ends at `Incorrect Step:`."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from lema_hub import formats
+from lema_hub.formats import PROMPT_STYLES
+
+DEFAULT_PROMPTS = {"gsm8k": "corrector_gsm8k.txt", "math": "corrector_math.txt"}
+
+
+@dataclass(frozen=True)
+class CorrectorPrompt:
+    """A few-shot corrector prompt: instruction + demonstrations, kept verbatim."""
+
+    name: str
+    text: str
+    sha: str  # first 12 hex digits of sha256 over the file's bytes
+
+    @property
+    def ref(self) -> str:
+        """`name@sha256:<12 hex>`: recorded on every correction row."""
+        return f"{self.name}@sha256:{self.sha}"
+
+    @property
+    def newline(self) -> str:
+        """The prompt file's line ending (the paper's files use CRLF); queries follow it."""
+        return "\r\n" if "\r\n" in self.text else "\n"
+
+
+def sha12(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:12]
+
+
+def corrector_prompt(task: str, prompt_file: str | None = None) -> CorrectorPrompt:
+    """The project's own corrector prompt for `task` ("gsm8k" | "math"), or `prompt_file` verbatim."""
+    if prompt_file is not None:
+        path = Path(prompt_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"corrector_prompt_file {prompt_file!r} does not exist.")
+        data = path.read_bytes()
+        name = path.stem
+    else:
+        if task not in DEFAULT_PROMPTS:
+            raise ValueError(
+                f"No bundled corrector prompt for task {task!r}; choose one of {sorted(DEFAULT_PROMPTS)}."
+            )
+        data = resources.files("lema_hub").joinpath("prompts", DEFAULT_PROMPTS[task]).read_bytes()
+        name = f"lema-hub/{Path(DEFAULT_PROMPTS[task]).stem}"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"Corrector prompt {name!r} is not UTF-8 text: {exc}") from None
+    if "Question:" not in text or "Incorrect Step:" not in text:
+        raise ValueError(
+            f"Corrector prompt {name!r} does not look like a LeMa corrector prompt "
+            "(it needs demonstrations with 'Question:' and 'Incorrect Step:')."
+        )
+    return CorrectorPrompt(name=name, text=text, sha=sha12(data))
+
+
+def build_corrector_input(
+    prompt: CorrectorPrompt, question: str, steps: list[str], style: str = "plain"
+) -> str | list[dict]:
+    """Few-shot prompt + one query (`formats.corrector_query`), ending at `Incorrect Step:`.
+
+    "plain" is the paper's completion-style prompt for base models; "chat" sends the same text as
+    one user message (how GPT-4 was queried), so both styles see identical demonstrations.
+    """
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {style!r}.")
+    nl = prompt.newline
+    query = formats.corrector_query(question, steps).replace("\r\n", "\n")
+    if nl != "\n":
+        query = query.replace("\n", nl)
+    text = prompt.text.rstrip("\r\n") + nl + nl + query
+    return text if style == "plain" else formats.as_messages(text)
+
+
+def split_demonstrations(prompt_text: str) -> tuple[str, list[str]]:
+    """(instruction, demonstrations) of a corrector prompt; blocks are separated by blank lines
+    before each `Question:`."""
+    lines = prompt_text.replace("\r\n", "\n").split("\n")
+    # A block starts at a `Question:` line that follows a blank one (line by line: linear in the text).
+    starts = [
+        i for i in range(2, len(lines)) if lines[i].startswith("Question:") and not lines[i - 1].strip()
+    ]
+    bounds = [0, *starts, len(lines)]
+    blocks = ["\n".join(lines[a:b]).strip() for a, b in zip(bounds, bounds[1:])]
+    return blocks[0], blocks[1:]
