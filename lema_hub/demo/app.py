@@ -371,24 +371,7 @@ def _browse_tab(app: DemoApp) -> None:
     filters = [b_task, b_gen, b_level, b_step]
 
     def browse(task: str, generator: str, level: str, step: str, index: float | None) -> tuple[Any, ...]:
-        """Rows are numbered from 1 on the page; out-of-range numbers get a line, not an error."""
-        rows = app.data.filter(task, generator, level, step)
-        count = _match_line(len(rows), len(app.data.corrections))
-        label = gr.update(value=1, label="Row (none)")
-        if not rows:
-            return _browse_table([]), _notice("No corrections match these filters.", "info"), label, count
-        wanted = 1 if index is None else int(index)
-        i = min(max(wanted, 1), len(rows))
-        view = render_correction_row(rows[i - 1])
-        if wanted != i:
-            view = (
-                _notice(
-                    f"Row {wanted} does not exist: rows go from 1 to {len(rows)}. Showing row {i}.",
-                    "info",
-                )
-                + view
-            )
-        return _browse_table(rows), view, gr.update(value=i, label=f"Row (1–{len(rows)})"), count
+        return _browse_page(app, task, generator, level, step, index)
 
     def step_index(delta: int) -> Callable[..., tuple[Any, ...]]:
         def fn(task: str, generator: str, level: str, step: str, index: float | None) -> tuple[Any, ...]:
@@ -415,6 +398,32 @@ def _browse_tab(app: DemoApp) -> None:
     b_prev.click(step_index(-1), [*filters, b_index], browse_out, api_name="browse_prev")
     b_next.click(step_index(+1), [*filters, b_index], browse_out, api_name="browse_next")
     b_table.select(select, filters, browse_out, api_name="browse_select")
+
+
+def _browse_page(
+    app: DemoApp, task: str, generator: str, level: str, step: str, index: float | None
+) -> tuple[Any, ...]:
+    """Browse's outputs (table, record, row number, count) for the filters and a row number.
+    Rows are numbered from 1 on the page; out-of-range numbers get a line, not an error."""
+    import gradio as gr
+
+    rows = app.data.filter(task, generator, level, step)
+    count = _match_line(len(rows), len(app.data.corrections))
+    label = gr.update(value=1, label="Row (none)")
+    if not rows:
+        return _browse_table([]), _notice("No corrections match these filters.", "info"), label, count
+    wanted = 1 if index is None else int(index)
+    i = min(max(wanted, 1), len(rows))
+    view = render_correction_row(rows[i - 1])
+    if wanted != i:
+        view = (
+            _notice(
+                f"Row {wanted} does not exist: rows go from 1 to {len(rows)}. Showing row {i}.",
+                "info",
+            )
+            + view
+        )
+    return _browse_table(rows), view, gr.update(value=i, label=f"Row (1–{len(rows)})"), count
 
 
 def launch_kwargs(cfg: DemoConfig) -> dict[str, Any]:
