@@ -17,8 +17,8 @@ Where things live: `config` (DemoConfig), `render` (HTML/CSS), `inference` (mode
 """
 
 from lema_hub.demo.app import build_demo, launch, launch_kwargs
-from lema_hub.demo.config import DemoConfig, config_fields
-from lema_hub.demo.data import DemoData, eval_table, model_facts
+from lema_hub.demo.config import ENV_PREFIX, DemoConfig, config_fields
+from lema_hub.demo.data import DemoData, Example, eval_table, model_facts
 from lema_hub.demo.handlers import DemoApp
 from lema_hub.demo.inference import (
     Generation,
@@ -28,15 +28,34 @@ from lema_hub.demo.inference import (
     is_repeating,
     trim_correction,
 )
-from lema_hub.demo.render import CSS, render_correction_row, render_step_cards, render_verdict
-from lema_hub.demo.space import prepare_space_folder, space_card_info, write_space_readme
+from lema_hub.demo.render import (
+    CSS,
+    LATEX_DELIMITERS,
+    STOP_REASONS,
+    render_correction_row,
+    render_step_cards,
+    render_verdict,
+)
+from lema_hub.demo.space import (
+    SPACE_DIR,
+    SPACE_SDK_VERSION,
+    prepare_space_folder,
+    space_card_info,
+    write_space_readme,
+)
 from lema_hub.formats import corrected_solution
 
 __all__ = [
     "CSS",
+    "ENV_PREFIX",
+    "LATEX_DELIMITERS",
+    "SPACE_DIR",
+    "SPACE_SDK_VERSION",
+    "STOP_REASONS",
     "DemoApp",
     "DemoConfig",
     "DemoData",
+    "Example",
     "Generation",
     "ModelRunner",
     "build_demo",
