@@ -98,3 +98,27 @@ def test_corrected_solution_is_one_rule_for_the_demo_and_the_mixture() -> None:
     row = dict(question="Q?", steps=steps, incorrect_step=2, corrected_steps=restated, corrected_answer="11")
     (cot,) = view_rows("cot_corrected", [], [row], "plain")
     assert cot["completion"].count("Tom has 3 apples.") == 1
+
+
+def test_solve_through_an_endpoint_configured_with_the_engine_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`base_urls` and `api_key_env` reach a real OpenAI-compatible server on 127.0.0.1: both models
+    answer, graded, and the key travels from the named variable (the baseline shares the endpoint)."""
+    from tests.fake_openai_server import FakeOpenAIServer
+
+    monkeypatch.setenv("DEMO_TEST_KEY", "sk-demo-test")
+    answers = {"lema": "3 + 8 = 11.\nThe answer is 11.", "cot": "3 + 8 = 12.\nThe answer is 12."}
+    with FakeOpenAIServer(responder=lambda p: answers[p["model"]]) as srv:
+        cfg = _quiet(
+            backend="openai",
+            base_urls=[srv.base_url],
+            api_key_env="DEMO_TEST_KEY",
+            lema_model="lema",
+            baseline_model="cot",
+            prompt_style="chat",
+            endpoint_stream=False,  # the fake server answers in one piece
+            examples=[],
+        )
+        base, lema = list(DemoApp(cfg).solve("Tom has 3 apples and buys 8 more. How many?", "11"))[-1]
+        assert srv.auth_headers == {"Bearer sk-demo-test": 2}
+    assert "lema-correct" in lema and "<b>11</b>" in lema
+    assert "lema-wrong" in base and "<b>12</b>" in base
