@@ -390,6 +390,14 @@ def correction_target(incorrect_step: int, explanation: str, corrected_steps: li
 
 
 # ------------------------------------------------------------------------------- plain vs chat
+def corrected_solution(steps: list[str], corrected: list[str], k: int) -> list[str]:
+    """The whole corrected solution: original steps 1..k-1 (kept) then the corrected steps k..N.
+    Accepts a correction that restates the solution from step 1 as well."""
+    if len(corrected) >= k and [s.strip() for s in corrected[: k - 1]] == [s.strip() for s in steps[: k - 1]]:
+        return list(corrected)
+    return list(steps[: k - 1]) + list(corrected)
+
+
 def as_messages(prompt: str) -> list[dict[str, str]]:
     """``[{"role": "user", "content": prompt}]``."""
     return [{"role": "user", "content": prompt}]

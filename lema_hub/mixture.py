@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lema_hub.formats import corrected_solution
 from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs
 
@@ -210,7 +211,7 @@ def view_rows(view: str, cot: list[dict], corrections: list[dict], style: str) -
         extra = []
         for c in corrections:
             k = int(c["incorrect_step"])
-            full = list(c["steps"])[: k - 1] + list(c["corrected_steps"])
+            full = corrected_solution(list(c["steps"]), list(c["corrected_steps"]), k)
             prompt, completion = cot_completion(c["question"], full, str(c["corrected_answer"]))
             extra.append(_row("cot", "correction", c, prompt, completion, style))
         return list(cot) + extra

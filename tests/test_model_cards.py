@@ -203,7 +203,8 @@ def test_adapter_loads_offline_through_its_hub_base_id(trained, monkeypatch):
 
 
 def test_demo_states_base_model_and_training_budget_from_the_metadata(trained):
-    from lema_hub.demo import _facts_line, model_facts
+    from lema_hub.demo.data import model_facts
+    from lema_hub.demo.render import _facts_line
 
     merged = trained.with_name(trained.name + "-merged")
     facts = model_facts(str(merged))  # the merged folder: the budget comes from its adapter's records

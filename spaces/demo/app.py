@@ -3,7 +3,7 @@
 Runs as a Hugging Face Space (the pushed folder holds the `lema_hub` package beside this file)
 or from a checkout (`python spaces/demo/app.py`). Options come from `LEMA_DEMO_<FIELD>`
 environment variables (Space variables), e.g. LEMA_DEMO_LEMA_MODEL, LEMA_DEMO_BASELINE_MODEL,
-LEMA_DEMO_CORRECTIONS, LEMA_DEMO_MISTAKES, LEMA_DEMO_BACKEND, LEMA_DEMO_BASE_URL.
+LEMA_DEMO_CORRECTIONS, LEMA_DEMO_MISTAKES, LEMA_DEMO_BACKEND, LEMA_DEMO_BASE_URLS.
 """
 
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 for root in (HERE, *HERE.parents[:2]):
-    if (root / "lema_hub" / "demo.py").is_file():
+    if (root / "lema_hub" / "demo" / "__init__.py").is_file():
         sys.path.insert(0, str(root))
         break
 
