@@ -10,7 +10,9 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard, ModelCard
 
+from lema_hub.grading import VERDICTS
 from lema_hub.hub import discover_configs, find_leaks
+from lema_hub.mistakes import mistake_verdicts
 from lema_hub.quickstart import QuickstartConfig, StageFailed, run_quickstart
 
 pytestmark = pytest.mark.slow
@@ -75,8 +77,9 @@ def test_counts_add_up_across_stages(smoke_run):
     col, cor, bld = st["collect"], st["correct"], st["build"]
     assert col["num_problems"] == SMOKE["train_limit"]
     assert col["num_samples"] == SMOKE["train_limit"] * SMOKE["num_samples"]
-    assert col["correct"] + col["wrong"] + col["ungradeable"] == col["num_samples"]
-    assert col["num_mistakes"] + col["duplicates_removed"] == col["wrong"]
+    assert sum(col[v] for v in VERDICTS) == col["num_samples"]
+    kept = mistake_verdicts(include_unfinished=SMOKE["include_unfinished"])
+    assert col["num_mistakes"] + col["duplicates_removed"] == sum(col[v] for v in kept)
     assert cor["n"] == col["num_mistakes"] and cor["accepted"] + cor["rejected"] == cor["n"]
     views = bld["views"]
     assert views["cot"]["correction"] == 0 and views["cot"]["cot"] == views["lema"]["cot"]
