@@ -28,13 +28,12 @@ from typing import Any
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.models import is_hub_id
-from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
+from lema_hub.schema import CORRECTOR_BACKENDS as BACKENDS
+from lema_hub.schema import CORRECTOR_TOKENS, PROMPT_STYLES, REFERENCE_CORRECTOR, correction_features
 from lema_hub.schema import REJECT_REASONS as REJECT_REASONS  # re-exported: `correction.REJECT_REASONS`
 
 logger = logging.getLogger(__name__)
 
-BACKENDS = (REFERENCE_CORRECTOR, "transformers", "openai", "tgi", "vllm")
-PROMPT_STYLES = ("plain", "chat")
 DEFAULT_PROMPTS = {"gsm8k": "corrector_gsm8k.txt", "math": "corrector_math.txt"}
 
 

@@ -27,10 +27,12 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from lema_hub.models import is_hub_id, resolve_prompt_style
+from lema_hub.schema import EMBEDDED_MODEL
+
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "LEMA_DEMO_"
-EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 QUICKSTART_DIR = "outputs/quickstart"
 NONE_VALUES = ("", "none", "null", "off")
 
@@ -181,7 +183,7 @@ def _hub_link(name: str | None, kind: str) -> str:
     """Markdown for a model/dataset: a Hub link for Hub ids, the name otherwise."""
     if not name:
         return "—"
-    if ":" in name or _is_local_path(name) or name.count("/") != 1:
+    if not is_hub_id(name):
         return f"`{name}`"
     prefix = "datasets/" if kind == "dataset" else ""
     return f"[{name}](https://huggingface.co/{prefix}{name})"
@@ -445,35 +447,14 @@ class ModelRunner:
 
     def prompt_style(self) -> str:
         if self._style is None:
-            style = self.cfg.prompt_style
-            if style == "auto":
-                style = self._recorded_style() or ("chat" if self._has_chat() else "plain")
-            if style not in ("chat", "plain"):
-                raise ValueError(f"prompt_style must be chat, plain or auto, got {style!r}")
-            self._style = style
+            self._style = resolve_prompt_style(
+                self.cfg.prompt_style, self.name, self.cfg.backend, self._loaded_tokenizer
+            )
         return self._style
 
-    def _recorded_style(self) -> str | None:
-        """The prompt style the model was trained with, when our training wrote it down."""
-        if not self.local:
-            return None
-        try:
-            from lema_hub.models import resolve_model
-
-            meta = Path(resolve_model(self.name)) / "lema_hub_model.json"
-            if meta.is_file():
-                return json.loads(meta.read_text()).get("prompt_style")
-        except Exception:
-            return None
-        return None
-
-    def _has_chat(self) -> bool:
-        if not self.local:
-            return True
-        from lema_hub.models import has_chat_template
-
+    def _loaded_tokenizer(self):
         self.load()
-        return has_chat_template(self._tokenizer)
+        return self._tokenizer
 
     def start(self, prompt: str, max_new_tokens: int, stop: Callable[[str], str | None]) -> Generation:
         """Start generating greedily from a LeMa-format prompt; returns at once."""
@@ -1786,7 +1767,7 @@ def space_card_info(cfg: DemoConfig) -> dict[str, Any]:
     when they are Hub ids)."""
 
     def hub_ids(*names: str | None) -> list[str]:
-        return [n for n in names if n and not _is_local_path(n) and ":" not in n and n.count("/") == 1]
+        return [n for n in names if n and is_hub_id(n)]
 
     return dict(
         title="LeMa: Learning From Mistakes",
