@@ -1,4 +1,5 @@
-"""The vocabulary the stages share: column names, fixed values, and the `datasets.Features` of rows.
+"""The vocabulary the stages share: tasks and their sources, model names, backends, prompt styles,
+column names, fixed values, and the `datasets.Features` of rows.
 
 A stage writes these names and a card (or the next stage) reads the same ones, so a rename happens
 here or nowhere. Importing this module is cheap: `datasets` is imported only when Features are built.

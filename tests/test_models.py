@@ -204,3 +204,12 @@ def test_model_meta_round_trips_through_one_writer_and_reader(tmp_path):
     path = models.write_model_meta(tmp_path, {"name": "x", "prompt_style": "chat"})
     assert path.name == "lema_hub_model.json"
     assert models.read_model_meta(tmp_path) == {"name": "x", "prompt_style": "chat"}
+
+
+def test_is_hub_id_is_namespace_slash_name_and_never_a_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert models.is_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert not models.is_hub_id("./adapter") and not models.is_hub_id("../runs")
+    assert not models.is_hub_id("outputs/quickstart/lema") and not models.is_hub_id("embedded:x")
+    (tmp_path / "org" / "model").mkdir(parents=True)
+    assert not models.is_hub_id("org/model")  # an existing folder is a path
