@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams, make_engine  # noqa: E402
+from lema_hub.schema import EMBEDDED_MODEL  # noqa: E402
 
 
 def _free_port() -> int:
@@ -192,7 +193,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2, help="repetitions per setting; the best is reported")
     ap.add_argument("--skip_remote", action="store_true")
     ap.add_argument("--skip_local", action="store_true")
-    ap.add_argument("--local_model", default="embedded:smollm2-135m-instruct")
+    ap.add_argument("--local_model", default=EMBEDDED_MODEL)
     ap.add_argument("--local_prompts", type=int, default=16)
     ap.add_argument("--local_tokens", type=int, default=64)
     ap.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8, 16])

@@ -79,10 +79,11 @@ def run_one(name: str, n_rows: int, batch: int, profile: bool = False) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from lema_hub.models import resolve_model
+    from lema_hub.schema import EMBEDDED_MODEL
     from lema_hub.training import to_prompt_completion
 
     torch.manual_seed(0)
-    path = resolve_model("embedded:smollm2-135m-instruct")
+    path = resolve_model(EMBEDDED_MODEL)
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     dataset = to_prompt_completion(Dataset.from_list(_rows(n_rows)), "chat")

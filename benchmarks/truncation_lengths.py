@@ -28,6 +28,7 @@ from lema_hub import formats  # noqa: E402
 from lema_hub.corrector.reference import reference_correction  # noqa: E402
 from lema_hub.mixture import correction_completion, gold_cot_rows  # noqa: E402
 from lema_hub.problems import ProblemArgs, load_problems  # noqa: E402
+from lema_hub.schema import EMBEDDED_MODEL  # noqa: E402
 
 DEFAULT = Path(os.environ.get("LEMA_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -84,7 +85,7 @@ def measure(rows: list[tuple[str, str]], tok, budget: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokenizer", default="embedded:smollm2-135m-instruct")
+    ap.add_argument("--tokenizer", default=EMBEDDED_MODEL)
     ap.add_argument("--data", default=str(DEFAULT))
     args = ap.parse_args()
     from lema_hub.models import load_tokenizer

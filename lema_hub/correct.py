@@ -29,11 +29,10 @@ from lema_hub.corrector.reference import reference_correction, reference_rules_r
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.models import is_hub_id
+from lema_hub.schema import CORRECTOR_BACKENDS as BACKENDS
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
 
 logger = logging.getLogger(__name__)
-
-BACKENDS = (REFERENCE_CORRECTOR, "transformers", "openai", "tgi", "vllm")
 
 
 @dataclass

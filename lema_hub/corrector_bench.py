@@ -37,14 +37,15 @@ from lema_hub.corrector.prompt import (
     split_demonstrations,
 )
 from lema_hub.corrector.reference import reference_rules_ref, reference_step
-from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR
+from lema_hub.models import is_hub_id
+from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, TASKS
 
 logger = logging.getLogger(__name__)
 
 RECIPE = "bench-corrector"
 PROTOCOLS = ("lema", "processbench")
-PROCESSBENCH = "Qwen/ProcessBench"
-PROCESSBENCH_SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
+PROCESSBENCH = TASKS["processbench"].hub_id
+PROCESSBENCH_SPLITS = TASKS["processbench"].splits
 # What a row's `prediction` says: a step, "no error", or why there is no usable answer.
 PREDICTIONS = ("step", "no_error", "parse_failure", "generation_failed")
 NO_ERROR_INSTRUCTION = (
@@ -69,7 +70,7 @@ class BenchCorrectorConfig(CorrectConfig):
     data: str = field(
         default=PROCESSBENCH,
         metadata={
-            "help": "Qwen/ProcessBench (Hub), a folder of <split>.json/.jsonl/.parquet files "
+            "help": f"{PROCESSBENCH} (Hub), a folder of <split>.json/.jsonl/.parquet files "
             "(e.g. ../shared/data/processbench), or one such file"
         },
     )
@@ -174,7 +175,7 @@ def load_items(cfg: BenchCorrectorConfig) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     # ProcessBench (Hub id or its local copy) is named by its Hub id; other local data is "original".
     pb = cfg.data == PROCESSBENCH or Path(cfg.data).name.lower() == "processbench"
-    source = PROCESSBENCH if pb else (cfg.data if not Path(cfg.data).exists() else "original")
+    source = PROCESSBENCH if pb else (cfg.data if is_hub_id(cfg.data) else "original")
     for split, (where, rows) in _raw_splits(cfg).items():
         items = []
         for i, row in enumerate(rows[: cfg.items_limit] if cfg.items_limit else rows):

@@ -18,7 +18,6 @@ CSQA_PROMPT = (
     "select only one answer that is most relevant to the question and provide reasons.\n"
     "Question: {question}\nCandidate Answers: {candidates}.\nAnswer: Let's think step by step.\n"
 )
-CSQA_HUB_ID = "tau/commonsense_qa"
 _PROMPT_RE = re.compile(
     r"\nQuestion: (?P<question>.*)\nCandidate Answers: (?P<candidates>.*)\.\nAnswer: Let's think step by step\.\n$",
     re.S,

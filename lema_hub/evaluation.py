@@ -32,12 +32,23 @@ from typing import Any
 from lema_hub import distributed
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
+from lema_hub.models import is_hub_id, read_model_meta, resolve_prompt_style
 from lema_hub.problems import Problem, ProblemArgs, eval_only_source
+from lema_hub.schema import (
+    AUTO,
+    BACKENDS,
+    DEFAULT_MODEL,
+    EMBEDDED_PREFIX,
+    MATH_TASKS,
+    MODEL_META_FILE,
+    PROMPT_STYLE_CHOICES,
+    PROMPT_STYLES,
+    TINY_PREFIX,
+    conform,
+    eval_detail_features,
+    task_dataset_id,
+)
 
-DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
-BACKENDS = ("transformers", "vllm", "openai", "tgi")
-LOCAL_BACKENDS = ("transformers", "vllm")
-PROMPT_STYLES = ("auto", "plain", "chat")
 # Base models continue past their answer with a new "Question:"; cut there (chat models stop at EOS).
 PLAIN_STOP = ["\nQuestion:", "\n\nPlease solve the following math problem."]
 # Named evaluation prompt templates ({question} is replaced by the normalized question).
@@ -50,15 +61,6 @@ ALPACA_TEMPLATE = (
 NAMED_TEMPLATES = ("lema", "alpaca")
 # Where a base model starts a new example after its answer, per template (plain prompts only).
 TEMPLATE_STOPS = {"alpaca": ["\n### Instruction:", "\n\nBelow is an instruction"]}
-# The benchmark's dataset on the Hub, for `.eval_results` entries.
-BENCHMARK_DATASETS = {
-    "gsm8k": "openai/gsm8k",
-    "math": "EleutherAI/hendrycks_math",
-    "math500": "HuggingFaceH4/MATH-500",
-    "sample": "lema-hub/bundled-sample",
-    "svamp": "ChilleD/SVAMP",
-    "asdiv": "EleutherAI/asdiv",
-}
 
 
 @dataclass
@@ -372,7 +374,7 @@ def benchmark_of(cfg: EvalConfig) -> str:
         name = cfg.benchmark_name
     elif eval_only_source(cfg.problems):
         name = eval_only_source(cfg.problems)
-    elif cfg.problems in BENCHMARK_DATASETS:
+    elif cfg.problems in MATH_TASKS:
         name = cfg.problems
     else:
         name = (
@@ -382,12 +384,12 @@ def benchmark_of(cfg: EvalConfig) -> str:
 
 
 def benchmark_dataset_id(cfg: EvalConfig) -> str:
-    if eval_only_source(cfg.problems):
-        return BENCHMARK_DATASETS[eval_only_source(cfg.problems)]
-    if cfg.problems in BENCHMARK_DATASETS:
-        return BENCHMARK_DATASETS[cfg.problems]
-    if not Path(cfg.problems).exists() and cfg.problems.count("/") == 1:
-        return cfg.problems  # a Hub dataset id
+    """The benchmark's dataset for `.eval_results` entries: a named task's source, a Hub id, or its name."""
+    known = task_dataset_id(eval_only_source(cfg.problems) or cfg.problems)
+    if known:
+        return known
+    if is_hub_id(cfg.problems):
+        return cfg.problems
     return benchmark_of(cfg)
 
 
@@ -396,36 +398,9 @@ def benchmark_dataset_id(cfg: EvalConfig) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _model_meta(name: str) -> dict[str, Any]:
-    from lema_hub.models import resolve_model
-
-    try:
-        path = Path(resolve_model(name))
-    except Exception:  # a served model name for an endpoint backend
-        return {}
-    meta = path / "lema_hub_model.json"
-    return json.loads(meta.read_text()) if meta.is_file() else {}
-
-
-def resolve_prompt_style(cfg: EvalConfig, model: str) -> str:
-    """The prompt style for one model: as configured, else what the model was trained with, else by template."""
-    if cfg.prompt_style not in PROMPT_STYLES:
-        raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {cfg.prompt_style!r}.")
-    if cfg.prompt_style != "auto":
-        return cfg.prompt_style
-    if cfg.backend not in LOCAL_BACKENDS:
-        return "chat"  # served models are almost always instruct models behind a chat API
-    trained = _model_meta(model).get("prompt_style")
-    if trained in ("plain", "chat"):
-        return trained
-    from lema_hub.models import has_chat_template, load_tokenizer
-
-    return "chat" if has_chat_template(load_tokenizer(model)) else "plain"
-
-
 def public_model_name(name: str) -> str:
     """The model name to record: aliases and Hub ids as given, a local folder by its own name only."""
-    if not name.startswith(("embedded:", "tiny:")) and Path(name).expanduser().is_dir():
+    if not name.startswith((EMBEDDED_PREFIX, TINY_PREFIX)) and Path(name).expanduser().is_dir():
         return Path(name).expanduser().resolve().name
     return name
 
@@ -434,10 +409,10 @@ def owned_model_folder(name: str) -> Path | None:
     """The model's folder when it is a local folder written by lema_hub (never a cache or a user's download)."""
     from lema_hub.models import cache_dir
 
-    if name.startswith(("embedded:", "tiny:")):
+    if name.startswith((EMBEDDED_PREFIX, TINY_PREFIX)):
         return None
     path = Path(name).expanduser()
-    if not path.is_dir() or not (path / "lema_hub_model.json").is_file():
+    if not path.is_dir() or not (path / MODEL_META_FILE).is_file():
         return None
     if path.resolve().is_relative_to(cache_dir().resolve()):
         return None
@@ -448,7 +423,7 @@ def _write_minimal_model_card(folder: Path) -> None:
     from lema_hub.hub import write_model_card
     from lema_hub.models import base_model_hub_id, is_adapter
 
-    meta = json.loads((folder / "lema_hub_model.json").read_text())
+    meta = read_model_meta(folder)
     write_model_card(
         folder,
         {
@@ -631,8 +606,8 @@ def _completion_text(row: dict[str, Any], column: str) -> str:
 def _validate(cfg: EvalConfig) -> None:
     if cfg.backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}.")
-    if cfg.prompt_style not in PROMPT_STYLES:
-        raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {cfg.prompt_style!r}.")
+    if cfg.prompt_style not in PROMPT_STYLE_CHOICES:
+        raise ValueError(f"prompt_style must be one of {PROMPT_STYLE_CHOICES}, got {cfg.prompt_style!r}.")
     if not cfg.models:
         raise ValueError("models must name at least one model.")
     if cfg.model_labels is not None and len(cfg.model_labels) != len(cfg.models):
@@ -892,7 +867,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         if predictions:  # how the completions were prompted is the file's business; default: the paper's
             style = "plain" if cfg.prompt_style == "auto" else cfg.prompt_style
         else:
-            style = resolve_prompt_style(cfg, model)
+            style = resolve_prompt_style(cfg.prompt_style, model, cfg.backend)
         stop = cfg.stop if cfg.stop is not None else (template.stops() if style == "plain" else None)
         protocol = {**_protocol(cfg, style, stop, predictions), **template.record()}
         sampling = {
@@ -922,7 +897,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         _grade_rows(rows, cfg.grading_workers, cfg.extraction)
         if cfg.answer_rounding is not None:
             apply_answer_rounding(rows, cfg.answer_rounding)
-        save_dataset_config(out_dir, config_name, {"test": rows})
+        details = eval_detail_features()
+        save_dataset_config(out_dir, config_name, {"test": conform(rows, details)}, features=details)
 
         metrics = summarize_rows(rows, cfg.confidence)
         entry = {
@@ -1075,9 +1051,8 @@ def evaluate_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
     prefix = model_short_name(str(run))
     style = cfg.prompt_style
     if style == "auto":  # the run's prompt style, not a guess from each checkpoint's tokenizer
-        meta = run / "lema_hub_model.json"
-        trained = json.loads(meta.read_text()).get("prompt_style") if meta.is_file() else None
-        style = trained if trained in ("plain", "chat") else "auto"
+        trained = read_model_meta(run).get("prompt_style")
+        style = trained if trained in PROMPT_STYLES else AUTO
     sub = dataclasses.replace(
         cfg,
         checkpoints=None,

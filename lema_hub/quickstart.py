@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub.configs import config_to_dict, redact
+from lema_hub.mistakes import CollectSummary, set_aside_text
+from lema_hub.models import resolve_prompt_style
+from lema_hub.schema import AUTO, DEFAULT_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +38,7 @@ class QuickstartConfig:
         default="outputs/quickstart", metadata={"help": "Where every artifact folder goes."}
     )
     model: str = field(
-        default="embedded:smollm2-135m-instruct",
+        default=DEFAULT_MODEL,
         metadata={
             "help": "Model that makes the mistakes and is fine-tuned (a name lema_hub.models accepts)."
         },
@@ -243,10 +246,10 @@ def format_stage_line(name: str, result: dict[str, Any], seconds: float | None) 
     """One line a person reads for a finished (or earlier finished) stage: counts and rates."""
     r = result or {}
     if name == "collect":
-        n = r.get("num_samples", r.get("samples"))
+        n = r["samples"]
         body = (
-            f"{r.get('num_problems', '?')} problems, {n} sampled paths: {r.get('correct', '?')} correct, "
-            f"{r.get('wrong', '?')} wrong; {r.get('num_mistakes', r.get('mistakes', '?'))} mistakes kept"
+            f"{r['problems']} problems, {n} sampled paths: {r['correct']} correct, "
+            f"{r['wrong']} wrong; {r['mistakes']} mistakes kept"
         )
         rate = _rate(n, seconds, "paths")
     elif name == "correct":
@@ -396,12 +399,6 @@ def _eval_config(cfg: QuickstartConfig, layout: _Layout):
     )
 
 
-def _prompt_style(model: str) -> str:
-    from lema_hub.models import has_chat_template, load_tokenizer
-
-    return "chat" if has_chat_template(load_tokenizer(model)) else "plain"
-
-
 def _short(model: str) -> str:
     name = model.split(":", 1)[-1].rstrip("/").split("/")[-1]
     return name.lower().replace("_", "-")
@@ -468,7 +465,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         timings,
     )
 
-    style = _prompt_style(cfg.model)
+    style = resolve_prompt_style(AUTO, cfg.model)
     build_cfg = _build_config(cfg, layout, style)
     results["build"] = _run_stage(
         layout,
@@ -550,9 +547,7 @@ def _demo_command(layout: _Layout) -> str:
     )
 
 
-def _collect_aside(col: dict[str, Any]) -> str:
-    from lema_hub.mistakes import set_aside_text
-
+def _collect_aside(col: CollectSummary) -> str:
     aside = set_aside_text(col)
     return f" ({aside})" if aside else ""
 
@@ -560,14 +555,15 @@ def _collect_aside(col: dict[str, Any]) -> str:
 def format_summary(summary: dict[str, Any]) -> str:
     """Human-readable end-of-run summary."""
     st = summary["stages"]
-    col, cor, bld = st.get("collect", {}), st.get("correct", {}), st.get("build", {})
+    col: CollectSummary = st["collect"]
+    cor, bld = st.get("correct", {}), st.get("build", {})
     lines = ["", "=" * 72, "LeMa quickstart summary", "=" * 72]
     lines.append(f"model: {summary['model']}   problems: {summary['problems']}")
     lines.append(
-        f"collect   {col.get('num_problems', '?')} problems, {col.get('num_samples', '?')} sampled paths "
-        f"({col.get('correct', '?')} correct, {col.get('wrong', '?')} wrong), "
-        f"{col.get('num_mistakes', '?')} mistakes kept{_collect_aside(col)}; "
-        f"{col.get('prompt_tokens', '?')} prompt + {col.get('completion_tokens', '?')} completion tokens"
+        f"collect   {col['problems']} problems, {col['samples']} sampled paths "
+        f"({col['correct']} correct, {col['wrong']} wrong), "
+        f"{col['mistakes']} mistakes kept{_collect_aside(col)}; "
+        f"{col['prompt_tokens']} prompt + {col['completion_tokens']} completion tokens"
     )
     acc = cor.get("acceptance_rate")
     reasons = ", ".join(f"{k} {v}" for k, v in (cor.get("reject_reasons") or {}).items())

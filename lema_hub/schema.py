@@ -1,4 +1,5 @@
-"""The vocabulary the stages share: column names, fixed values, and the `datasets.Features` of rows.
+"""The vocabulary the stages share: tasks and their sources, model names, backends, prompt styles,
+column names, fixed values, and the `datasets.Features` of rows.
 
 A stage writes these names and a card (or the next stage) reads the same ones, so a rename happens
 here or nowhere. Importing this module is cheap: `datasets` is imported only when Features are built.
@@ -7,13 +8,137 @@ here or nowhere. Importing this module is cheap: `datasets` is imported only whe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from datasets import Features
 
+# --------------------------------------------------------------------------------- tasks and sources
+
+
+@dataclass(frozen=True)
+class Task:
+    """A problem collection the stages name by `name` (`problems: gsm8k`), and where it comes from."""
+
+    name: str
+    pretty_name: str
+    hub_id: str | None  # the source dataset on the Hub; None: bundled with lema_hub
+    configs: tuple[str, ...]  # Hub configs read (MATH: every subject); () = the default config
+    splits: tuple[str, ...]
+    license: str  # the Hub licence id of the problems (rows derived from them inherit it)
+    license_name: str  # the same licence as cards write it
+    answers: str  # "number" | "latex" | "choice" | "steps": what a gold answer is
+    eval_only: bool = False  # an evaluation benchmark in the paper, never trained on
+
+    @property
+    def numeric(self) -> bool:
+        """Answers are numbers (graded as `gsm8k`), else LaTeX / choices."""
+        return self.answers == "number"
+
+
+MATH_SUBJECT_CONFIGS = (
+    "algebra",
+    "counting_and_probability",
+    "geometry",
+    "intermediate_algebra",
+    "number_theory",
+    "prealgebra",
+    "precalculus",
+)
+_TRAIN_TEST = ("train", "test")
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("sample", "the bundled sample", None, (), _TRAIN_TEST, "apache-2.0", "Apache-2.0", "number"),
+        Task("gsm8k", "GSM8K", "openai/gsm8k", ("main",), _TRAIN_TEST, "mit", "MIT", "number"),
+        Task(
+            "math",
+            "MATH",
+            "EleutherAI/hendrycks_math",
+            MATH_SUBJECT_CONFIGS,
+            _TRAIN_TEST,
+            "mit",
+            "MIT",
+            "latex",
+        ),
+        Task("math500", "MATH-500", "HuggingFaceH4/MATH-500", (), ("test",), "mit", "MIT", "latex"),
+        Task("svamp", "SVAMP", "ChilleD/SVAMP", (), _TRAIN_TEST, "mit", "MIT", "number", eval_only=True),
+        Task(
+            "asdiv",
+            "ASDiv",
+            "EleutherAI/asdiv",
+            (),
+            ("validation",),
+            "cc-by-nc-4.0",
+            "CC BY-NC 4.0",
+            "number",
+            True,
+        ),
+        Task(
+            "csqa",
+            "CommonsenseQA",
+            "tau/commonsense_qa",
+            (),
+            ("train", "validation", "test"),
+            "mit",
+            "MIT",
+            "choice",
+            eval_only=True,
+        ),
+        Task(
+            "processbench",
+            "ProcessBench",
+            "Qwen/ProcessBench",
+            (),
+            ("gsm8k", "math", "olympiadbench", "omnimath"),
+            "apache-2.0",
+            "Apache-2.0",
+            "steps",
+            eval_only=True,
+        ),
+    )
+}
+# The math problem collections `problems:` names (the loaders in lema_hub.problems).
+MATH_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.answers in ("number", "latex"))
+NUMERIC_TASKS: tuple[str, ...] = tuple(n for n in MATH_TASKS if TASKS[n].numeric)
+# The ones mistakes are collected on (the rest are evaluation benchmarks only).
+TRAIN_TASKS: tuple[str, ...] = tuple(n for n in MATH_TASKS if not TASKS[n].eval_only)
+# Where the bundled sample is named as a benchmark dataset (it is not a dataset on the Hub).
+BUNDLED_SAMPLE_ID = "lema-hub/bundled-sample"
+
+
+def task_dataset_id(name: str) -> str | None:
+    """The dataset a task's rows come from: its Hub id, the bundled sample's id, or None if unknown."""
+    task = TASKS.get(name)
+    if task is None:
+        return None
+    return task.hub_id or BUNDLED_SAMPLE_ID
+
+
+# ------------------------------------------------------------------------------------------ models
+
+EMBEDDED_PREFIX = "embedded:"
+TINY_PREFIX = "tiny:"
+# The model shipped with lema_hub (see lema_hub.models), by its alias and by its Hub id.
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+EMBEDDED_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_MODEL = EMBEDDED_MODEL
+# Written by lema_hub into every model folder it makes (models.write_model_meta / read_model_meta).
+MODEL_META_FILE = "lema_hub_model.json"
+
+# ----------------------------------------------------------------------------- backends and prompts
+
+# Generation backends of lema_hub.generation; LOCAL_BACKENDS load the model in this process.
+BACKENDS: tuple[str, ...] = ("transformers", "openai", "tgi", "vllm")
+LOCAL_BACKENDS: tuple[str, ...] = ("transformers", "vllm")
+# What a prompt is: raw text (`plain`) or chat messages (`chat`); a config may also say `auto`.
+PROMPT_STYLES: tuple[str, ...] = ("plain", "chat")
+AUTO = "auto"
+PROMPT_STYLE_CHOICES: tuple[str, ...] = (AUTO, *PROMPT_STYLES)
+
 # The offline rule-based corrector: its name as a `backend` and as the `corrector` column's value.
 REFERENCE_CORRECTOR = "reference"
+CORRECTOR_BACKENDS: tuple[str, ...] = (REFERENCE_CORRECTOR, *BACKENDS)
 
 # Why a correction was rejected (`reject_reason`): a fixed vocabulary, so rows can be counted and filtered.
 REJECT_REASONS: tuple[str, ...] = (
@@ -68,12 +193,120 @@ CORRECTION_COLUMNS: dict[str, str] = {
 }
 
 
-def _feature(dtype: str):
+# ------------------------------------------------------------------------------------- row schemas
+# dtypes: a `datasets.Value` name, `list<dtype>`, `messages` (chat messages), or a dict (a struct).
+
+# A Problem (lema_hub.problems.Problem), the first columns of every row derived from one.
+PROBLEM_COLUMNS: dict[str, Any] = {
+    "problem_id": "string",
+    "source": "string",
+    "split": "string",
+    "question": "string",
+    "gold_solution": "string",
+    "gold_answer": "string",
+    "level": "int64",
+    "subject": "string",
+}
+# The sampling parameters a path was generated with.
+SAMPLING_COLUMNS: dict[str, Any] = {
+    "temperature": "float64",
+    "top_p": "float64",
+    "max_tokens": "int64",
+    "seed": "int64",
+}
+# Sample row (`<task>-samples` of `collect`): one sampled path, graded. A Mistake row (`<task>`) is a
+# Sample row whose verdict is a mistake: the same columns.
+SAMPLE_COLUMNS: dict[str, Any] = {
+    **PROBLEM_COLUMNS,
+    GENERATOR_TOKENS.model: "string",
+    "sample_index": "int64",
+    "sampling": SAMPLING_COLUMNS,
+    "completion": "string",
+    "steps": "list<string>",
+    "predicted_answer": "string",
+    "verdict": "string",  # one of grading.VERDICTS
+    "format_ok": "bool",
+    "finish_reason": "string",
+    GENERATOR_TOKENS.prompt: "int64",
+    GENERATOR_TOKENS.completion: "int64",
+    "pass_rate": "float64",
+}
+MISTAKE_COLUMNS = SAMPLE_COLUMNS
+# EvalDetail row (`<label>-<benchmark>` of `evaluate`): one model's graded answer to one problem.
+EVAL_DETAIL_COLUMNS: dict[str, Any] = {
+    **PROBLEM_COLUMNS,
+    GENERATOR_TOKENS.model: "string",
+    "model_label": "string",
+    "sample_index": "int64",
+    "prompt_style": "string",
+    "prompt": "string",
+    "sampling": SAMPLING_COLUMNS,
+    "completion": "string",
+    "finish_reason": "string",
+    GENERATOR_TOKENS.prompt: "int64",
+    GENERATOR_TOKENS.completion: "int64",
+    "error": "string",
+    "predicted_answer": "string",
+    "verdict": "string",
+    "grade_reason": "string",
+}
+
+
+def training_row_columns(prompt_style: str) -> dict[str, Any]:
+    """TrainingRow (`<prefix>-<view>` of `build`): TRL's prompt/completion, as text or chat messages."""
+    text = "string" if prompt_style == "plain" else "messages"
+    return {
+        "kind": "string",  # cot | correction
+        "origin": "string",  # gold | sample | correction
+        "problem_id": "string",
+        "question": "string",
+        "prompt": text,
+        "completion": text,
+        "source": "string",
+        GENERATOR_TOKENS.model: "string",
+        CORRECTOR_TOKENS.model: "string",
+    }
+
+
+def _feature(dtype: Any):
     from datasets import List, Value
 
+    if isinstance(dtype, dict):
+        return {name: _feature(d) for name, d in dtype.items()}
+    if dtype == "messages":
+        return List({"role": Value("string"), "content": Value("string")})
     if dtype.startswith("list<") and dtype.endswith(">"):
         return List(_feature(dtype[5:-1]))
     return Value(dtype)
+
+
+def features(columns: dict[str, Any]) -> Features:
+    """`datasets.Features` of a row schema above (`features(SAMPLE_COLUMNS)`)."""
+    from datasets import Features
+
+    return Features({name: _feature(dtype) for name, dtype in columns.items()})
+
+
+def sample_features() -> Features:
+    """Features of a Sample (and Mistake) row, so every shard and every run writes the same types."""
+    return features(SAMPLE_COLUMNS)
+
+
+def mistake_features() -> Features:
+    return features(MISTAKE_COLUMNS)
+
+
+def eval_detail_features() -> Features:
+    return features(EVAL_DETAIL_COLUMNS)
+
+
+def training_row_features(prompt_style: str) -> Features:
+    return features(training_row_columns(prompt_style))
+
+
+def conform(rows: list[dict], feats: Features | dict) -> list[dict]:
+    """Rows with exactly the schema's columns, in its order (a missing column is null)."""
+    return [{name: r.get(name) for name in feats} for r in rows]
 
 
 def correction_features(mistake_features: Features | dict | None = None) -> Features:

@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from lema_hub.models import has_chat_template, is_hub_id, resolve_prompt_style, write_model_meta
+from lema_hub.schema import EMBEDDED_MODEL, EMBEDDED_PREFIX, PROMPT_STYLE_CHOICES
 
-PROMPT_STYLES = ("auto", "plain", "chat")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class SFTScriptArguments:
         metadata={
             "help": "chat: rows as messages through the chat template (instruct models); plain: raw text in the "
             "paper's format (base models); auto: chat when the tokenizer has a chat template.",
-            "choices": list(PROMPT_STYLES),
+            "choices": list(PROMPT_STYLE_CHOICES),
         },
     )
     merge_adapter: bool = field(
@@ -89,8 +90,10 @@ class SFTScriptArguments:
     )
 
     def __post_init__(self) -> None:
-        if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {self.prompt_style!r}.")
+        if self.prompt_style not in PROMPT_STYLE_CHOICES:
+            raise ValueError(
+                f"prompt_style must be one of {PROMPT_STYLE_CHOICES}, got {self.prompt_style!r}."
+            )
         for name in ("max_train_samples", "max_correction_samples"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -128,7 +131,10 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args) ->
     tokenizer = AutoTokenizer.from_pretrained(
         model_path, revision=model_args.model_revision, trust_remote_code=trust_remote_code
     )
-    prompt_style = resolve_prompt_style(script_args.prompt_style, tokenizer)
+    prompt_style = resolve_prompt_style(
+        script_args.prompt_style, model_args.model_name_or_path, get_tokenizer=lambda: tokenizer
+    )
+    check_chat_template(prompt_style, tokenizer)
     dataset = to_prompt_completion(dataset, prompt_style)
     dataset = truncate_prompt_completion(
         dataset, tokenizer, script_args.max_prompt_length, script_args.max_completion_length
@@ -216,9 +222,7 @@ def _check_args(script_args: SFTScriptArguments, training_args, model_args) -> N
             "dataset_name is required: a mixture folder (from `lema-hub build`) or a Hub dataset id."
         )
     if not model_args.model_name_or_path:
-        raise ValueError(
-            "model_name_or_path is required (a Hub id, a local folder or embedded:smollm2-135m-instruct)."
-        )
+        raise ValueError(f"model_name_or_path is required (a Hub id, a local folder or {EMBEDDED_MODEL}).")
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not model_args.use_peft:
         raise ValueError("QLoRA (load_in_4bit / load_in_8bit) trains an adapter: set use_peft: true.")
     if training_args.assistant_only_loss:
@@ -313,17 +317,12 @@ def _seeded_subset(indices, k: int, seed: int) -> list[int]:
     return random.Random(seed).sample(indices, k)
 
 
-def resolve_prompt_style(style: str, tokenizer) -> str:
-    """`auto` -> chat for tokenizers with a chat template (instruct models), plain for base models."""
-    from lema_hub.models import has_chat_template
-
-    if style == "auto":
-        return "chat" if has_chat_template(tokenizer) else "plain"
+def check_chat_template(style: str, tokenizer) -> None:
+    """Chat rows go through the chat template: a tokenizer without one cannot train on them."""
     if style == "chat" and not has_chat_template(tokenizer):
         raise ValueError(
             "prompt_style 'chat' needs a tokenizer with a chat template; use 'plain' for base models."
         )
-    return style
 
 
 def to_prompt_completion(dataset, style: str):
@@ -545,7 +544,7 @@ def _card_source_datasets(folder: Path) -> list[str] | None:
     if not (folder / "README.md").is_file():
         return None
     ids = DatasetCard.load(folder / "README.md").data.to_dict().get("source_datasets") or []
-    return [str(d) for d in ids if "/" in str(d)] or None
+    return [str(d) for d in ids if is_hub_id(str(d))] or None
 
 
 def _portable_name(name: str) -> str:
@@ -569,7 +568,7 @@ def finalize_model_folder(
         # fine-tuned, so not their `base_model`) and random tiny test models keep the name as given.
         data = json.loads(adapter_config.read_text())
         name = model_args.model_name_or_path
-        is_local = not name.startswith("embedded:") and Path(name).expanduser().exists()
+        is_local = not name.startswith(EMBEDDED_PREFIX) and Path(name).expanduser().exists()
         data["base_model_name_or_path"] = (
             info.get("base_model") if info.get("base_model") and not is_local else name
         )
@@ -594,7 +593,7 @@ def _write_model_meta(folder: Path, info: dict, adapter: bool) -> None:
         "prompt_style": info.get("prompt_style"),
         "adapter": adapter,
     }
-    (folder / "lema_hub_model.json").write_text(json.dumps(meta, indent=2))
+    write_model_meta(folder, meta)
 
 
 def merge_adapter(output_dir: Path, model_args, info: dict) -> Path:

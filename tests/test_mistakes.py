@@ -279,8 +279,8 @@ def test_unfinished_paths_are_set_aside_not_mistakes(tmp_path):
 def test_quickstart_summary_says_what_was_set_aside():
     from lema_hub.quickstart import format_summary
 
-    col = {"num_problems": 32, "num_samples": 64, "correct": 2, "wrong": 14, "num_mistakes": 14,
-           "set_aside": {"truncated": 36, "no_answer": 12}}  # fmt: skip
+    col = {"problems": 32, "samples": 64, "correct": 2, "wrong": 14, "mistakes": 14,
+           "set_aside": {"truncated": 36, "no_answer": 12}, "prompt_tokens": 0, "completion_tokens": 0}  # fmt: skip
     summary = {
         "model": "m",
         "problems": "sample",

@@ -165,3 +165,51 @@ def test_embedded_hub_id_resolves_to_the_embedded_copy_when_the_hub_is_unreachab
     embedded_dir, other = proc.stdout.split()
     assert embedded_dir == models.resolve_model(embedded_model)
     assert other == "Qwen/Qwen2.5-0.5B"  # a model with no embedded copy stays a Hub id
+
+
+def _plain_trained_copy(tiny_model: str, tmp_path: Path) -> Path:
+    """A model folder lema_hub wrote after SFT on `plain` rows (its tokenizer has a chat template)."""
+    import shutil
+
+    folder = tmp_path / "sft-plain"
+    shutil.copytree(models.resolve_model(tiny_model), folder)
+    meta = models.read_model_meta(folder)
+    models.write_model_meta(folder, {**meta, "prompt_style": "plain"})
+    return folder
+
+
+def test_auto_prompt_style_follows_what_the_model_was_trained_with(tiny_model, tmp_path):
+    folder = _plain_trained_copy(tiny_model, tmp_path)
+    assert models.has_chat_template(models.load_tokenizer(str(folder)))
+    assert models.resolve_prompt_style("auto", str(folder)) == "plain"
+    assert models.resolve_prompt_style("chat", str(folder)) == "chat"  # an explicit style wins
+    assert models.resolve_prompt_style("auto", tiny_model) == "chat"  # no meta: by chat template
+    assert models.resolve_prompt_style("auto", "served-model", backend="openai") == "chat"
+    with pytest.raises(ValueError, match="prompt_style must be one of"):
+        models.resolve_prompt_style("fewshot", tiny_model)
+
+
+def test_collect_engine_prompts_a_plain_trained_model_with_plain(tiny_model, tmp_path):
+    # collect / correct / evolve pass `prompt_style: auto` to the engine: the same rule as evaluate.
+    from lema_hub.generation import EngineConfig
+    from lema_hub.generation.backends.transformers_backend import TransformersBackend
+
+    folder = _plain_trained_copy(tiny_model, tmp_path)
+    backend = TransformersBackend(EngineConfig(backend="transformers", model=str(folder)))
+    assert backend.prompt_style("auto") == "plain"
+
+
+def test_model_meta_round_trips_through_one_writer_and_reader(tmp_path):
+    assert models.read_model_meta(tmp_path) == {}
+    path = models.write_model_meta(tmp_path, {"name": "x", "prompt_style": "chat"})
+    assert path.name == "lema_hub_model.json"
+    assert models.read_model_meta(tmp_path) == {"name": "x", "prompt_style": "chat"}
+
+
+def test_is_hub_id_is_namespace_slash_name_and_never_a_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert models.is_hub_id("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert not models.is_hub_id("./adapter") and not models.is_hub_id("../runs")
+    assert not models.is_hub_id("outputs/quickstart/lema") and not models.is_hub_id("embedded:x")
+    (tmp_path / "org" / "model").mkdir(parents=True)
+    assert not models.is_hub_id("org/model")  # an existing folder is a path

@@ -75,12 +75,12 @@ def test_counts_add_up_across_stages(smoke_run):
     _, summary = smoke_run
     st = summary["stages"]
     col, cor, bld = st["collect"], st["correct"], st["build"]
-    assert col["num_problems"] == SMOKE["train_limit"]
-    assert col["num_samples"] == SMOKE["train_limit"] * SMOKE["num_samples"]
-    assert sum(col[v] for v in VERDICTS) == col["num_samples"]
+    assert col["problems"] == SMOKE["train_limit"]
+    assert col["samples"] == SMOKE["train_limit"] * SMOKE["num_samples"]
+    assert sum(col[v] for v in VERDICTS) == col["samples"]
     kept = mistake_verdicts(include_unfinished=SMOKE["include_unfinished"])
-    assert col["num_mistakes"] + col["duplicates_removed"] == sum(col[v] for v in kept)
-    assert cor["n"] == col["num_mistakes"] and cor["accepted"] + cor["rejected"] == cor["n"]
+    assert col["mistakes"] + col["duplicates_removed"] == sum(col[v] for v in kept)
+    assert cor["n"] == col["mistakes"] and cor["accepted"] + cor["rejected"] == cor["n"]
     views = bld["views"]
     assert views["cot"]["correction"] == 0 and views["cot"]["cot"] == views["lema"]["cot"]
     assert views["lema"]["correction"] == cor["accepted"]

@@ -28,9 +28,7 @@ def _collect(tmp_path: Path, tiny_model: str) -> dict:
         output_dir=str(out),
     )
     summary = collect(cfg)
-    assert (
-        json.loads((out / "run_summary.json").read_text())["collect"]["num_samples"] == summary["num_samples"]
-    )
+    assert json.loads((out / "run_summary.json").read_text())["collect"]["samples"] == summary["samples"]
     return summary
 
 
@@ -50,7 +48,7 @@ def test_stage_lines_are_prose_with_counts_and_rates(tmp_path, tiny_model):
     line = format_stage_line("collect", col, 4.0)
     assert line.startswith("collect ")
     assert f"2 problems, 4 sampled paths: {col['correct']} correct, {col['wrong']} wrong" in line
-    assert f"{col['num_mistakes']} mistakes kept" in line and "4 s, 1.0 paths/s" in line
+    assert f"{col['mistakes']} mistakes kept" in line and "4 s, 1.0 paths/s" in line
     assert not REPR.search(line), line
 
     cor = _correct(tmp_path)

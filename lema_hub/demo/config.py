@@ -10,11 +10,11 @@ from typing import Any
 
 from lema_hub.errors import InvalidInputError
 from lema_hub.generation.types import BACKENDS, EndpointArgs
+from lema_hub.schema import EMBEDDED_MODEL
 
 logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "LEMA_DEMO_"
-EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 QUICKSTART_DIR = "outputs/quickstart"
 NONE_VALUES = ("", "none", "null", "off")
 # The engine's backends the demo serves (vLLM runs as a server: reach it with `openai`).

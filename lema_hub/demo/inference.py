@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -14,7 +13,7 @@ from pathlib import Path
 from lema_hub.demo.config import DEMO_BACKENDS, DemoConfig, _is_local_path, _none
 from lema_hub.formats import as_messages, parse_rendered_steps
 from lema_hub.generation.backends.base import api_key
-from lema_hub.models import has_chat_template, load_model, load_tokenizer, resolve_model
+from lema_hub.models import load_model, load_tokenizer, resolve_prompt_style
 
 logger = logging.getLogger(__name__)
 
@@ -161,31 +160,14 @@ class ModelRunner:
 
     def prompt_style(self) -> str:
         if self._style is None:
-            style = self.cfg.prompt_style
-            if style == "auto":
-                style = self._recorded_style() or ("chat" if self._has_chat() else "plain")
-            if style not in ("chat", "plain"):
-                raise ValueError(f"prompt_style must be chat, plain or auto, got {style!r}")
-            self._style = style
+            self._style = resolve_prompt_style(
+                self.cfg.prompt_style, self.name, self.cfg.backend, self._loaded_tokenizer
+            )
         return self._style
 
-    def _recorded_style(self) -> str | None:
-        """The prompt style the model was trained with, when our training wrote it down."""
-        if not self.local:
-            return None
-        try:
-            meta = Path(resolve_model(self.name)) / "lema_hub_model.json"
-            if meta.is_file():
-                return json.loads(meta.read_text()).get("prompt_style")
-        except Exception:
-            return None
-        return None
-
-    def _has_chat(self) -> bool:
-        if not self.local:
-            return True
+    def _loaded_tokenizer(self):
         self.load()
-        return has_chat_template(self._tokenizer)
+        return self._tokenizer
 
     def start(self, prompt: str, max_new_tokens: int, stop: Callable[[str], str | None]) -> Generation:
         """Start generating greedily from a LeMa-format prompt; returns at once."""

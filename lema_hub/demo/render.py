@@ -7,8 +7,8 @@ import json
 import re
 from typing import Any
 
-from lema_hub.demo.config import _is_local_path
 from lema_hub.formats import corrected_solution
+from lema_hub.models import is_hub_id
 
 # `$` alone is never a delimiter: GSM8K money ("$5 each, $10 total") must stay plain text.
 LATEX_DELIMITERS: list[dict[str, Any]] = [
@@ -22,7 +22,7 @@ def _hub_link(name: str | None, kind: str) -> str:
     """Markdown for a model/dataset: a Hub link for Hub ids, the name otherwise."""
     if not name:
         return "—"
-    if ":" in name or _is_local_path(name) or name.count("/") != 1:
+    if not is_hub_id(name):
         return f"`{name}`"
     prefix = "datasets/" if kind == "dataset" else ""
     return f"[{name}](https://huggingface.co/{prefix}{name})"

@@ -6,8 +6,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lema_hub.demo.config import DemoConfig, _is_local_path
+from lema_hub.demo.config import DemoConfig
 from lema_hub.hub import write_space_card
+from lema_hub.models import is_hub_id
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lema_hub/, copied whole into the Space
 SPACE_DIR = PACKAGE_DIR.parent / "spaces" / "demo"
@@ -19,7 +20,7 @@ def space_card_info(cfg: DemoConfig) -> dict[str, Any]:
     when they are Hub ids)."""
 
     def hub_ids(*names: str | None) -> list[str]:
-        return [n for n in names if n and not _is_local_path(n) and ":" not in n and n.count("/") == 1]
+        return [n for n in names if n and is_hub_id(n)]
 
     return dict(
         title="LeMa: Learning From Mistakes",

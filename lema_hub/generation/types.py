@@ -6,9 +6,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lema_hub.errors import InvalidInputError  # a ValueError: bad settings are the user's input
+from lema_hub.schema import BACKENDS, EMBEDDED_MODEL
+from lema_hub.schema import PROMPT_STYLE_CHOICES as PROMPT_STYLES  # an engine config may say `auto`
 
-BACKENDS = ("transformers", "openai", "tgi", "vllm")
-PROMPT_STYLES = ("auto", "plain", "chat")
 HTTP_TRANSPORTS = ("auto", "aiohttp", "httpx")
 
 
@@ -58,7 +58,7 @@ class EngineConfig:
     """Which backend and model to generate with, and how hard to push it."""
 
     backend: str = "transformers"  # transformers | openai | tgi | vllm
-    model: str = "embedded:smollm2-135m-instruct"  # a lema_hub.models name, or the served model name
+    model: str = EMBEDDED_MODEL  # a lema_hub.models name, or the served model name
     base_urls: list[str] | None = None  # openai/tgi endpoints; several share the load
     api_key_env: str = "OPENAI_API_KEY"  # name of the env var holding the key (never the key)
     prompt_style: str = "auto"  # plain | chat | auto

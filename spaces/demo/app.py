@@ -17,6 +17,7 @@ for root in (HERE, *HERE.parents[:2]):
         break
 
 from lema_hub.demo import DemoConfig, build_demo, launch  # noqa: E402
+from lema_hub.schema import EMBEDDED_MODEL, EMBEDDED_MODEL_HUB_ID  # noqa: E402
 
 ON_SPACE = bool(os.environ.get("SPACE_ID"))
 cfg = DemoConfig(
@@ -24,7 +25,7 @@ cfg = DemoConfig(
     # of the embedded model (no GGUF package needed).
     host=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if ON_SPACE else "127.0.0.1"),
     port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-    fallback_model="HuggingFaceTB/SmolLM2-135M-Instruct" if ON_SPACE else "embedded:smollm2-135m-instruct",
+    fallback_model=EMBEDDED_MODEL_HUB_ID if ON_SPACE else EMBEDDED_MODEL,
 )
 demo = build_demo(cfg)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lema_hub.models import resolve_prompt_style
+
 
 class Backend:
     """Async backends implement `agenerate` (one sample); batch backends implement `generate_batch`."""
@@ -11,8 +13,8 @@ class Backend:
     is_async = True
 
     def prompt_style(self, requested: str) -> str:
-        """`plain` or `chat` for the configured style (`auto` decides per backend)."""
-        return "chat" if requested == "auto" else requested
+        """`plain` or `chat` for the configured style (the one rule: `models.resolve_prompt_style`)."""
+        return resolve_prompt_style(requested, self.config.model, self.config.backend)
 
     async def astart(self) -> None:
         """Create clients inside the running event loop."""

@@ -10,6 +10,7 @@ from typing import Any
 
 from lema_hub.generation.backends.base import Backend, api_key
 from lema_hub.generation.retry import MalformedResponse
+from lema_hub.models import is_hub_id
 
 _FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 
@@ -49,7 +50,7 @@ class TGIBackend(Backend):
             if isinstance(unit.prompt, list):
                 resp = await client.chat_completion(
                     messages=unit.prompt,
-                    model=self.config.model if "/" in self.config.model else None,
+                    model=self.config.model if is_hub_id(self.config.model) else None,
                     max_tokens=sp.max_tokens,
                     temperature=sp.temperature,
                     top_p=sp.top_p,

@@ -11,6 +11,7 @@ import threading
 from typing import Any
 
 from lema_hub.generation.backends.base import Backend
+from lema_hub.models import resolve_prompt_style
 
 
 class TransformersBackend(Backend):
@@ -44,11 +45,7 @@ class TransformersBackend(Backend):
         return self._model
 
     def prompt_style(self, requested: str) -> str:
-        if requested != "auto":
-            return requested
-        from lema_hub.models import has_chat_template
-
-        return "chat" if has_chat_template(self.tokenizer) else "plain"
+        return resolve_prompt_style(requested, self.config.model, "transformers", lambda: self.tokenizer)
 
     def render(self, prompt: str | list[dict]) -> str:
         if isinstance(prompt, str):

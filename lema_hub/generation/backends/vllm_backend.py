@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from lema_hub.generation.backends.base import Backend
+from lema_hub.models import resolve_prompt_style
 
 
 class VLLMBackend(Backend):
@@ -36,10 +37,7 @@ class VLLMBackend(Backend):
         return self._llm
 
     def prompt_style(self, requested: str) -> str:
-        if requested != "auto":
-            return requested
-        tok = self.llm.get_tokenizer()
-        return "chat" if getattr(tok, "chat_template", None) else "plain"
+        return resolve_prompt_style(requested, self.config.model, "vllm", self.llm.get_tokenizer)
 
     def prompt_length(self, prompt) -> int:
         return len(str(prompt))
