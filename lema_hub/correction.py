@@ -25,9 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lema_hub.artifacts import HubArgs, load_rows, main_config
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.hub import HubArgs
-from lema_hub.models import is_hub_id
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
 from lema_hub.schema import REJECT_REASONS as REJECT_REASONS  # re-exported: `correction.REJECT_REASONS`
 
@@ -625,77 +624,6 @@ class CorrectConfig(HubArgs, EndpointArgs):
             )
 
 
-def _is_local(folder_or_repo: str) -> bool:
-    """A folder, or a missing local path (not a Hub id): raises `MissingInputError` for the latter."""
-    from lema_hub.errors import MissingInputError
-
-    if Path(folder_or_repo).is_dir():
-        return True
-    if not is_hub_id(folder_or_repo):
-        raise MissingInputError(
-            f"{folder_or_repo!r} is not a dataset folder (and not a Hub dataset id 'namespace/name')."
-        )
-    return False
-
-
-def _hub_error(repo_id: str, exc: Exception) -> Exception:
-    from lema_hub.errors import InvalidInputError
-
-    return InvalidInputError(
-        f"could not read the Hub dataset {repo_id!r}: {type(exc).__name__}: {exc}. "
-        "Offline? Pass a local dataset folder."
-    )
-
-
-def main_config(folder_or_repo: str) -> str:
-    """The main `<task>` config of an artifact folder or Hub dataset (not `-samples`/`-rejected`)."""
-    from lema_hub.errors import InvalidInputError
-
-    path = Path(folder_or_repo)
-    if _is_local(folder_or_repo):
-        from lema_hub.hub import discover_configs
-
-        names = list(discover_configs(path))
-        if not names:
-            raise InvalidInputError(f"{folder_or_repo!r} holds no data/<config>/*.parquet files.")
-    else:
-        import datasets
-
-        try:
-            names = datasets.get_dataset_config_names(folder_or_repo)
-        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
-            raise _hub_error(folder_or_repo, exc) from exc
-    # A config with no rows is not written, so `<task>-rejected` alone still names the task.
-    main = sorted({re.sub(r"-(samples|rejected)$", "", n) for n in names})
-    if len(main) != 1:
-        raise InvalidInputError(
-            f"{folder_or_repo} has configs {names}; say which one to read "
-            f"(e.g. --mistakes_config {main[0] if main else '...'})."
-        )
-    return main[0]
-
-
-def load_rows(folder_or_repo: str, config: str, split: str = "train", missing_ok: bool = False) -> list[dict]:
-    """Rows of one config/split of an artifact folder or Hub dataset (`missing_ok`: [] if absent)."""
-    import pyarrow as pa
-
-    from lema_hub.errors import InvalidInputError
-    from lema_hub.hub import discover_configs, load_artifact
-
-    path = Path(folder_or_repo)
-    if not _is_local(folder_or_repo):
-        try:
-            return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
-        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
-            raise _hub_error(folder_or_repo, exc) from exc
-    if missing_ok and config not in discover_configs(path):
-        return []  # an empty config is not written at all
-    try:
-        return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
-    except pa.ArrowException as exc:
-        raise InvalidInputError(f"{folder_or_repo} [{config}]: a parquet file cannot be read: {exc}") from exc
-
-
 def _row_task(row: dict) -> str:
     from lema_hub.problems import task_of
 
@@ -917,14 +845,11 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`)."""
     import datasets
 
+    from lema_hub.artifacts import save_dataset_config, write_run_record
+    from lema_hub.cards.dataset import write_dataset_card
     from lema_hub.configs import config_to_dict, redact
     from lema_hub.errors import InvalidInputError
-    from lema_hub.hub import (
-        maybe_push,
-        save_dataset_config,
-        write_dataset_card,
-        write_run_record,
-    )
+    from lema_hub.push import maybe_push
     from lema_hub.run_guard import guard_publish
 
     if not cfg.mistakes:

@@ -499,7 +499,7 @@ def _default_output_dir(cfg: BenchCorrectorConfig) -> Path:
 
 
 def _check_output_dir(output_dir: Path) -> None:
-    from lema_hub.hub import read_run_record
+    from lema_hub.artifacts import read_run_record
 
     _, summaries = read_run_record(output_dir) if output_dir.is_dir() else ({}, {})
     others = sorted(k for k in summaries if k != RECIPE)
@@ -512,8 +512,10 @@ def _check_output_dir(output_dir: Path) -> None:
 
 def bench_corrector(cfg: BenchCorrectorConfig) -> dict[str, Any]:
     """Run the corrector on the labelled items; write details per protocol, a summary and a card."""
+    from lema_hub.artifacts import save_dataset_config, write_run_record
+    from lema_hub.cards.dataset import write_dataset_card
     from lema_hub.configs import config_to_dict, redact
-    from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
+    from lema_hub.push import maybe_push
 
     t0 = time.time()
     output_dir = Path(cfg.output_dir) if cfg.output_dir else _default_output_dir(cfg)
@@ -625,7 +627,8 @@ def _pct(x: float | None) -> str:
 
 def card_stats(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
     """`write_dataset_card` statistics for kind `corrector_bench`, computed from the parquet details."""
-    from lema_hub.hub import _all_values, _column, _plot
+    from lema_hub.cards.plots import _plot
+    from lema_hub.cards.stats import _all_values, _column
 
     rows = []
     for config, splits in tables.items():

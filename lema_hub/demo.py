@@ -631,7 +631,7 @@ def _truncate(text: str, n: int = 80) -> str:
 def _dataset_configs(path: str) -> list[str]:
     """Config names of a Hub-layout folder (README `configs:`) or a Hub dataset."""
     if Path(path).expanduser().is_dir():
-        from lema_hub.hub import discover_configs
+        from lema_hub.artifacts import discover_configs
 
         return list(discover_configs(Path(path).expanduser()))
     from datasets import get_dataset_config_names
@@ -647,7 +647,7 @@ def _load_rows(path: str | None, want: Callable[[str], bool]) -> tuple[list[tupl
     if _is_local_path(path) and not Path(path).expanduser().exists():
         return [], f"{path} not found"
     try:
-        from lema_hub.hub import load_artifact
+        from lema_hub.artifacts import load_artifact
 
         rows: list[tuple[str, dict]] = []
         for config in _dataset_configs(path):
@@ -1817,7 +1817,7 @@ Without them the Space runs SmolLM2-135M-Instruct on the bundled sample problems
 
 def write_space_readme(folder: str | Path, cfg: DemoConfig | None = None) -> Path:
     """Write `README.md` (front matter from `SpaceCardData`) into a Space folder."""
-    from lema_hub.hub import write_space_card
+    from lema_hub.cards.model import write_space_card
 
     cfg = cfg or DemoConfig()
     folder = Path(folder)
@@ -1828,7 +1828,7 @@ def write_space_readme(folder: str | Path, cfg: DemoConfig | None = None) -> Pat
 def prepare_space_folder(out_dir: str | Path, cfg: DemoConfig | None = None) -> Path:
     """A folder ready to push as a Space repo: app.py, requirements.txt, README.md and lema_hub/.
 
-    Push it with `lema_hub.hub.push_folder(out_dir, repo_id, repo_type="space")`. The Space reads
+    Push it with `lema_hub.push.push_folder(out_dir, repo_id, repo_type="space")`. The Space reads
     its models and datasets from `LEMA_DEMO_*` variables; `cfg` only fills the README's links.
     """
     cfg = cfg or DemoConfig()
@@ -1845,7 +1845,7 @@ def prepare_space_folder(out_dir: str | Path, cfg: DemoConfig | None = None) -> 
         shutil.rmtree(target)
     shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     templates = package.parent
-    for extra in ("dataset_cards", "model_cards"):  # hub.py renders cards from these
+    for extra in ("dataset_cards", "model_cards"):  # lema_hub.cards renders cards from these
         if (templates / extra).is_dir() and not (target / "_templates" / extra).exists():
             shutil.copytree(templates / extra, target / "_templates" / extra)
     write_space_readme(out, cfg)

@@ -29,8 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lema_hub.artifacts import HubArgs
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.hub import HubArgs
 from lema_hub.problems import Problem, ProblemArgs, eval_only_source
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
@@ -444,7 +444,7 @@ def owned_model_folder(name: str) -> Path | None:
 
 
 def _write_minimal_model_card(folder: Path) -> None:
-    from lema_hub.hub import write_model_card
+    from lema_hub.cards.model import write_model_card
     from lema_hub.models import base_model_hub_id, is_adapter
 
     meta = json.loads((folder / "lema_hub_model.json").read_text())
@@ -862,15 +862,12 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     Returns {"output_dir", "benchmark", "results": {config_name: metrics}, "comparison": markdown,
     "model_cards": [folders updated]}.
     """
+    from lema_hub.artifacts import save_dataset_config, write_run_record
+    from lema_hub.cards.dataset import write_dataset_card
+    from lema_hub.cards.model import write_eval_results
     from lema_hub.configs import config_to_dict
-    from lema_hub.hub import (
-        maybe_push,
-        save_dataset_config,
-        write_dataset_card,
-        write_eval_results,
-        write_run_record,
-    )
     from lema_hub.problems import load_problems
+    from lema_hub.push import maybe_push
     from lema_hub.run_guard import RequestOutcome, RequestsFailed, earlier_requests, guard_publish
 
     if cfg.checkpoints:
@@ -1047,7 +1044,7 @@ def sweep_summary(points: Sequence[dict[str, Any]], top_k: int = 3) -> dict[str,
 
 def _dev_selection(select_on: str, benchmark_points: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The step that is best on a dev sweep (from its output folder), with this split's accuracy at that step."""
-    from lema_hub.hub import SWEEP_FILE
+    from lema_hub.schema import SWEEP_FILE
 
     path = Path(select_on).expanduser() / SWEEP_FILE
     if not path.is_file():
@@ -1073,7 +1070,7 @@ def evaluate_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate every `checkpoint-*` of `cfg.checkpoints` (one details config each, each resumable
     from its own generation cache), then write the sweep to `checkpoint_sweep.json` in the output folder
     and, when the run folder is a lema_hub model folder, onto its card (curve, best, best-3 mean, last)."""
-    from lema_hub.hub import write_checkpoint_sweep
+    from lema_hub.cards.sweep import write_checkpoint_sweep
 
     run = Path(cfg.checkpoints).expanduser()
     found = list_checkpoints(run)
@@ -1136,7 +1133,7 @@ def _shard_suffix(cfg: EvalConfig) -> str:
 
 def write_checkpoint_sweep_json(out_dir: Path, benchmark: str, sweep: dict[str, Any]) -> None:
     """`<output_dir>/checkpoint_sweep.json`: {benchmark: sweep} (what `select_on` reads)."""
-    from lema_hub.hub import SWEEP_FILE
+    from lema_hub.schema import SWEEP_FILE
 
     path = out_dir / SWEEP_FILE
     sweeps = json.loads(path.read_text()) if path.is_file() else {}

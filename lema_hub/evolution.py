@@ -21,8 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lema_hub.artifacts import HubArgs
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs
 
 logger = logging.getLogger(__name__)
@@ -160,7 +160,7 @@ def majority(answers: list[str | None], task: str = "gsm8k") -> tuple[str | None
 def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
     rng = random.Random(cfg.seed)
     if cfg.strategy == "correction_centric":
-        from lema_hub.correction import load_rows, main_config
+        from lema_hub.artifacts import load_rows, main_config
 
         config = cfg.corrections_config or main_config(cfg.corrections)
         pool = [r for r in load_rows(cfg.corrections, config, missing_ok=True) if r.get("accepted", True)]
@@ -198,11 +198,13 @@ def gsm8k_style_solution(completion: str, answer: str) -> str:
 def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     """Write evolved `Problem` rows (config `<task>`); returns the summary (with `output_dir`)."""
     from lema_hub import formats
+    from lema_hub.artifacts import save_dataset_config, write_run_record
+    from lema_hub.cards.dataset import write_dataset_card
     from lema_hub.configs import config_to_dict, redact
     from lema_hub.generation import GenerationRequest, SamplingParams
     from lema_hub.grading import extract_answer
-    from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
     from lema_hub.problems import task_of
+    from lema_hub.push import maybe_push
     from lema_hub.run_guard import RequestOutcome, guard_publish
 
     t0 = time.time()

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lema_hub.artifacts import HubArgs
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams, make_engine
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs, parse_shard
 from lema_hub.run_guard import RequestOutcome, guard_publish
 
@@ -368,7 +368,7 @@ def collect(cfg: CollectConfig) -> dict[str, Any]:
 
 def merge_shards(cfg: CollectConfig) -> dict[str, Any]:
     """Concatenate finished shard folders (in shard order) into `output_dir`."""
-    from lema_hub.hub import discover_configs, load_artifact, read_run_record
+    from lema_hub.artifacts import discover_configs, load_artifact, read_run_record
 
     base = Path(cfg.output_dir)
     found = sorted(base.parent.glob(f"{base.name}-shard-*-of-*"))
@@ -438,8 +438,10 @@ def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
 def _write(
     out_dir: Path, config_name: str, rows: list[dict], cfg: CollectConfig, extra: dict[str, Any]
 ) -> dict[str, Any]:
+    from lema_hub.artifacts import save_dataset_config, write_run_record
+    from lema_hub.cards.dataset import write_dataset_card
     from lema_hub.configs import config_to_dict, redact
-    from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
+    from lema_hub.push import maybe_push
 
     features = sample_features()
     rows = [{k: r.get(k) for k in features} for r in rows]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub.hub import HubArgs
+from lema_hub.artifacts import HubArgs
 from lema_hub.problems import ProblemArgs
 
 logger = logging.getLogger(__name__)
@@ -261,15 +261,11 @@ def decontaminate(rows: list[dict], test_questions: list[str], n: int = 8) -> tu
 
 def build(cfg: BuildConfig) -> dict[str, Any]:
     """Write `<task>-<view>` configs of training rows; returns the summary (with `output_dir`)."""
+    from lema_hub.artifacts import load_rows, main_config, save_dataset_config, write_run_record
+    from lema_hub.cards.dataset import write_dataset_card
     from lema_hub.configs import config_to_dict, redact
-    from lema_hub.correction import load_rows, main_config
-    from lema_hub.hub import (
-        maybe_push,
-        save_dataset_config,
-        write_dataset_card,
-        write_run_record,
-    )
     from lema_hub.problems import load_problems
+    from lema_hub.push import maybe_push
 
     t0 = time.time()
     if not cfg.corrections and "cot" not in cfg.views:

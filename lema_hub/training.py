@@ -263,7 +263,7 @@ def load_mixture(script_args: SFTScriptArguments, seed: int = 42):
     config = script_args.config_name
     folder = Path(name).expanduser()
     if folder.is_dir():
-        from lema_hub.hub import load_artifact
+        from lema_hub.artifacts import load_artifact
 
         try:
             dataset = load_artifact(str(folder), config, script_args.dataset_train_split)
@@ -558,8 +558,9 @@ def finalize_model_folder(
     output_dir: Path, info: dict, script_args, training_args, model_args, tokenizer
 ) -> None:
     """Make the saved folder self-describing: base name in the adapter config, metadata, run record, card."""
+    from lema_hub.artifacts import write_run_record
+    from lema_hub.cards.model import write_model_card
     from lema_hub.configs import config_to_dict, redact
-    from lema_hub.hub import write_model_card, write_run_record
 
     adapter_config = output_dir / "adapter_config.json"
     if adapter_config.is_file():
@@ -602,7 +603,7 @@ def merge_adapter(output_dir: Path, model_args, info: dict) -> Path:
 
     A sibling folder, not a subfolder, so pushing the adapter never uploads a full copy of the weights.
     """
-    from lema_hub.hub import write_model_card
+    from lema_hub.cards.model import write_model_card
     from lema_hub.models import load_model, load_tokenizer
 
     merged_dir = output_dir.with_name(output_dir.name + "-merged")
@@ -622,7 +623,7 @@ def merge_adapter(output_dir: Path, model_args, info: dict) -> Path:
 
 def push_model(output_dir: Path, training_args) -> str:
     """One final commit of the finished folder (card included) to `hub_model_id`."""
-    from lema_hub.hub import push_folder
+    from lema_hub.push import push_folder
 
     if not training_args.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id (e.g. <ns>/lema-smollm2-135m-gsm8k).")

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lema_hub import correction, formats
+from lema_hub.artifacts import load_rows, save_dataset_config
 from lema_hub.calculator import numbers_in
 from lema_hub.correction import (
     MAX_CORRECTION_CHARS,
@@ -17,14 +18,12 @@ from lema_hub.correction import (
     build_corrector_input,
     correct,
     corrector_prompt,
-    load_rows,
     parse_correction,
     reference_correction,
     reference_step,
     split_demonstrations,
 )
 from lema_hub.grading import grade
-from lema_hub.hub import save_dataset_config
 from lema_hub.problems import load_sample
 from lema_hub.schema import CORRECTION_COLUMNS, CORRECTOR_TOKENS
 from tests.regex_linearity import linearity_problems

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lema_hub.artifacts import load_rows, save_dataset_config
 from lema_hub.claims import claims_in, first_false_step
-from lema_hub.correction import CorrectConfig, correct, load_rows, reference_step
+from lema_hub.correction import CorrectConfig, correct, reference_step
 from lema_hub.corrector_bench import (
     NO_ERROR_INSTRUCTION,
     BenchCorrectorConfig,
@@ -23,7 +24,6 @@ from lema_hub.corrector_bench import (
     processbench_metrics,
     read_prediction,
 )
-from lema_hub.hub import save_dataset_config
 from tests.fake_openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard, ModelCard
 
-from lema_hub.hub import discover_configs, find_leaks
+from lema_hub.artifacts import discover_configs, find_leaks
 from lema_hub.quickstart import QuickstartConfig, StageFailed, run_quickstart
 
 pytestmark = pytest.mark.slow
