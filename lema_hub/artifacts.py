@@ -6,7 +6,6 @@ each config's parquet files by name, `data/<config>/<split>-NNNNN-of-NNNNN-<hash
 of the file's bytes, so the YAML changes whenever the rows do and `datasets`' cache, keyed on the
 folder name and the YAML, never serves another folder's or an earlier run's rows), the recipe's
 resolved config (`lema_hub_config.yaml`) and run summary (`run_summary.json`).
-`datasets.load_dataset(folder, config)` reads it offline, and `push_folder` sends it to the Hub in a
 `datasets.load_dataset(folder, config)` reads it offline; `lema_hub.push.push_folder` sends it to the
 Hub in a single commit, and `lema_hub.cards` renders its card.
 """

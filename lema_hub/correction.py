@@ -27,6 +27,7 @@ from typing import Any
 
 from lema_hub.artifacts import HubArgs, load_rows, main_config
 from lema_hub.generation.types import EndpointArgs
+from lema_hub.publish import finish
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
 from lema_hub.schema import REJECT_REASONS as REJECT_REASONS  # re-exported: `correction.REJECT_REASONS`
 
@@ -845,11 +846,8 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`)."""
     import datasets
 
-    from lema_hub.artifacts import save_dataset_config, write_run_record
-    from lema_hub.cards.dataset import write_dataset_card
-    from lema_hub.configs import config_to_dict, redact
+    from lema_hub.artifacts import save_dataset_config
     from lema_hub.errors import InvalidInputError
-    from lema_hub.push import maybe_push
     from lema_hub.run_guard import guard_publish
 
     if not cfg.mistakes:
@@ -912,11 +910,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     # An empty side is not written (and a stale one from an earlier run is removed).
     save_dataset_config(output_dir, name, {"train": ds.filter(lambda r: r["accepted"])})
     save_dataset_config(output_dir, f"{name}-rejected", {"train": ds.filter(lambda r: not r["accepted"])})
-    write_run_record(output_dir, redact(config_to_dict(cfg)), summary, recipe="correct")
-    write_dataset_card(output_dir, "corrections")
-    url = maybe_push(output_dir, cfg, "dataset", "correct")
-    if url:
-        summary["hub_url"] = url
+    finish(output_dir, "corrections", cfg, summary, recipe="correct")
     logger.info(
         "corrections: %d/%d accepted (%s)", summary["accepted"], summary["n"], summary["reject_reasons"]
     )

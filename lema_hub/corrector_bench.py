@@ -38,6 +38,7 @@ from lema_hub.correction import (
     reference_step,
     split_demonstrations,
 )
+from lema_hub.publish import finish
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR
 
 logger = logging.getLogger(__name__)
@@ -512,10 +513,7 @@ def _check_output_dir(output_dir: Path) -> None:
 
 def bench_corrector(cfg: BenchCorrectorConfig) -> dict[str, Any]:
     """Run the corrector on the labelled items; write details per protocol, a summary and a card."""
-    from lema_hub.artifacts import save_dataset_config, write_run_record
-    from lema_hub.cards.dataset import write_dataset_card
-    from lema_hub.configs import config_to_dict, redact
-    from lema_hub.push import maybe_push
+    from lema_hub.artifacts import save_dataset_config
 
     t0 = time.time()
     output_dir = Path(cfg.output_dir) if cfg.output_dir else _default_output_dir(cfg)
@@ -551,11 +549,7 @@ def bench_corrector(cfg: BenchCorrectorConfig) -> dict[str, Any]:
                 by_split[r["split"]].append(r)
         if by_split:
             save_dataset_config(output_dir, protocol, dict(by_split))
-    write_run_record(output_dir, redact(config_to_dict(cfg)), summary, recipe=RECIPE)
-    write_dataset_card(output_dir, "corrector_bench", prices=cfg.price_table)
-    url = maybe_push(output_dir, cfg, "dataset", RECIPE)
-    if url:
-        summary["hub_url"] = url
+    finish(output_dir, "corrector_bench", cfg, summary, recipe=RECIPE, prices=cfg.price_table)
     pb = scores.get("processbench", {})
     logger.info(
         "bench-corrector: lema exact %s, processbench average F1 %s",

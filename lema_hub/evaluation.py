@@ -32,6 +32,7 @@ from typing import Any
 from lema_hub.artifacts import HubArgs
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.problems import Problem, ProblemArgs, eval_only_source
+from lema_hub.publish import finish
 
 DEFAULT_MODEL = "embedded:smollm2-135m-instruct"
 BACKENDS = ("transformers", "vllm", "openai", "tgi")
@@ -862,12 +863,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     Returns {"output_dir", "benchmark", "results": {config_name: metrics}, "comparison": markdown,
     "model_cards": [folders updated]}.
     """
-    from lema_hub.artifacts import save_dataset_config, write_run_record
-    from lema_hub.cards.dataset import write_dataset_card
+    from lema_hub.artifacts import save_dataset_config
     from lema_hub.cards.model import write_eval_results
     from lema_hub.configs import config_to_dict
     from lema_hub.problems import load_problems
-    from lema_hub.push import maybe_push
     from lema_hub.run_guard import RequestOutcome, RequestsFailed, earlier_requests, guard_publish
 
     if cfg.checkpoints:
@@ -977,7 +976,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"benchmark": benchmark, "results": all_results}
     earlier = {k: earlier_requests(out_dir, "evaluate", k) for k in all_results}
     summary["requests"] = {**{k: v for k, v in earlier.items() if v is not None}, **requests}
-    record = config_to_dict(cfg)  # write_run_record redacts credentials
+    record = config_to_dict(cfg)  # `finish` redacts credentials
     for key in ("output_dir", "cache_dir"):
         record.pop(key, None)
     # Local paths stay out of a pushable artifact: keep only their last component.
@@ -989,9 +988,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             t if t in NAMED_TEMPLATES else Path(t).name for t in record["prompt_templates"]
         ]
     record["models"] = [public_model_name(m) for m in cfg.models]
-    write_run_record(out_dir, record, summary, recipe="evaluate")
-    write_dataset_card(out_dir, "eval_details")
-    pushed = maybe_push(out_dir, cfg, "dataset", "evaluate")
+    pushed = finish(out_dir, "eval_details", cfg, summary, recipe="evaluate", record=record)
     if refused:  # the others were written; the run still failed
         raise RequestsFailed("\n".join(e.message for e in refused), refused[0].outcome)
     return {

@@ -24,6 +24,7 @@ from typing import Any
 from lema_hub.artifacts import HubArgs
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.problems import ProblemArgs
+from lema_hub.publish import finish
 
 logger = logging.getLogger(__name__)
 
@@ -198,13 +199,10 @@ def gsm8k_style_solution(completion: str, answer: str) -> str:
 def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     """Write evolved `Problem` rows (config `<task>`); returns the summary (with `output_dir`)."""
     from lema_hub import formats
-    from lema_hub.artifacts import save_dataset_config, write_run_record
-    from lema_hub.cards.dataset import write_dataset_card
-    from lema_hub.configs import config_to_dict, redact
+    from lema_hub.artifacts import save_dataset_config
     from lema_hub.generation import GenerationRequest, SamplingParams
     from lema_hub.grading import extract_answer
     from lema_hub.problems import task_of
-    from lema_hub.push import maybe_push
     from lema_hub.run_guard import RequestOutcome, guard_publish
 
     t0 = time.time()
@@ -329,10 +327,6 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     if not rows:
         raise ValueError(f"evolve: every new question was dropped ({dict(drops)}); nothing to write.")
     save_dataset_config(out, name, {"train": rows})
-    write_run_record(out, redact(config_to_dict(cfg)), summary, recipe="evolve")
-    write_dataset_card(out, "evolved")
-    url = maybe_push(out, cfg, "dataset", "evolve")
-    if url:
-        summary["hub_url"] = url
+    finish(out, "evolved", cfg, summary, recipe="evolve")
     logger.info("evolved %d/%d questions (dropped: %s)", len(rows), len(seeds), dict(drops))
     return summary

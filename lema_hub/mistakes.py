@@ -32,6 +32,7 @@ from lema_hub.artifacts import HubArgs
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams, make_engine
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.problems import ProblemArgs, parse_shard
+from lema_hub.publish import finish
 from lema_hub.run_guard import RequestOutcome, guard_publish
 
 logger = logging.getLogger(__name__)
@@ -438,10 +439,7 @@ def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
 def _write(
     out_dir: Path, config_name: str, rows: list[dict], cfg: CollectConfig, extra: dict[str, Any]
 ) -> dict[str, Any]:
-    from lema_hub.artifacts import save_dataset_config, write_run_record
-    from lema_hub.cards.dataset import write_dataset_card
-    from lema_hub.configs import config_to_dict, redact
-    from lema_hub.push import maybe_push
+    from lema_hub.artifacts import save_dataset_config
 
     features = sample_features()
     rows = [{k: r.get(k) for k in features} for r in rows]
@@ -469,13 +467,8 @@ def _write(
     }
     # The names the other stages' summaries use (quickstart, evaluation).
     summary.update(num_problems=summary.get("problems"), num_samples=len(rows), num_mistakes=len(mistakes))
-    write_run_record(out_dir, redact(config_to_dict(cfg)), summary, recipe=RECIPE)
-    if cfg.write_card:
-        write_dataset_card(out_dir, "mistakes")
-    if not cfg.shard:  # shards are pushed once merged
-        url = maybe_push(out_dir, cfg, "dataset", RECIPE)
-        if url:
-            summary["hub_url"] = url
+    # Shards are pushed once merged.
+    finish(out_dir, "mistakes", cfg, summary, recipe=RECIPE, card=cfg.write_card, push=not cfg.shard)
     return summary
 
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lema_hub.publish import MODEL, finish
+
 logger = logging.getLogger(__name__)
 
 PROMPT_STYLES = ("auto", "plain", "chat")
@@ -558,9 +560,7 @@ def finalize_model_folder(
     output_dir: Path, info: dict, script_args, training_args, model_args, tokenizer
 ) -> None:
     """Make the saved folder self-describing: base name in the adapter config, metadata, run record, card."""
-    from lema_hub.artifacts import write_run_record
-    from lema_hub.cards.model import write_model_card
-    from lema_hub.configs import config_to_dict, redact
+    from lema_hub.configs import config_to_dict
 
     adapter_config = output_dir / "adapter_config.json"
     if adapter_config.is_file():
@@ -580,9 +580,10 @@ def finalize_model_folder(
     # the resolved config already travels, redacted, as lema_hub_config.yaml.
     (output_dir / "training_args.bin").unlink(missing_ok=True)
     _write_model_meta(output_dir, info, adapter=info["adapter"])
-    config = redact(config_to_dict(script_args, model_args, training_args))
-    write_run_record(output_dir, config, {k: v for k, v in info.items() if k != "training"}, recipe="sft")
-    write_model_card(output_dir, info)
+    config = config_to_dict(script_args, model_args, training_args)
+    summary = {k: v for k, v in info.items() if k != "training"}
+    # Pushed by `push_model` (the Trainer's hub settings), not by `finish`.
+    finish(output_dir, MODEL, None, summary, recipe="sft", record=config, push=False, model_info=info)
 
 
 def _write_model_meta(folder: Path, info: dict, adapter: bool) -> None:
