@@ -6,7 +6,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from lema_hub.cards.plots import _bar, _plot
+from lema_hub.cards.plots import (
+    acceptance_plot,
+    accuracy_plot,
+    incorrect_step_position_plot,
+    rows_by_kind_plot,
+    verdicts_by_generator_plot,
+    wrong_path_steps_plot,
+)
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, TokenColumns
 
 
@@ -163,38 +170,11 @@ def _stats_mistakes(folder: Path, tables: dict, main: list[str], ctx: dict) -> N
     steps = [len(s) for s in _all_values(tables, "steps", main) if s is not None]
     ctx["mean_steps"] = f"{sum(steps) / len(steps):.1f}" if steps else None
     if per_gen:
-        gens = sorted(per_gen)
-
-        def draw(ax):
-            bottom = [0] * len(gens)
-            colors = [
-                ("correct", "#55A868"),
-                ("wrong", "#C44E52"),
-                ("no_answer", "#DD8452"),
-                ("truncated", "#CCB974"),
-                ("ungradeable", "#8C8C8C"),
-            ]
-            for verdict, color in [(v, c) for v, c in colors if any(per_gen[g][v] for g in gens)]:
-                vals = [per_gen[g][verdict] for g in gens]
-                ax.bar(range(len(gens)), vals, bottom=bottom, label=verdict, color=color)
-                bottom = [b + v for b, v in zip(bottom, vals)]
-            ax.set_xticks(range(len(gens)), [g.split("/")[-1][:28] for g in gens])
-            ax.set_title("Sampled paths per generator by verdict")
-            ax.set_ylabel("paths")
-            ax.legend(frameon=False)
-
         ctx["images"].append(
-            ("Verdicts of the sampled paths, per generator", _plot(folder, "verdicts_by_generator", draw))
+            ("Verdicts of the sampled paths, per generator", verdicts_by_generator_plot(folder, per_gen))
         )
     if steps:
-
-        def draw_steps(ax):
-            ax.hist(steps, bins=range(1, max(steps) + 2), color="#C44E52", align="left", rwidth=0.85)
-            ax.set_title("Number of steps in the wrong paths")
-            ax.set_xlabel("steps")
-            ax.set_ylabel("paths")
-
-        ctx["images"].append(("Length of the wrong paths", _plot(folder, "wrong_path_steps", draw_steps)))
+        ctx["images"].append(("Length of the wrong paths", wrong_path_steps_plot(folder, steps)))
 
 
 def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
@@ -254,17 +234,10 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
                     agree += int(k == ref)
     ctx["step_agreement"] = f"{agree}/{both} ({100 * agree / both:.1f}%)" if both else None
     if positions:
-
-        def draw_pos(ax):
-            ax.hist(positions, bins=[i / 10 for i in range(11)], color="#4C72B0", rwidth=0.9)
-            ax.set_title("Position of the first incorrect step (accepted corrections)")
-            ax.set_xlabel("relative position in the wrong path (0 = first step, 1 = last)")
-            ax.set_ylabel("corrections")
-
         ctx["images"].append(
             (
                 "Where the first incorrect step sits in a wrong path",
-                _plot(folder, "incorrect_step_position", draw_pos),
+                incorrect_step_position_plot(folder, positions),
             )
         )
     # Acceptance by level (MATH) when levels exist, else by task config.
@@ -284,16 +257,7 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
     keys = sorted(by)
     rates = [100 * by[k][0] / max(1, sum(by[k])) for k in keys]
     if keys:
-        ctx["images"].append(
-            (
-                f"Acceptance rate by {label}",
-                _plot(
-                    folder,
-                    f"acceptance_by_{label}",
-                    lambda ax: _bar(ax, keys, rates, f"Acceptance rate by {label}", "% accepted", "{:.0f}%"),
-                ),
-            )
-        )
+        ctx["images"].append((f"Acceptance rate by {label}", acceptance_plot(folder, label, keys, rates)))
 
 
 def _stats_training_rows(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
@@ -312,25 +276,8 @@ def _stats_training_rows(folder: Path, tables: dict, main: list[str], ctx: dict)
         )
     ctx["view_table"] = table
     if table:
-        labels = [r["config"] for r in table]
-
-        def draw(ax):
-            cot = [r["cot"] for r in table]
-            corr = [r["correction"] for r in table]
-            ax.bar(range(len(labels)), cot, label="cot", color="#4C72B0")
-            ax.bar(range(len(labels)), corr, bottom=cot, label="correction", color="#DD8452")
-            ax.set_xticks(
-                range(len(labels)),
-                labels,
-                rotation=20 if len(labels) > 3 else 0,
-                ha="right" if len(labels) > 3 else "center",
-            )
-            ax.set_title("Training rows per config by kind")
-            ax.set_ylabel("rows")
-            ax.legend(frameon=False)
-
         ctx["images"].append(
-            ("Training rows per config, CoT vs correction", _plot(folder, "rows_by_kind", draw))
+            ("Training rows per config, CoT vs correction", rows_by_kind_plot(folder, table))
         )
 
 
@@ -349,14 +296,7 @@ def _stats_eval(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
         labels = [a["config"] for a in acc]
         values = [a["accuracy"] for a in acc]
         ctx["images"].append(
-            (
-                "Accuracy (pass@1) per model and benchmark",
-                _plot(
-                    folder,
-                    "accuracy",
-                    lambda ax: _bar(ax, labels, values, "Accuracy per config", "% correct", "{:.1f}%"),
-                ),
-            )
+            ("Accuracy (pass@1) per model and benchmark", accuracy_plot(folder, labels, values))
         )
 
 
