@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from lema_hub import PAPER_CITATION, PAPER_URL
 from lema_hub.artifacts import (
     _atomic_write_text,
     _configs_metadata,
@@ -238,8 +239,6 @@ def write_dataset_card(
     extra = {k: v for k, v in meta.items() if k not in card_data.to_dict() and k != "configs"}
     for k, v in extra.items():  # metadata someone else added (e.g. on the Hub) is kept
         setattr(card_data, k, v)
-    from lema_hub import PAPER_CITATION, PAPER_URL
-
     card = DatasetCard.from_template(
         card_data,
         template_str=_load_template("dataset_cards", f"{kind}.md"),

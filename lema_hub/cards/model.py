@@ -9,9 +9,11 @@ from typing import Any
 
 import yaml
 
+from lema_hub import PAPER_CITATION, PAPER_URL
 from lema_hub.artifacts import _atomic_write_text, _dump_yaml, _safe_name, _scrub_string, sanitize
 from lema_hub.cards.sweep import _carry_sweep_section
 from lema_hub.cards.templates import _load_template
+from lema_hub.models import EMBEDDED_MODELS, TINY_MODELS
 from lema_hub.schema import (
     _LICENSE_NAMES,
     _TASK_DATASETS,
@@ -152,8 +154,6 @@ def write_eval_results(
 def _model_license(info: dict[str, Any], folder: Path) -> str:
     if info.get("license"):
         return str(info["license"])
-    from lema_hub.models import EMBEDDED_MODELS, TINY_MODELS
-
     name = str(info.get("base_model_name") or "")
     for key, spec in EMBEDDED_MODELS.items():
         tiny_of = {f"tiny:{t}" for t, (emb, _) in TINY_MODELS.items() if emb == key}
@@ -206,8 +206,6 @@ def write_model_card(folder: str | os.PathLike, info: dict) -> None:
         **({"base_model_relation": "adapter" if adapter else "finetune"} if base else {}),
     )
     peft = info.get("peft") or None
-    from lema_hub import PAPER_CITATION, PAPER_URL
-
     card = ModelCard.from_template(
         card_data,
         template_str=_load_template("model_cards", "model_card.md"),
@@ -277,8 +275,6 @@ def write_space_card(folder: str | os.PathLike, info: dict) -> None:
         short_description=info.get("short_description") or "Solve, correct and browse LeMa mistakes",
         pinned=False,
     )
-    from lema_hub import PAPER_CITATION, PAPER_URL
-
     card = SpaceCard.from_template(
         card_data,
         template_str=_load_template("model_cards", "space_card.md"),

@@ -14,6 +14,7 @@ from lema_hub.cards.plots import (
     verdicts_by_generator_plot,
     wrong_path_steps_plot,
 )
+from lema_hub.grading import VERDICTS
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, TokenColumns
 
 
@@ -119,8 +120,6 @@ def _price_table(
 
 
 def _stats_mistakes(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
-    from lema_hub.grading import VERDICTS
-
     samples = [c for c in tables if c.endswith("-samples")]
     verdicts = _all_values(tables, "verdict", samples)
     ctx["verdicts"] = _counter_rows(verdicts)
@@ -301,7 +300,7 @@ def _stats_eval(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
 
 
 def _stats_corrector_bench(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
-    from lema_hub.corrector_bench import card_stats
+    from lema_hub.corrector_bench import card_stats  # deferred: corrector_bench imports the cards
 
     card_stats(folder, tables, main, ctx)
 
