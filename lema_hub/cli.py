@@ -90,7 +90,7 @@ STAGES: dict[str, Stage] = {
         "recipes/evaluate.py",
     ),
     "push": Stage(
-        "lema_hub.hub",
+        "lema_hub.push",
         ("PushConfig",),
         "push",
         "Push any artifact folder to the Hub in one commit: lema-hub push <folder> <repo_id>.",

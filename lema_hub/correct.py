@@ -8,7 +8,6 @@ of the rows are `lema_hub.schema`'s.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub import distributed
+from lema_hub.artifacts import HubArgs, load_rows, main_config
 from lema_hub.corrector.parse import ParsedCorrection, parse_correction
 from lema_hub.corrector.prompt import (
     DEFAULT_PROMPTS,
@@ -27,8 +27,7 @@ from lema_hub.corrector.prompt import (
 from lema_hub.corrector.prompt import sha12 as _sha12
 from lema_hub.corrector.reference import reference_correction, reference_rules_ref, reference_step
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.hub import HubArgs
-from lema_hub.models import is_hub_id
+from lema_hub.publish import finish
 from lema_hub.schema import CORRECTOR_BACKENDS as BACKENDS
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
 
@@ -112,77 +111,6 @@ class CorrectConfig(HubArgs, EndpointArgs):
             raise ValueError(
                 f"corrector_task must be one of {sorted(DEFAULT_PROMPTS)}, got {self.corrector_task!r}."
             )
-
-
-def _is_local(folder_or_repo: str) -> bool:
-    """A folder, or a missing local path (not a Hub id): raises `MissingInputError` for the latter."""
-    from lema_hub.errors import MissingInputError
-
-    if Path(folder_or_repo).is_dir():
-        return True
-    if not is_hub_id(folder_or_repo):
-        raise MissingInputError(
-            f"{folder_or_repo!r} is not a dataset folder (and not a Hub dataset id 'namespace/name')."
-        )
-    return False
-
-
-def _hub_error(repo_id: str, exc: Exception) -> Exception:
-    from lema_hub.errors import InvalidInputError
-
-    return InvalidInputError(
-        f"could not read the Hub dataset {repo_id!r}: {type(exc).__name__}: {exc}. "
-        "Offline? Pass a local dataset folder."
-    )
-
-
-def main_config(folder_or_repo: str) -> str:
-    """The main `<task>` config of an artifact folder or Hub dataset (not `-samples`/`-rejected`)."""
-    from lema_hub.errors import InvalidInputError
-
-    path = Path(folder_or_repo)
-    if _is_local(folder_or_repo):
-        from lema_hub.hub import discover_configs
-
-        names = list(discover_configs(path))
-        if not names:
-            raise InvalidInputError(f"{folder_or_repo!r} holds no data/<config>/*.parquet files.")
-    else:
-        import datasets
-
-        try:
-            names = datasets.get_dataset_config_names(folder_or_repo)
-        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
-            raise _hub_error(folder_or_repo, exc) from exc
-    # A config with no rows is not written, so `<task>-rejected` alone still names the task.
-    main = sorted({re.sub(r"-(samples|rejected)$", "", n) for n in names})
-    if len(main) != 1:
-        raise InvalidInputError(
-            f"{folder_or_repo} has configs {names}; say which one to read "
-            f"(e.g. --mistakes_config {main[0] if main else '...'})."
-        )
-    return main[0]
-
-
-def load_rows(folder_or_repo: str, config: str, split: str = "train", missing_ok: bool = False) -> list[dict]:
-    """Rows of one config/split of an artifact folder or Hub dataset (`missing_ok`: [] if absent)."""
-    import pyarrow as pa
-
-    from lema_hub.errors import InvalidInputError
-    from lema_hub.hub import discover_configs, load_artifact
-
-    path = Path(folder_or_repo)
-    if not _is_local(folder_or_repo):
-        try:
-            return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
-        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
-            raise _hub_error(folder_or_repo, exc) from exc
-    if missing_ok and config not in discover_configs(path):
-        return []  # an empty config is not written at all
-    try:
-        return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
-    except pa.ArrowException as exc:
-        raise InvalidInputError(f"{folder_or_repo} [{config}]: a parquet file cannot be read: {exc}") from exc
 
 
 def _row_task(row: dict) -> str:
@@ -407,14 +335,8 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`)."""
     import datasets
 
-    from lema_hub.configs import config_to_dict, redact
+    from lema_hub.artifacts import save_dataset_config
     from lema_hub.errors import InvalidInputError
-    from lema_hub.hub import (
-        maybe_push,
-        save_dataset_config,
-        write_dataset_card,
-        write_run_record,
-    )
     from lema_hub.run_guard import guard_publish
 
     if not cfg.mistakes:
@@ -478,11 +400,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     # An empty side is not written (and a stale one from an earlier run is removed).
     save_dataset_config(output_dir, name, {"train": ds.filter(lambda r: r["accepted"])})
     save_dataset_config(output_dir, f"{name}-rejected", {"train": ds.filter(lambda r: not r["accepted"])})
-    write_run_record(output_dir, redact(config_to_dict(cfg)), summary, recipe="correct")
-    write_dataset_card(output_dir, "corrections")
-    url = maybe_push(output_dir, cfg, "dataset", "correct")
-    if url:
-        summary["hub_url"] = url
+    finish(output_dir, "corrections", cfg, summary, recipe="correct")
     logger.info(
         "corrections: %d/%d accepted (%s)", summary["accepted"], summary["n"], summary["reject_reasons"]
     )

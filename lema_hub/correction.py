@@ -1,12 +1,11 @@
 """Deprecated: the corrector moved to `lema_hub.corrector`, the `correct` stage to `lema_hub.correct`."""
 
+from lema_hub.artifacts import load_rows, main_config
 from lema_hub.correct import (
     BACKENDS,
     CorrectConfig,
     check_corrections_arithmetic,
     correct,
-    load_rows,
-    main_config,
     summarize,
 )
 from lema_hub.corrector.parse import MAX_CORRECTION_CHARS, ParsedCorrection, parse_correction

@@ -38,6 +38,7 @@ from lema_hub.corrector.prompt import (
 )
 from lema_hub.corrector.reference import reference_rules_ref, reference_step
 from lema_hub.models import is_hub_id
+from lema_hub.publish import finish
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, TASKS
 
 logger = logging.getLogger(__name__)
@@ -499,7 +500,7 @@ def _default_output_dir(cfg: BenchCorrectorConfig) -> Path:
 
 
 def _check_output_dir(output_dir: Path) -> None:
-    from lema_hub.hub import read_run_record
+    from lema_hub.artifacts import read_run_record
 
     _, summaries = read_run_record(output_dir) if output_dir.is_dir() else ({}, {})
     others = sorted(k for k in summaries if k != RECIPE)
@@ -512,8 +513,7 @@ def _check_output_dir(output_dir: Path) -> None:
 
 def bench_corrector(cfg: BenchCorrectorConfig) -> dict[str, Any]:
     """Run the corrector on the labelled items; write details per protocol, a summary and a card."""
-    from lema_hub.configs import config_to_dict, redact
-    from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
+    from lema_hub.artifacts import save_dataset_config
 
     t0 = time.time()
     output_dir = Path(cfg.output_dir) if cfg.output_dir else _default_output_dir(cfg)
@@ -549,11 +549,7 @@ def bench_corrector(cfg: BenchCorrectorConfig) -> dict[str, Any]:
                 by_split[r["split"]].append(r)
         if by_split:
             save_dataset_config(output_dir, protocol, dict(by_split))
-    write_run_record(output_dir, redact(config_to_dict(cfg)), summary, recipe=RECIPE)
-    write_dataset_card(output_dir, "corrector_bench", prices=cfg.price_table)
-    url = maybe_push(output_dir, cfg, "dataset", RECIPE)
-    if url:
-        summary["hub_url"] = url
+    finish(output_dir, "corrector_bench", cfg, summary, recipe=RECIPE, prices=cfg.price_table)
     pb = scores.get("processbench", {})
     logger.info(
         "bench-corrector: lema exact %s, processbench average F1 %s",
@@ -625,7 +621,8 @@ def _pct(x: float | None) -> str:
 
 def card_stats(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
     """`write_dataset_card` statistics for kind `corrector_bench`, computed from the parquet details."""
-    from lema_hub.hub import _all_values, _column, _plot
+    from lema_hub.cards.plots import _plot
+    from lema_hub.cards.stats import _all_values, _column
 
     rows = []
     for config, splits in tables.items():

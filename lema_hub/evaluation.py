@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub import distributed
+from lema_hub.artifacts import HubArgs
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.hub import HubArgs
 from lema_hub.models import is_hub_id, read_model_meta, resolve_prompt_style
 from lema_hub.problems import Problem, ProblemArgs, eval_only_source
+from lema_hub.publish import finish
 from lema_hub.schema import (
     AUTO,
     BACKENDS,
@@ -420,7 +421,7 @@ def owned_model_folder(name: str) -> Path | None:
 
 
 def _write_minimal_model_card(folder: Path) -> None:
-    from lema_hub.hub import write_model_card
+    from lema_hub.cards.model import write_model_card
     from lema_hub.models import base_model_hub_id, is_adapter
 
     meta = read_model_meta(folder)
@@ -830,14 +831,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     Returns {"output_dir", "benchmark", "results": {config_name: metrics}, "comparison": markdown,
     "model_cards": [folders updated]}.
     """
+    from lema_hub.artifacts import save_dataset_config
+    from lema_hub.cards.model import write_eval_results
     from lema_hub.configs import config_to_dict
-    from lema_hub.hub import (
-        maybe_push,
-        save_dataset_config,
-        write_dataset_card,
-        write_eval_results,
-        write_run_record,
-    )
     from lema_hub.problems import load_problems
     from lema_hub.run_guard import RequestOutcome, RequestsFailed, earlier_requests, guard_publish
 
@@ -949,7 +945,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"benchmark": benchmark, "results": all_results, **distributed.record()}
     earlier = {k: earlier_requests(out_dir, "evaluate", k) for k in all_results}
     summary["requests"] = {**{k: v for k, v in earlier.items() if v is not None}, **requests}
-    record = config_to_dict(cfg)  # write_run_record redacts credentials
+    record = config_to_dict(cfg)  # `finish` redacts credentials
     for key in ("output_dir", "cache_dir"):
         record.pop(key, None)
     # Local paths stay out of a pushable artifact: keep only their last component.
@@ -961,9 +957,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             t if t in NAMED_TEMPLATES else Path(t).name for t in record["prompt_templates"]
         ]
     record["models"] = [public_model_name(m) for m in cfg.models]
-    write_run_record(out_dir, record, summary, recipe="evaluate")
-    write_dataset_card(out_dir, "eval_details")
-    pushed = maybe_push(out_dir, cfg, "dataset", "evaluate")
+    pushed = finish(out_dir, "eval_details", cfg, summary, recipe="evaluate", record=record)
     if refused:  # the others were written; the run still failed
         raise RequestsFailed("\n".join(e.message for e in refused), refused[0].outcome)
     return {
@@ -1016,7 +1010,7 @@ def sweep_summary(points: Sequence[dict[str, Any]], top_k: int = 3) -> dict[str,
 
 def _dev_selection(select_on: str, benchmark_points: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """The step that is best on a dev sweep (from its output folder), with this split's accuracy at that step."""
-    from lema_hub.hub import SWEEP_FILE
+    from lema_hub.schema import SWEEP_FILE
 
     path = Path(select_on).expanduser() / SWEEP_FILE
     if not path.is_file():
@@ -1042,7 +1036,7 @@ def evaluate_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
     """Evaluate every `checkpoint-*` of `cfg.checkpoints` (one details config each, each resumable
     from its own generation cache), then write the sweep to `checkpoint_sweep.json` in the output folder
     and, when the run folder is a lema_hub model folder, onto its card (curve, best, best-3 mean, last)."""
-    from lema_hub.hub import write_checkpoint_sweep
+    from lema_hub.cards.sweep import write_checkpoint_sweep
 
     run = Path(cfg.checkpoints).expanduser()
     found = list_checkpoints(run)
@@ -1104,7 +1098,7 @@ def _shard_suffix(cfg: EvalConfig) -> str:
 
 def write_checkpoint_sweep_json(out_dir: Path, benchmark: str, sweep: dict[str, Any]) -> None:
     """`<output_dir>/checkpoint_sweep.json`: {benchmark: sweep} (what `select_on` reads)."""
-    from lema_hub.hub import SWEEP_FILE
+    from lema_hub.schema import SWEEP_FILE
 
     path = out_dir / SWEEP_FILE
     sweeps = json.loads(path.read_text()) if path.is_file() else {}

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub import distributed
+from lema_hub.artifacts import HubArgs
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs
+from lema_hub.publish import finish
 from lema_hub.schema import BACKENDS, DEFAULT_MODEL, PROMPT_STYLES
 
 logger = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def majority(answers: list[str | None], task: str = "gsm8k") -> tuple[str | None
 def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
     rng = random.Random(cfg.seed)
     if cfg.strategy == "correction_centric":
-        from lema_hub.correct import load_rows, main_config
+        from lema_hub.artifacts import load_rows, main_config
 
         config = cfg.corrections_config or main_config(cfg.corrections)
         pool = [r for r in load_rows(cfg.corrections, config, missing_ok=True) if r.get("accepted", True)]
@@ -197,10 +198,9 @@ def gsm8k_style_solution(completion: str, answer: str) -> str:
 def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     """Write evolved `Problem` rows (config `<task>`); returns the summary (with `output_dir`)."""
     from lema_hub import formats
-    from lema_hub.configs import config_to_dict, redact
+    from lema_hub.artifacts import save_dataset_config
     from lema_hub.generation import GenerationRequest, SamplingParams
     from lema_hub.grading import extract_answer
-    from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
     from lema_hub.problems import task_of
     from lema_hub.run_guard import RequestOutcome, guard_publish
 
@@ -327,10 +327,6 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     if not rows:
         raise ValueError(f"evolve: every new question was dropped ({dict(drops)}); nothing to write.")
     save_dataset_config(out, name, {"train": rows})
-    write_run_record(out, redact(config_to_dict(cfg)), summary, recipe="evolve")
-    write_dataset_card(out, "evolved")
-    url = maybe_push(out, cfg, "dataset", "evolve")
-    if url:
-        summary["hub_url"] = url
+    finish(out, "evolved", cfg, summary, recipe="evolve")
     logger.info("evolved %d/%d questions (dropped: %s)", len(rows), len(seeds), dict(drops))
     return summary

@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from lema_hub import distributed
+from lema_hub.artifacts import HubArgs
 from lema_hub.distributed import shard_dir
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs, parse_shard
+from lema_hub.publish import finish
 from lema_hub.run_guard import RequestOutcome, guard_publish
 from lema_hub.schema import BACKENDS, DEFAULT_MODEL, TRAIN_TASKS, conform, mistake_features, sample_features
 
@@ -355,7 +356,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
 def merge_shards(cfg: CollectConfig) -> CollectSummary:
     """Concatenate finished shard folders (in shard order) into `output_dir`."""
-    from lema_hub.hub import discover_configs, load_artifact, read_run_record
+    from lema_hub.artifacts import discover_configs, load_artifact, read_run_record
 
     base = Path(cfg.output_dir)
     expected = distributed.finished_shards(base)
@@ -414,8 +415,7 @@ def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
 def _write(
     out_dir: Path, config_name: str, rows: list[dict], cfg: CollectConfig, extra: dict[str, Any]
 ) -> CollectSummary:
-    from lema_hub.configs import config_to_dict, redact
-    from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
+    from lema_hub.artifacts import save_dataset_config
 
     features = sample_features()
     rows = conform(rows, features)
@@ -440,13 +440,8 @@ def _write(
         "completion_tokens": sum(r.get("completion_tokens") or 0 for r in rows),
         **extra,
     }
-    write_run_record(out_dir, redact(config_to_dict(cfg)), summary, recipe=RECIPE)
-    if cfg.write_card:
-        write_dataset_card(out_dir, "mistakes")
-    if not cfg.shard:  # shards are pushed once merged
-        url = maybe_push(out_dir, cfg, "dataset", RECIPE)
-        if url:
-            summary["hub_url"] = url
+    # Shards are pushed once merged.
+    finish(out_dir, "mistakes", cfg, summary, recipe=RECIPE, card=cfg.write_card, push=not cfg.shard)
     return summary
 
 

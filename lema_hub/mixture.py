@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lema_hub.artifacts import HubArgs
 from lema_hub.formats import corrected_solution
-from lema_hub.hub import HubArgs
 from lema_hub.problems import ProblemArgs
+from lema_hub.publish import finish
 from lema_hub.schema import PROMPT_STYLES, conform, training_row_features
 
 logger = logging.getLogger(__name__)
@@ -263,14 +264,7 @@ def decontaminate(rows: list[dict], test_questions: list[str], n: int = 8) -> tu
 
 def build(cfg: BuildConfig) -> dict[str, Any]:
     """Write `<task>-<view>` configs of training rows; returns the summary (with `output_dir`)."""
-    from lema_hub.configs import config_to_dict, redact
-    from lema_hub.correct import load_rows, main_config
-    from lema_hub.hub import (
-        maybe_push,
-        save_dataset_config,
-        write_dataset_card,
-        write_run_record,
-    )
+    from lema_hub.artifacts import load_rows, main_config, save_dataset_config
     from lema_hub.problems import load_problems
 
     t0 = time.time()
@@ -331,10 +325,6 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         kinds = Counter(r["kind"] for r in rows)
         views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": len(rows)}
     summary.update(views=views, output_dir=str(out), wall_s=round(time.time() - t0, 2))
-    write_run_record(out, redact(config_to_dict(cfg)), summary, recipe="build")
-    write_dataset_card(out, "mixture")
-    url = maybe_push(out, cfg, "dataset", "build")
-    if url:
-        summary["hub_url"] = url
+    finish(out, "mixture", cfg, summary, recipe="build")
     logger.info("mixture views: %s", views)
     return summary

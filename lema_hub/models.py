@@ -119,7 +119,7 @@ def _publish_atomically(build, target: Path) -> Path:
             return target
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
         try:
-            from lema_hub.hub import honour_umask
+            from lema_hub.artifacts import honour_umask
 
             honour_umask(tmp)  # mkdtemp makes it 0700; other users (a demo container) read it
             build(tmp)

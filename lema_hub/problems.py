@@ -176,7 +176,7 @@ def _hub_rows(repo_id: str, config: str | None, split: str) -> list[dict[str, An
     import datasets
 
     if Path(repo_id).is_dir():  # a Hub-layout folder written by a lema_hub stage
-        from lema_hub.hub import load_artifact
+        from lema_hub.artifacts import load_artifact
 
         return [dict(r) for r in load_artifact(repo_id, config or "default", split)]
     try:

@@ -409,7 +409,8 @@ def _model_repo_id(cfg: QuickstartConfig, task: str, view: str) -> str:
 
 
 def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, str]:
-    from lema_hub.hub import add_model_card_datasets, push_folder
+    from lema_hub.cards.model import add_model_card_datasets
+    from lema_hub.push import push_folder
 
     ns = cfg.hub_namespace
     for view in ("cot", "lema"):  # the adapters' cards name the mixture they were trained on

@@ -321,3 +321,82 @@ def correction_features(mistake_features: Features | dict | None = None) -> Feat
     merged = dict(mistake_features or {})
     merged.update({name: _feature(dtype) for name, dtype in CORRECTION_COLUMNS.items()})
     return Features(merged)
+
+
+# --- cards and repos (from hub.py)
+
+# File and folder names of an artifact folder (the Hub layout).
+README = "README.md"
+CONFIG_FILE = "lema_hub_config.yaml"
+SUMMARY_FILE = "run_summary.json"
+DATA_DIR = "data"
+IMAGES_DIR = "images"
+EVAL_RESULTS_DIR = ".eval_results"
+DEFAULT_NAMESPACE = "your-username"  # placeholder in "how to load" snippets when no repo id is known
+LOCAL_EVAL_FILE = "lema_hub_eval_results.yaml"  # results on benchmarks that are not Hub datasets
+SWEEP_FILE = "checkpoint_sweep.json"  # a model folder's checkpoint sweeps, by benchmark
+
+# Kinds of dataset artifact, their default repo names and their cards' pretty names.
+KINDS = ("mistakes", "corrections", "cot", "mixture", "evolved", "eval_details", "corrector_bench")
+_REPO_NAMES = {
+    "mistakes": "lema-mistakes",
+    "corrections": "lema-corrections",
+    "cot": "lema-cot",
+    "mixture": "lema-mixture",
+    "evolved": "lema-evolved",
+    "eval_details": "lema-eval-details",
+    "corrector_bench": "lema-corrector-bench",
+}
+_PRETTY = {
+    "mistakes": "LeMa mistakes: wrong chain-of-thought paths",
+    "corrections": "LeMa corrections: mistake-correction pairs",
+    "cot": "LeMa chain-of-thought training rows",
+    "mixture": "LeMa training mixture (CoT + corrections)",
+    "evolved": "LeMa correction-centric evolved problems",
+    "eval_details": "LeMa evaluation details",
+    "corrector_bench": "LeMa corrector benchmark: first-error location on human labels",
+}
+# Problem collections: Hub id of the source dataset and its license.
+SOURCES = {
+    "gsm8k": ("openai/gsm8k", "mit"),
+    "math": ("EleutherAI/hendrycks_math", "mit"),
+    "math500": ("HuggingFaceH4/MATH-500", "mit"),
+    "sample": (None, "apache-2.0"),  # the bundled sample problems were written for this project
+    "Qwen/ProcessBench": ("Qwen/ProcessBench", "apache-2.0"),  # step-labelled solutions (bench-corrector)
+    "svamp": ("ChilleD/SVAMP", "mit"),
+    "asdiv": ("EleutherAI/asdiv", "cc-by-nc-4.0"),  # non-commercial: rows derived from it inherit that
+}
+
+# The Hub dataset of each training/eval task (a model card's `datasets:`).
+_TASK_DATASETS = {
+    "gsm8k": "openai/gsm8k",
+    "math": "EleutherAI/hendrycks_math",
+    "math500": "HuggingFaceH4/MATH-500",
+}
+
+# Benchmarks that are not datasets on the Hub: their results stay out of `.eval_results/` (which the
+# Hub links to a dataset page) and live in LOCAL_EVAL_FILE, shown in the card with what they are.
+LOCAL_BENCHMARKS = {
+    "lema-hub/bundled-sample": "the bundled sample: 12 held-out problems written for lema_hub in "
+    "GSM8K's format (`lema_hub/data/sample_test.jsonl`), not a Hub dataset",
+}
+
+CODE_LICENSE = "apache-2.0"  # lema_hub's own license (LICENSE, pyproject.toml)
+# License of the problems each training/eval task derives from (see SOURCES for the Hub ids).
+TASK_DATA_LICENSES = {
+    "gsm8k": ("GSM8K", "MIT"),
+    "math": ("MATH", "MIT"),
+    "math500": ("MATH-500 (MATH)", "MIT"),
+    "sample": ("the bundled sample (written for lema_hub)", "Apache-2.0"),
+    "svamp": ("SVAMP", "MIT"),
+    "asdiv": ("ASDiv", "CC BY-NC 4.0"),
+    "processbench": ("ProcessBench", "Apache-2.0"),
+}
+
+# Display names of license ids.
+_LICENSE_NAMES = {
+    "mit": "MIT",
+    "apache-2.0": "Apache-2.0",
+    "cc-by-nc-4.0": "CC BY-NC 4.0",
+    "other": "Other (see below)",
+}

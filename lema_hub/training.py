@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub.models import has_chat_template, is_hub_id, resolve_prompt_style, write_model_meta
+from lema_hub.publish import MODEL, finish
 from lema_hub.schema import EMBEDDED_MODEL, EMBEDDED_PREFIX, PROMPT_STYLE_CHOICES
 
 logger = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ def load_mixture(script_args: SFTScriptArguments, seed: int = 42):
     config = script_args.config_name
     folder = Path(name).expanduser()
     if folder.is_dir():
-        from lema_hub.hub import load_artifact
+        from lema_hub.artifacts import load_artifact
 
         try:
             dataset = load_artifact(str(folder), config, script_args.dataset_train_split)
@@ -557,8 +558,7 @@ def finalize_model_folder(
     output_dir: Path, info: dict, script_args, training_args, model_args, tokenizer
 ) -> None:
     """Make the saved folder self-describing: base name in the adapter config, metadata, run record, card."""
-    from lema_hub.configs import config_to_dict, redact
-    from lema_hub.hub import write_model_card, write_run_record
+    from lema_hub.configs import config_to_dict
 
     adapter_config = output_dir / "adapter_config.json"
     if adapter_config.is_file():
@@ -578,9 +578,10 @@ def finalize_model_folder(
     # the resolved config already travels, redacted, as lema_hub_config.yaml.
     (output_dir / "training_args.bin").unlink(missing_ok=True)
     _write_model_meta(output_dir, info, adapter=info["adapter"])
-    config = redact(config_to_dict(script_args, model_args, training_args))
-    write_run_record(output_dir, config, {k: v for k, v in info.items() if k != "training"}, recipe="sft")
-    write_model_card(output_dir, info)
+    config = config_to_dict(script_args, model_args, training_args)
+    summary = {k: v for k, v in info.items() if k != "training"}
+    # Pushed by `push_model` (the Trainer's hub settings), not by `finish`.
+    finish(output_dir, MODEL, None, summary, recipe="sft", record=config, push=False, model_info=info)
 
 
 def _write_model_meta(folder: Path, info: dict, adapter: bool) -> None:
@@ -601,7 +602,7 @@ def merge_adapter(output_dir: Path, model_args, info: dict) -> Path:
 
     A sibling folder, not a subfolder, so pushing the adapter never uploads a full copy of the weights.
     """
-    from lema_hub.hub import write_model_card
+    from lema_hub.cards.model import write_model_card
     from lema_hub.models import load_model, load_tokenizer
 
     merged_dir = output_dir.with_name(output_dir.name + "-merged")
@@ -621,7 +622,7 @@ def merge_adapter(output_dir: Path, model_args, info: dict) -> Path:
 
 def push_model(output_dir: Path, training_args) -> str:
     """One final commit of the finished folder (card included) to `hub_model_id`."""
-    from lema_hub.hub import push_folder
+    from lema_hub.push import push_folder
 
     if not training_args.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id (e.g. <ns>/lema-smollm2-135m-gsm8k).")

@@ -10,17 +10,11 @@ import yaml
 from huggingface_hub import DatasetCard, ModelCard, SpaceCard, parse_eval_result_entries
 
 from lema_hub import PAPER_CITATION, formats
-from lema_hub.correct import CorrectConfig, correct, load_rows
+from lema_hub.artifacts import find_leaks, load_rows, save_dataset_config, write_run_record
+from lema_hub.cards.dataset import write_dataset_card
+from lema_hub.cards.model import write_eval_results, write_model_card, write_space_card
+from lema_hub.correct import CorrectConfig, correct
 from lema_hub.corrector.reference import reference_correction
-from lema_hub.hub import (
-    find_leaks,
-    save_dataset_config,
-    write_dataset_card,
-    write_eval_results,
-    write_model_card,
-    write_run_record,
-    write_space_card,
-)
 from lema_hub.mistakes import CollectConfig, collect
 from lema_hub.problems import load_sample
 from lema_hub.schema import CORRECTOR_TOKENS

@@ -105,7 +105,7 @@ def test_every_checkpoint_is_evaluated_and_the_sweep_is_on_the_card(tiny_run, tm
     assert again["sweep"]["points"] == sweep["points"]  # greedy: the same answers
 
     # Re-rendering the model card (as training or a later stage does) keeps the sweep section.
-    from lema_hub.hub import write_model_card
+    from lema_hub.cards.model import write_model_card
 
     write_model_card(tiny_run, {"model_name": "lema-tiny-run", "adapter": True})
     assert "## Model selection: every checkpoint" in (tiny_run / "README.md").read_text()

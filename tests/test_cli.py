@@ -282,7 +282,7 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     def broken(cfg):
         raise KeyError("internal bookkeeping")
 
-    monkeypatch.setattr("lema_hub.hub.push", broken)
+    monkeypatch.setattr("lema_hub.push.push", broken)
     with pytest.raises(KeyError, match="internal bookkeeping"):
         main(["push", "some/folder", "me/repo"])
 

@@ -10,14 +10,14 @@ from hypothesis import strategies as st
 
 from lema_hub import correct as correct_stage
 from lema_hub import formats
+from lema_hub.artifacts import load_rows, save_dataset_config
 from lema_hub.calculator import numbers_in
-from lema_hub.correct import CorrectConfig, correct, load_rows
+from lema_hub.correct import CorrectConfig, correct
 from lema_hub.corrector import parse
 from lema_hub.corrector.parse import MAX_CORRECTION_CHARS, parse_correction
 from lema_hub.corrector.prompt import build_corrector_input, corrector_prompt, split_demonstrations
 from lema_hub.corrector.reference import reference_correction, reference_step
 from lema_hub.grading import grade
-from lema_hub.hub import save_dataset_config
 from lema_hub.problems import load_sample
 from lema_hub.schema import CORRECTION_COLUMNS, CORRECTOR_TOKENS, REJECT_REASONS
 from tests.regex_linearity import linearity_problems

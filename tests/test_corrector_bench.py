@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lema_hub.correct import CorrectConfig, correct, load_rows
+from lema_hub.artifacts import load_rows, save_dataset_config
+from lema_hub.correct import CorrectConfig, correct
 from lema_hub.corrector.claims import claims_in, first_false_step
 from lema_hub.corrector.reference import reference_step
 from lema_hub.corrector_bench import (
@@ -24,7 +25,6 @@ from lema_hub.corrector_bench import (
     processbench_metrics,
     read_prediction,
 )
-from lema_hub.hub import save_dataset_config
 from tests.fake_openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -112,8 +112,8 @@ def correction_rows() -> list[dict[str, Any]]:
 
 
 def make_datasets(root: Path) -> tuple[Path, Path]:
-    """A corrections folder and a mistakes folder in the Hub layout (written by lema_hub.hub)."""
-    from lema_hub.hub import save_dataset_config
+    """A corrections folder and a mistakes folder in the Hub layout (written by lema_hub.artifacts)."""
+    from lema_hub.artifacts import save_dataset_config
 
     rows = correction_rows()
     corrections, mistakes = root / "corrections", root / "mistakes"

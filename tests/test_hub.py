@@ -128,16 +128,16 @@ import datasets  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-from lema_hub.hub import (  # noqa: E402
+from lema_hub.artifacts import (  # noqa: E402
     HubArgs,
     discover_configs,
     find_leaks,
     load_artifact,
-    maybe_push,
     save_dataset_config,
-    write_dataset_card,
     write_run_record,
 )
+from lema_hub.cards.dataset import write_dataset_card  # noqa: E402
+from lema_hub.push import maybe_push  # noqa: E402
 from tests.hub_emulator import TOKEN, HubEmulator  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -267,7 +267,8 @@ _CLIENT = r"""
 import json, sys
 args = json.loads(sys.argv[1])
 out = {}
-from lema_hub.hub import HubArgs, maybe_push, push_folder
+from lema_hub.artifacts import HubArgs
+from lema_hub.push import maybe_push, push_folder
 for step in args["steps"]:
     kind = step["do"]
     if kind == "push":
@@ -401,7 +402,7 @@ def test_push_retries_transient_errors(tmp_path, hub):
 
 
 def test_model_folder_round_trip_is_byte_identical(tmp_path, hub, tiny_model):
-    from lema_hub.hub import write_eval_results, write_model_card
+    from lema_hub.cards.model import write_eval_results, write_model_card
     from lema_hub.models import resolve_model
 
     model_dir = tmp_path / "lema-tiny-gsm8k"
@@ -452,7 +453,7 @@ def test_model_folder_round_trip_is_byte_identical(tmp_path, hub, tiny_model):
 def test_load_artifact_reads_each_folder_even_when_names_collide(tmp_path):
     """`datasets.load_dataset(folder)` caches by folder name; load_artifact must not."""
     a, b = tmp_path / "a" / "mistakes", tmp_path / "b" / "mistakes"
-    from lema_hub.hub import load_artifact, save_dataset_config
+    from lema_hub.artifacts import load_artifact, save_dataset_config
 
     save_dataset_config(a, "sample", {"train": [{"problem_id": "x/1", "n": 1}]})
     save_dataset_config(
@@ -602,3 +603,29 @@ def test_model_folders_built_atomically_honour_the_umask(tmp_path):
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o755
     assert (target / "tokenizer_config.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_hub_shim_still_imports_the_moved_names():
+    """`lema_hub.hub` is a deprecation shim: every name it lists is the moved module's object."""
+    import lema_hub.artifacts
+    import lema_hub.cards.dataset
+    import lema_hub.cards.model
+    import lema_hub.cards.sweep
+    import lema_hub.push
+    import lema_hub.schema
+    from lema_hub import hub
+
+    homes = [
+        lema_hub.artifacts,
+        lema_hub.push,
+        lema_hub.cards.dataset,
+        lema_hub.cards.model,
+        lema_hub.cards.sweep,
+        lema_hub.schema,
+    ]
+    for name in hub.__all__:
+        owners = [m for m in homes if getattr(m, name, None) is getattr(hub, name)]
+        assert owners, name
+    assert hub.push_folder is lema_hub.push.push_folder
+    assert hub.save_dataset_config is lema_hub.artifacts.save_dataset_config
+    assert hub.write_model_card is lema_hub.cards.model.write_model_card

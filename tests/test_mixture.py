@@ -8,7 +8,8 @@ import re
 import pytest
 
 from lema_hub import formats
-from lema_hub.correct import CorrectConfig, correct, load_rows
+from lema_hub.artifacts import load_rows
+from lema_hub.correct import CorrectConfig, correct
 from lema_hub.corrector.reference import reference_correction
 from lema_hub.mistakes import CollectConfig, collect
 from lema_hub.mixture import (

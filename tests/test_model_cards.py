@@ -73,7 +73,7 @@ def trained(tmp_path_factory, embedded_model) -> Path:
         lora_target_modules=["all-linear"],
     )
     summary = train(script, training, model)
-    from lema_hub.hub import write_eval_results
+    from lema_hub.cards.model import write_eval_results
 
     for folder in (out, Path(summary["merged_dir"])):  # what `lema-hub evaluate` does on the sample
         write_eval_results(folder, [SAMPLE_ENTRY], "| detail | 0.0 |\n|---|---|")
@@ -104,7 +104,7 @@ def test_adapter_names_the_real_hub_base_and_cards_tell_the_truth(trained):
         assert "local folder written by `lema-hub build`, not a Hub dataset" in card.text
         assert "licensed Apache-2.0" in card.text and "ASDiv: CC BY-NC 4.0" in card.text
     # A Hub benchmark does go to `.eval_results/`, and only then does the card mention it.
-    from lema_hub.hub import write_eval_results
+    from lema_hub.cards.model import write_eval_results
 
     write_eval_results(merged, [{"dataset_id": "openai/gsm8k", "task_id": "gsm8k", "value": 1.0}])
     assert (merged / ".eval_results" / "gsm8k.yaml").is_file()
@@ -154,7 +154,7 @@ def test_each_cards_own_snippet_loads_through_a_hub(trained, tmp_path):
         _seed_repo(hub, BASE_ID, Path(resolve_model(EMBEDDED_MODEL)))
         env = hub.client_env(tmp_path)
         env.update(PYTHONPATH=str(REPO_ROOT), TOKENIZERS_PARALLELISM="false")
-        push = "from lema_hub.hub import push_folder; import sys; push_folder(sys.argv[1], sys.argv[2], repo_type='model')"
+        push = "from lema_hub.push import push_folder; import sys; push_folder(sys.argv[1], sys.argv[2], repo_type='model')"
         for folder, repo_id in repos.items():
             proc = subprocess.run(
                 [sys.executable, "-c", push, str(folder), repo_id],
@@ -222,7 +222,8 @@ def test_demo_states_base_model_and_training_budget_from_the_metadata(trained):
 def test_dataset_cards_carry_each_sources_licence(tmp_path, source, license_, hub_id):
     from huggingface_hub import DatasetCard
 
-    from lema_hub.hub import save_dataset_config, write_dataset_card
+    from lema_hub.artifacts import save_dataset_config
+    from lema_hub.cards.dataset import write_dataset_card
     from tests.test_hub import sample_rows
 
     rows = [
@@ -242,7 +243,7 @@ def test_pushed_mixture_is_named_in_the_cards_datasets(trained, tmp_path):
     """The quickstart names `<ns>/lema-mixture` in each adapter's card before pushing it."""
     import shutil
 
-    from lema_hub.hub import add_model_card_datasets
+    from lema_hub.cards.model import add_model_card_datasets
 
     shutil.copy(trained / "README.md", tmp_path / "README.md")
     add_model_card_datasets(tmp_path, [f"{USER}/lema-mixture", "openai/gsm8k"])

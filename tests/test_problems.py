@@ -224,7 +224,7 @@ def test_bundled_sample():
 
 
 def test_rows_that_are_already_problems_keep_their_ids(tmp_path):
-    from lema_hub import hub
+    from lema_hub import artifacts
     from lema_hub.problems import ProblemArgs, load_problems
 
     row = {
@@ -237,6 +237,6 @@ def test_rows_that_are_already_problems_keep_their_ids(tmp_path):
         "level": None,
         "subject": None,
     }
-    hub.save_dataset_config(tmp_path / "evolved", "sample", {"train": [row]})
+    artifacts.save_dataset_config(tmp_path / "evolved", "sample", {"train": [row]})
     (p,) = load_problems(ProblemArgs(problems=str(tmp_path / "evolved"), problems_subset="sample"))
     assert (p.problem_id, p.source, p.gold_answer) == ("evolved/abc123", "evolved", "5")

@@ -63,9 +63,9 @@ def _rebased(stage: str, tmp: Path, overrides: dict) -> Path:
 
 @pytest.mark.slow
 def test_round_two_chain_runs_end_to_end_offline(tmp_path, tiny_model):
+    from lema_hub.artifacts import load_artifact
     from lema_hub.correct import correct
     from lema_hub.evaluation import evaluate
-    from lema_hub.hub import load_artifact
     from lema_hub.mistakes import collect
     from lema_hub.mixture import build
     from lema_hub.training import train

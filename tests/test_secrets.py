@@ -11,10 +11,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from lema_hub.correct import load_rows
-from lema_hub.hub import find_leaks, push_folder, sanitize, save_dataset_config, write_run_record
+from lema_hub.artifacts import find_leaks, load_rows, sanitize, save_dataset_config, write_run_record
 from lema_hub.mistakes import CollectConfig, collect
 from lema_hub.problems import load_sample
+from lema_hub.push import push_folder
 from tests.conftest import REPO_ROOT
 from tests.fake_openai_server import FakeOpenAIServer
 

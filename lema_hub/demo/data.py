@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lema_hub.artifacts import discover_configs, load_artifact
 from lema_hub.demo.config import DemoConfig, _is_local_path, _none
 from lema_hub.formats import gold_steps, render_steps
-from lema_hub.hub import discover_configs, load_artifact
 from lema_hub.models import base_model_hub_id, resolve_model
 from lema_hub.problems import ProblemArgs, load_problems, load_sample, task_of
 

@@ -6,8 +6,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from lema_hub.cards.model import write_space_card
 from lema_hub.demo.config import DemoConfig
-from lema_hub.hub import write_space_card
 from lema_hub.models import is_hub_id
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # lema_hub/, copied whole into the Space
@@ -60,7 +60,7 @@ def write_space_readme(folder: str | Path, cfg: DemoConfig | None = None) -> Pat
 def prepare_space_folder(out_dir: str | Path, cfg: DemoConfig | None = None) -> Path:
     """A folder ready to push as a Space repo: app.py, requirements.txt, README.md and lema_hub/.
 
-    Push it with `lema_hub.hub.push_folder(out_dir, repo_id, repo_type="space")`. The Space reads
+    Push it with `lema_hub.push.push_folder(out_dir, repo_id, repo_type="space")`. The Space reads
     its models and datasets from `LEMA_DEMO_*` variables; `cfg` only fills the README's links.
     """
     cfg = cfg or DemoConfig()

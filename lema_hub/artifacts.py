@@ -1,0 +1,625 @@
+"""Hub-layout artifact folders: write/discover/load configs, run records, and sanitising.
+
+Every artifact (mistakes, corrections, CoT rows, mixtures, evolved problems, eval details, models)
+is a folder laid out exactly as its Hub repository: a `README.md` card whose YAML `configs:` lists
+each config's parquet files by name, `data/<config>/<split>-NNNNN-of-NNNNN-<hash>.parquet` (the hash is
+of the file's bytes, so the YAML changes whenever the rows do and `datasets`' cache, keyed on the
+folder name and the YAML, never serves another folder's or an earlier run's rows), the recipe's
+resolved config (`lema_hub_config.yaml`) and run summary (`run_summary.json`).
+`datasets.load_dataset(folder, config)` reads it offline; `lema_hub.push.push_folder` sends it to the
+Hub in a single commit, and `lema_hub.cards` renders its card.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from lema_hub.configs import TOKEN_RE, is_secret, scrub_secrets, secret_values
+from lema_hub.errors import InvalidInputError, MissingInputError
+from lema_hub.models import is_hub_id
+from lema_hub.schema import CONFIG_FILE, DATA_DIR, README, SUMMARY_FILE
+
+if TYPE_CHECKING:
+    import datasets
+
+logger = logging.getLogger(__name__)
+
+_SHARD_BYTES = 256 * 1024 * 1024
+_CONFIG_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+_SPLIT_RE = re.compile(r"^\w+(\.\w+)*$")
+
+# Hidden work folders of `save_dataset_config`'s swap: `.lema-staging-<pid>-<config>.<rand>/` (new
+# rows being written) and `.lema-old-<pid>-<config>/` (the rows being replaced).
+_STAGING_PREFIX = ".lema-staging-"
+_OLD_PREFIX = ".lema-old-"
+_WORK_DIR_RE = re.compile(r"^\.lema-(staging|old)-(\d+)-(.+?)(\.[^.]+)?$")
+# The same folders as older versions named them: `.<config>.<rand>/` and `.<config>.old-<pid>/`.
+_LEGACY_WORK_DIR_RE = re.compile(r"^\.([A-Za-z0-9][A-Za-z0-9_.\-]*?)\.(old-(\d+)|[A-Za-z0-9_]{8})$")
+# A data file: `<split>-NNNNN-of-NNNNN[-<content hash>].parquet`.
+_DATA_FILE_RE = re.compile(r"^(\w+(?:\.\w+)*)-(\d{5})-of-(\d{5})(?:-([0-9a-f]{8,64}))?\.parquet$")
+_HASH_CHARS = 16
+
+
+@dataclass
+class HubArgs:
+    """Mixin for every recipe config that writes an artifact."""
+
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "Push the output folder to the Hub in one commit when the stage finishes."},
+    )
+    hub_repo_id: str | None = field(default=None, metadata={"help": 'E.g. "<ns>/lema-corrections"'})
+    hub_private: bool = field(default=False, metadata={"help": "Create the Hub repo as private."})
+    hub_revision: str | None = field(
+        default=None, metadata={"help": "Branch to push to (created when missing)"}
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Sanitising: no tokens, no absolute local paths in anything we write
+# --------------------------------------------------------------------------------------------------
+
+_TOKEN_RE = TOKEN_RE  # prefixed tokens (hf_, sk-, ghp_, JWTs ...); see lema_hub.configs
+# What the push guard refuses besides prefixed tokens and known credential values: an
+# Authorization header value, a Bearer token, a URL with a password in its userinfo.
+_LEAK_RE = re.compile(
+    r"(?i:authorization)[\"']?\s*[:=]\s*[\"']?(?:(?i:bearer|basic|token)\s+)?[A-Za-z0-9._~+/=\-]{8,}"
+    r"|\bBearer\s+(?=[A-Za-z0-9._~+/=\-]*\d)[A-Za-z0-9._~+/=\-]{8,}"
+    r"|\b[A-Za-z][A-Za-z0-9+.\-]{0,30}://[^\s/?#@:'\"<>]{1,256}:[^\s/?#@'\"<>]{1,256}@"
+)
+# An absolute POSIX path (2+ components) or a Windows drive path, not part of a URL ("http://h/x").
+_ABS_PATH_RE = re.compile(
+    r"(?<![\w.:/~-])(?:/(?:[\w.@+\-]+/)+[\w.@+\-]*|/(?:home|root|tmp|Users|work)\b[\w./@+\-]*|~/[\w./@+\-]+|[A-Za-z]:\\[\w.\\\-]+)"
+)
+
+
+def _scrub_string(text: str, folder: Path | None = None, secrets: Any = None) -> str:
+    """Replace credentials by <redacted> and absolute local paths by a relative or shortened form.
+
+    Credentials: `secrets` (default: `configs.secret_values()`, the configured and env credential
+    values) and whatever `configs.scrub_secrets` recognises (tokens, URL userinfo, Bearer ...).
+    """
+    text = scrub_secrets(text, secret_values() if secrets is None else secrets)
+
+    def repl(m: re.Match) -> str:
+        raw = m.group(0)
+        p = Path(os.path.expanduser(raw))
+        cwd = Path.cwd()
+        for base in [folder, cwd if len(cwd.parts) > 2 and cwd != Path.home() else None]:
+            if base is None:
+                continue
+            try:
+                rel = p.resolve().relative_to(Path(base).resolve())
+                return rel.as_posix() or "."
+            except (ValueError, OSError):
+                pass
+        return f"<local>/{p.name}" if p.name else "<local>"
+
+    return _ABS_PATH_RE.sub(repl, text)
+
+
+def sanitize(value: Any, folder: Path | None = None, secrets: Any = None) -> Any:
+    """A YAML/JSON-safe copy of `value` with credentials redacted and local paths shortened.
+
+    Besides credential-named keys, the values of the env vars it names in `*_env` keys
+    (`api_key_env: MY_KEY` -> $MY_KEY's value) are scrubbed wherever they appear.
+    """
+    if secrets is None:
+        secrets = set(secret_values(value))
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            key = str(k)
+            if is_secret(key, v):
+                out[key] = "<redacted>"
+            else:
+                out[key] = sanitize(v, folder, secrets)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [sanitize(v, folder, secrets) for v in value]
+    if isinstance(value, str):
+        return _scrub_string(value, folder, secrets)
+    if isinstance(value, (int, float, bool)) or value is None:
+        return value
+    if isinstance(value, os.PathLike):
+        return _scrub_string(os.fspath(value), folder, secrets)
+    return _scrub_string(str(value), folder, secrets)
+
+
+def _folder_credentials(folder: Path) -> dict[str, str]:
+    """Credential values to look for in `folder`: `secret_values` of its recorded configs."""
+    path = folder / CONFIG_FILE
+    try:
+        configs = yaml.safe_load(path.read_text()) if path.is_file() else None
+    except (OSError, yaml.YAMLError):
+        configs = None
+    return secret_values(configs)
+
+
+def _parquet_text(path: Path) -> str:
+    """The decoded rows of a parquet file (compression can split a string in the raw bytes)."""
+    try:
+        import pyarrow.parquet as pq
+
+        return json.dumps(pq.read_table(path).to_pylist(), default=str, ensure_ascii=False)
+    except Exception:  # noqa: BLE001 - not readable as parquet: the raw bytes are still scanned
+        return ""
+
+
+def find_leaks(folder: str | os.PathLike, max_bytes: int = 20_000_000) -> list[str]:
+    """Files under `folder` that contain something looking like a token or an absolute local path.
+
+    Scans every file (parquet and safetensors included, as bytes; parquet also as decoded rows) up
+    to `max_bytes` each for prefixed tokens, Authorization/Bearer values, URL passwords and the
+    values of the credentials this process or the folder's recorded configs name (`api_key_env`,
+    HF_TOKEN, ..._KEY env vars); returns "path: what" lines (never the value), empty when clean.
+    """
+    folder = Path(folder)
+    home = os.path.expanduser("~")
+    needles = {os.fspath(folder.resolve()), home} | {p for p in (tempfile.gettempdir(),) if p}
+    credentials = _folder_credentials(folder)
+    problems = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.stat().st_size > max_bytes:
+            continue
+        data = path.read_bytes()
+        text = data.decode("utf-8", errors="replace")
+        if path.suffix == ".parquet":
+            text += "\n" + _parquet_text(path)
+        rel = path.relative_to(folder).as_posix()
+        if m := _TOKEN_RE.search(text):
+            problems.append(f"{rel}: token-like string {m.group(0)[:6]}...")
+        elif m := _LEAK_RE.search(text):
+            problems.append(f"{rel}: token-like string {m.group(0)[:6]}...")
+        for value, where in credentials.items():
+            if value in text:
+                problems.append(f"{rel}: token-like string (the value of {where})")
+        for needle in needles:
+            if len(needle) > 4 and needle in text:
+                problems.append(f"{rel}: local path {needle!r}")
+    return problems
+
+
+# --------------------------------------------------------------------------------------------------
+# Hub-layout dataset folders
+# --------------------------------------------------------------------------------------------------
+
+
+def _read_card(folder: Path) -> tuple[dict[str, Any], str]:
+    """(YAML metadata, body) of folder/README.md; empty when absent."""
+    path = folder / README
+    if not path.is_file():
+        return {}, ""
+    text = path.read_text(encoding="utf-8")
+    m = re.match(r"^---\s*\n(.*?\n)---\s*\n?(.*)$", text, re.S)
+    if not m:
+        return {}, text
+    meta = yaml.safe_load(m.group(1)) or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: the YAML header is not a mapping.")
+    return meta, m.group(2)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike) -> None:
+    """Give a `mkstemp` file (0600) or `mkdtemp` folder (0700) the mode a plain open/mkdir would have.
+
+    Artifacts are read by other users (a demo container under another uid), so they get
+    0666/0777 minus the umask like every other file, not the temp-file defaults.
+    """
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~current_umask())
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        honour_umask(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1000)
+
+
+def _write_card(folder: Path, meta: dict[str, Any], body: str) -> None:
+    text = f"---\n{_dump_yaml(meta)}---\n{body.lstrip(chr(10)) if body else ''}"
+    _atomic_write_text(folder / README, text)
+
+
+def _is_main_config(name: str) -> bool:
+    return not name.endswith(("-samples", "-rejected"))
+
+
+def discover_configs(folder: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
+    """{config: {split: [relative parquet paths]}} found under folder/data/."""
+    folder = Path(folder)
+    out: dict[str, dict[str, list[str]]] = {}
+    data = folder / DATA_DIR
+    if not data.is_dir():
+        return out
+    for cdir in sorted(p for p in data.iterdir() if p.is_dir()):
+        splits: dict[str, list[str]] = {}
+        for f in sorted(cdir.glob("*.parquet"), key=_shard_order):
+            m = _DATA_FILE_RE.match(f.name)
+            if m:
+                splits.setdefault(m.group(1), []).append(f.relative_to(folder).as_posix())
+        if splits:
+            out[cdir.name] = splits
+    return out
+
+
+def _shard_order(path: Path) -> tuple:
+    m = _DATA_FILE_RE.match(path.name)
+    return (m.group(1), int(m.group(2)), path.name) if m else ("", 0, path.name)
+
+
+def _configs_metadata(folder: Path, previous: list[dict] | None) -> list[dict[str, Any]]:
+    """The `configs:` YAML for the data on disk, keeping the order (and default flag) of `previous`."""
+    found = discover_configs(folder)
+    order = [c.get("config_name") for c in previous or [] if c.get("config_name") in found]
+    order += [c for c in found if c not in order]
+    defaults = [
+        c.get("config_name") for c in previous or [] if c.get("default") and c.get("config_name") in found
+    ]
+    default = defaults[0] if defaults else next((c for c in order if _is_main_config(c)), None)
+    configs = []
+    for name in order:
+        entry: dict[str, Any] = {"config_name": name}
+        if name == default and len(order) > 1:
+            entry["default"] = True
+        # The files by name (not a `<split>-*` glob): the names carry a content hash, so the YAML -
+        # and with it `datasets`' cache key - changes whenever the rows on disk do.
+        entry["data_files"] = [
+            {"split": split, "path": files[0] if len(files) == 1 else files}
+            for split, files in sorted(found[name].items())
+        ]
+        configs.append(entry)
+    return configs
+
+
+def _to_dataset(
+    rows: datasets.Dataset | list[dict], features: datasets.Features | None, config: str
+) -> datasets.Dataset:
+    import datasets
+
+    if isinstance(rows, datasets.Dataset):
+        return rows
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise TypeError(
+            f"save_dataset_config({config!r}): a split must be a datasets.Dataset or a list of dicts, "
+            f"got {type(rows).__name__}."
+        )
+    return datasets.Dataset.from_list(rows, features=features)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers are from an earlier call that failed: never in use
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def _only_parquet(path: Path) -> bool:
+    return all(f.is_file() and f.suffix == ".parquet" for f in path.iterdir())
+
+
+def leftover_work_dirs(folder: str | os.PathLike, live_too: bool = False) -> list[tuple[Path, str, str]]:
+    """(path, "staging" | "old", config) of the hidden swap folders an interrupted write left behind.
+
+    Folders of a writer that is still running (its pid alive) are not leftovers unless `live_too`.
+    The names older versions used (`.<config>.<rand>/`, `.<config>.old-<pid>/`) count when they hold
+    only parquet files.
+    """
+    folder = Path(folder)
+    out: list[tuple[Path, str, str]] = []
+    if not folder.is_dir():
+        return out
+    for path in sorted(folder.iterdir()):
+        if not path.is_dir() or not path.name.startswith("."):
+            continue
+        if m := _WORK_DIR_RE.match(path.name):
+            kind, pid, config = m.group(1), int(m.group(2)), m.group(3)
+            if kind == "old":
+                config = path.name[len(_OLD_PREFIX) + len(m.group(2)) + 1 :]
+        elif (m := _LEGACY_WORK_DIR_RE.match(path.name)) and _only_parquet(path):
+            kind = "old" if m.group(3) else "staging"
+            pid, config = int(m.group(3) or 0), m.group(1)
+        else:
+            continue
+        if pid and not live_too and _pid_alive(pid):
+            continue
+        out.append((path, kind, config))
+    return out
+
+
+def clean_leftovers(folder: str | os.PathLike) -> list[str]:
+    """Remove (or restore) what an interrupted `save_dataset_config` left; returns what was done.
+
+    A half-written staging folder is deleted. A config's old rows are put back when the kill came
+    between moving them aside and moving the new rows in (the config's folder is missing), else
+    deleted.
+    """
+    folder = Path(folder)
+    done = []
+    for path, kind, config in leftover_work_dirs(folder):
+        target = folder / DATA_DIR / config
+        if kind == "old" and not target.exists() and _CONFIG_NAME_RE.match(config) and any(path.iterdir()):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            done.append(f"restored {DATA_DIR}/{config} from {path.name}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+            done.append(f"removed {path.name}")
+    for line in done:
+        logger.warning("%s: %s (left by an interrupted write)", folder.name, line)
+    return done
+
+
+def _content_name(path: Path, split: str, index: int, count: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return f"{split}-{index:05d}-of-{count:05d}-{digest.hexdigest()[:_HASH_CHARS]}.parquet"
+
+
+def save_dataset_config(
+    folder: str | os.PathLike,
+    config_name: str,
+    splits: dict[str, datasets.Dataset | list[dict]],
+    max_shard_rows: int | None = None,
+    features: datasets.Features | None = None,
+) -> None:
+    """Write `data/<config_name>/<split>-NNNNN-of-NNNNN-<hash>.parquet` and list them in README.md `configs:`.
+
+    Only this config's old files are replaced; other configs, the rest of the YAML and the card
+    body are kept. `datasets` cannot load a zero-row split, so empty splits are not written; a
+    config whose splits are all empty is removed from the folder (its old files included). What
+    an interrupted earlier write left behind (hidden swap folders) is cleaned up first.
+    """
+    import datasets.utils as hf_tqdm
+
+    if not isinstance(config_name, str) or not _CONFIG_NAME_RE.match(config_name):
+        raise ValueError(f"Invalid config name {config_name!r}: use letters, digits, '-', '_' or '.'.")
+    if not splits:
+        raise ValueError(f"save_dataset_config({config_name!r}): no splits given.")
+    for split in splits:
+        if not _SPLIT_RE.match(split):
+            raise ValueError(f"Invalid split name {split!r} for config {config_name!r}.")
+    if max_shard_rows is not None and max_shard_rows < 1:
+        raise ValueError(f"max_shard_rows must be >= 1, got {max_shard_rows}.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(folder)
+    target = folder / DATA_DIR / config_name
+    pid = os.getpid()
+    staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{pid}-{config_name}.", dir=folder))
+    honour_umask(staging)
+    bars_were_off = hf_tqdm.are_progress_bars_disabled()
+    hf_tqdm.disable_progress_bars()
+    try:
+        for split, rows in splits.items():
+            ds = _to_dataset(rows, features, config_name)
+            n = len(ds)
+            if n == 0:
+                logger.info("%s: config %s split %s is empty; not written", folder.name, config_name, split)
+                continue
+            if max_shard_rows is not None:
+                num_shards = max(1, math.ceil(n / max_shard_rows))
+            else:
+                nbytes = ds.data.nbytes if n else 0
+                num_shards = max(1, min(n, math.ceil(nbytes / _SHARD_BYTES)))
+            for i in range(num_shards):
+                shard = ds.shard(num_shards, i, contiguous=True) if num_shards > 1 else ds
+                tmp = staging / f".{split}-{i:05d}.parquet.tmp"
+                shard.to_parquet(str(tmp))
+                os.replace(tmp, staging / _content_name(tmp, split, i, num_shards))
+        if not any(staging.iterdir()):
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists():
+            old = folder / f"{_OLD_PREFIX}{pid}-{config_name}"
+            os.replace(target, old)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging, target)
+    finally:
+        if not bars_were_off:
+            hf_tqdm.enable_progress_bars()
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    meta, body = _read_card(folder)
+    meta["configs"] = _configs_metadata(folder, meta.get("configs"))
+    if not body.strip():
+        body = f"\n# {folder.name}\n\nLeMa artifact written by lema_hub; the full card is rendered by `write_dataset_card`.\n"
+    _write_card(folder, meta, body)
+
+
+def _concat_parquet(folder: Path, files: list[str]):
+    """One pyarrow.Table from a split's parquet shards (paths relative to `folder`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pa.concat_tables([pq.read_table(folder / f) for f in files])
+
+
+def _read_tables(folder: Path) -> dict[str, dict[str, Any]]:
+    """{config: {split: pyarrow.Table}} for every parquet config in the folder."""
+    return {
+        config: {split: _concat_parquet(folder, files) for split, files in splits.items()}
+        for config, splits in discover_configs(folder).items()
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Run records
+# --------------------------------------------------------------------------------------------------
+
+
+def write_run_record(folder: str | os.PathLike, config: dict, summary: dict, recipe: str) -> None:
+    """Ship the resolved recipe config and the run summary inside the artifact folder.
+
+    Both files are keyed by recipe (`collect:`, `correct:` ...), so two stages writing into one folder
+    keep each other's records. Credentials are redacted and local absolute paths shortened.
+    """
+    if not recipe:
+        raise ValueError("write_run_record: recipe must be a non-empty name, e.g. 'collect'.")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg_path = folder / CONFIG_FILE
+    configs = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    configs = configs if isinstance(configs, dict) else {}
+    configs[recipe] = sanitize(dict(config), folder)
+    header = "# Resolved lema_hub recipe configs (credentials redacted), one entry per recipe.\n"
+    _atomic_write_text(cfg_path, header + _dump_yaml(configs))
+
+    sum_path = folder / SUMMARY_FILE
+    summaries = json.loads(sum_path.read_text()) if sum_path.is_file() else {}
+    summaries = summaries if isinstance(summaries, dict) else {}
+    summaries[recipe] = sanitize(dict(summary), folder)
+    _atomic_write_text(sum_path, json.dumps(summaries, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_run_record(folder: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(configs by recipe, summaries by recipe) of a folder; empty dicts when absent."""
+    folder = Path(folder)
+    cfg = yaml.safe_load((folder / CONFIG_FILE).read_text()) if (folder / CONFIG_FILE).is_file() else {}
+    summ = json.loads((folder / SUMMARY_FILE).read_text()) if (folder / SUMMARY_FILE).is_file() else {}
+    return (cfg if isinstance(cfg, dict) else {}), (summ if isinstance(summ, dict) else {})
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading artifacts (a local folder or a Hub dataset)
+# --------------------------------------------------------------------------------------------------
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-") or "results"
+
+
+def load_artifact(folder_or_repo: str, config: str = "default", split: str = "train") -> datasets.Dataset:
+    """Load one config/split of an artifact folder or Hub repo.
+
+    `config="default"` means the folder's default (main) config when no config is literally named so.
+    """
+    import datasets
+
+    name: str | None = config
+    path = Path(folder_or_repo)
+    if path.is_dir():
+        found = discover_configs(path)
+        if not found:
+            raise FileNotFoundError(f"{path} has no data/<config>/*.parquet files.")
+        if config not in found:
+            if config == "default":
+                meta, _ = _read_card(path)
+                cfgs = _configs_metadata(path, meta.get("configs"))
+                name = next((c["config_name"] for c in cfgs if c.get("default")), cfgs[0]["config_name"])
+            else:
+                raise ValueError(f"{path} has no config {config!r}; configs: {', '.join(found)}.")
+        if split not in found[name]:
+            raise ValueError(
+                f"{path} config {name!r} has no split {split!r}; splits: {', '.join(found[name])}."
+            )
+        # Read the parquet files directly (no `datasets` cache to build): also right for folders
+        # written before data file names carried a content hash, which `load_dataset` may read stale.
+        return datasets.Dataset(_concat_parquet(path, found[name][split]))
+    return datasets.load_dataset(folder_or_repo, None if config == "default" else config, split=split)
+
+
+def _is_local(folder_or_repo: str) -> bool:
+    """A folder, or a missing local path (not a Hub id): raises `MissingInputError` for the latter."""
+    if Path(folder_or_repo).is_dir():
+        return True
+    if not is_hub_id(folder_or_repo):
+        raise MissingInputError(
+            f"{folder_or_repo!r} is not a dataset folder (and not a Hub dataset id 'namespace/name')."
+        )
+    return False
+
+
+def _hub_error(repo_id: str, exc: Exception) -> Exception:
+    return InvalidInputError(
+        f"could not read the Hub dataset {repo_id!r}: {type(exc).__name__}: {exc}. "
+        "Offline? Pass a local dataset folder."
+    )
+
+
+def main_config(folder_or_repo: str) -> str:
+    """The main `<task>` config of an artifact folder or Hub dataset (not `-samples`/`-rejected`)."""
+    path = Path(folder_or_repo)
+    if _is_local(folder_or_repo):
+        names = list(discover_configs(path))
+        if not names:
+            raise InvalidInputError(f"{folder_or_repo!r} holds no data/<config>/*.parquet files.")
+    else:
+        import datasets
+
+        try:
+            names = datasets.get_dataset_config_names(folder_or_repo)
+        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
+            raise _hub_error(folder_or_repo, exc) from exc
+    # A config with no rows is not written, so `<task>-rejected` alone still names the task.
+    main = sorted({re.sub(r"-(samples|rejected)$", "", n) for n in names})
+    if len(main) != 1:
+        raise InvalidInputError(
+            f"{folder_or_repo} has configs {names}; say which one to read "
+            f"(e.g. --mistakes_config {main[0] if main else '...'})."
+        )
+    return main[0]
+
+
+def load_rows(folder_or_repo: str, config: str, split: str = "train", missing_ok: bool = False) -> list[dict]:
+    """Rows of one config/split of an artifact folder or Hub dataset (`missing_ok`: [] if absent)."""
+    import pyarrow as pa
+
+    path = Path(folder_or_repo)
+    if not _is_local(folder_or_repo):
+        try:
+            return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
+        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
+            raise _hub_error(folder_or_repo, exc) from exc
+    if missing_ok and config not in discover_configs(path):
+        return []  # an empty config is not written at all
+    try:
+        return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
+    except pa.ArrowException as exc:
+        raise InvalidInputError(f"{folder_or_repo} [{config}]: a parquet file cannot be read: {exc}") from exc
