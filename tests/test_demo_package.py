@@ -63,7 +63,7 @@ def test_old_names_still_parse_as_deprecated_aliases(monkeypatch: pytest.MonkeyP
 def test_example_tasks_come_from_the_row_not_the_config_name(tmp_path: Path) -> None:
     """A mistakes row whose source the task table does not know decides by its own (numeric) gold
     answer; only a question the user typed gets the guess from its gold answer."""
-    from lema_hub.hub import save_dataset_config
+    from lema_hub.artifacts import save_dataset_config
 
     row = dict(
         problem_id="mine/1",
