@@ -356,41 +356,26 @@ _PRETTY = {
     "eval_details": "LeMa evaluation details",
     "corrector_bench": "LeMa corrector benchmark: first-error location on human labels",
 }
-# Problem collections: Hub id of the source dataset and its license.
-SOURCES = {
-    "gsm8k": ("openai/gsm8k", "mit"),
-    "math": ("EleutherAI/hendrycks_math", "mit"),
-    "math500": ("HuggingFaceH4/MATH-500", "mit"),
-    "sample": (None, "apache-2.0"),  # the bundled sample problems were written for this project
-    "Qwen/ProcessBench": ("Qwen/ProcessBench", "apache-2.0"),  # step-labelled solutions (bench-corrector)
-    "svamp": ("ChilleD/SVAMP", "mit"),
-    "asdiv": ("EleutherAI/asdiv", "cc-by-nc-4.0"),  # non-commercial: rows derived from it inherit that
+# Problem collections by the `source` a row names (a task name, or its Hub id): (Hub id, license).
+SOURCES: dict[str, tuple[str | None, str]] = {
+    **{name: (t.hub_id, t.license) for name, t in TASKS.items()},
+    **{t.hub_id: (t.hub_id, t.license) for t in TASKS.values() if t.hub_id},
 }
 
-# The Hub dataset of each training/eval task (a model card's `datasets:`).
-_TASK_DATASETS = {
-    "gsm8k": "openai/gsm8k",
-    "math": "EleutherAI/hendrycks_math",
-    "math500": "HuggingFaceH4/MATH-500",
-}
+# The Hub dataset of each task (a model card's `datasets:`).
+_TASK_DATASETS: dict[str, str] = {name: t.hub_id for name, t in TASKS.items() if t.hub_id}
 
 # Benchmarks that are not datasets on the Hub: their results stay out of `.eval_results/` (which the
 # Hub links to a dataset page) and live in LOCAL_EVAL_FILE, shown in the card with what they are.
 LOCAL_BENCHMARKS = {
-    "lema-hub/bundled-sample": "the bundled sample: 12 held-out problems written for lema_hub in "
+    BUNDLED_SAMPLE_ID: "the bundled sample: 12 held-out problems written for lema_hub in "
     "GSM8K's format (`lema_hub/data/sample_test.jsonl`), not a Hub dataset",
 }
 
 CODE_LICENSE = "apache-2.0"  # lema_hub's own license (LICENSE, pyproject.toml)
-# License of the problems each training/eval task derives from (see SOURCES for the Hub ids).
-TASK_DATA_LICENSES = {
-    "gsm8k": ("GSM8K", "MIT"),
-    "math": ("MATH", "MIT"),
-    "math500": ("MATH-500 (MATH)", "MIT"),
-    "sample": ("the bundled sample (written for lema_hub)", "Apache-2.0"),
-    "svamp": ("SVAMP", "MIT"),
-    "asdiv": ("ASDiv", "CC BY-NC 4.0"),
-    "processbench": ("ProcessBench", "Apache-2.0"),
+# License of the problems each task derives from, as cards name it: (pretty name, license).
+TASK_DATA_LICENSES: dict[str, tuple[str, str]] = {
+    n: (t.pretty_name, t.license_name) for n, t in TASKS.items()
 }
 
 # Display names of license ids.

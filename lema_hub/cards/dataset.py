@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from lema_hub.artifacts import (
 from lema_hub.cards.plots import _rows_per_config_plot
 from lema_hub.cards.stats import _KIND_STATS, _all_values, _price_table, _token_usage
 from lema_hub.cards.templates import _load_template
+from lema_hub.models import is_hub_id
 from lema_hub.schema import (
     _LICENSE_NAMES,
     _PRETTY,
@@ -153,7 +153,7 @@ def _sources_info(sources: list[str]) -> tuple[list[str], list[str] | str]:
             else:
                 hub_ids.append("original")
             licenses.append(lic)
-        elif re.match(r"^[\w.\-]+/[\w.\-]+$", s) and not Path(s).exists():
+        elif is_hub_id(s):
             hub_ids.append(s)
         else:
             hub_ids.append("original")

@@ -13,7 +13,7 @@ from lema_hub import PAPER_CITATION, PAPER_URL
 from lema_hub.artifacts import _atomic_write_text, _dump_yaml, _safe_name, _scrub_string, sanitize
 from lema_hub.cards.sweep import _carry_sweep_section
 from lema_hub.cards.templates import _load_template
-from lema_hub.models import EMBEDDED_MODELS, TINY_MODELS
+from lema_hub.models import EMBEDDED_MODELS, TINY_MODELS, is_hub_id
 from lema_hub.schema import (
     _LICENSE_NAMES,
     _TASK_DATASETS,
@@ -30,7 +30,7 @@ _EVAL_START, _EVAL_END = "<!-- lema-hub:eval-results:start -->", "<!-- lema-hub:
 
 
 def _is_hub_dataset_id(dataset_id: str) -> bool:
-    return dataset_id not in LOCAL_BENCHMARKS and bool(re.match(r"^[\w.\-]+/[\w.\-]+$", dataset_id))
+    return dataset_id not in LOCAL_BENCHMARKS and is_hub_id(dataset_id)
 
 
 def _read_eval_entries(folder: Path, local: bool = True) -> list[dict[str, Any]]:
