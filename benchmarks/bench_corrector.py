@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.engine import start_server  # noqa: E402
+from lema_hub.bench_corrector import BenchCorrectorConfig, bench_corrector  # noqa: E402
 from lema_hub.corrector.claims import first_false_step  # noqa: E402
-from lema_hub.corrector_bench import BenchCorrectorConfig, bench_corrector  # noqa: E402
 
 
 def _data_dir() -> Path | None:
@@ -99,8 +99,8 @@ def remote(out: Path, n_items: int, latency: float, concurrencies: list[int]) ->
 
 def _bare_engine(cfg: BenchCorrectorConfig, items: list[dict], tag: str) -> float:
     """req/s of the same prompts sent straight through the engine (no stage around it, no cache)."""
+    from lema_hub.bench_corrector import no_error_prompt
     from lema_hub.corrector.prompt import build_corrector_input, corrector_prompt
-    from lema_hub.corrector_bench import no_error_prompt
     from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 
     p = no_error_prompt(corrector_prompt("gsm8k"))

@@ -80,7 +80,7 @@ def run_one(name: str, n_rows: int, batch: int, profile: bool = False) -> dict:
 
     from lema_hub.models import resolve_model
     from lema_hub.schema import EMBEDDED_MODEL
-    from lema_hub.training import to_prompt_completion
+    from lema_hub.sft import to_prompt_completion
 
     torch.manual_seed(0)
     path = resolve_model(EMBEDDED_MODEL)

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from locator_qa import perturb  # noqa: E402
 
 from lema_hub import formats  # noqa: E402
+from lema_hub.build import correction_completion, gold_cot_rows  # noqa: E402
 from lema_hub.corrector.reference import reference_correction  # noqa: E402
-from lema_hub.mixture import correction_completion, gold_cot_rows  # noqa: E402
 from lema_hub.problems import ProblemArgs, load_problems  # noqa: E402
 from lema_hub.schema import EMBEDDED_MODEL  # noqa: E402
 

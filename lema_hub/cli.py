@@ -41,11 +41,11 @@ class Stage:
 
 STAGES: dict[str, Stage] = {
     "collect": Stage(
-        "lema_hub.mistakes",
+        "lema_hub.collect",
         ("CollectConfig",),
         "collect",
         "Sample CoT paths from one or more generators, grade them, keep the wrong ones.",
-        "recipes/collect_mistakes.py",
+        "recipes/collect.py",
     ),
     "correct": Stage(
         "lema_hub.correct",
@@ -55,35 +55,35 @@ STAGES: dict[str, Stage] = {
         "recipes/correct.py",
     ),
     "bench-corrector": Stage(
-        "lema_hub.corrector_bench",
+        "lema_hub.bench_corrector",
         ("BenchCorrectorConfig",),
         "bench_corrector",
         "Measure a corrector's first-error location on step-labelled solutions (ProcessBench).",
         "recipes/bench_corrector.py",
     ),  # fmt: skip
     "evolve": Stage(
-        "lema_hub.evolution",
+        "lema_hub.evolve",
         ("EvolveConfig",),
         "evolve",
         "Correction-centric evolution: new questions from correction seeds, labelled by majority vote.",
         "recipes/evolve.py",
     ),
     "build": Stage(
-        "lema_hub.mixture",
+        "lema_hub.build",
         ("BuildConfig",),
         "build",
         "Build CoT + correction training rows and the ablation views.",
-        "recipes/build_mixture.py",
+        "recipes/build.py",
     ),
     "sft": Stage(
-        "lema_hub.training",
+        "lema_hub.sft",
         ("SFTScriptArguments", "trl:SFTConfig", "trl:ModelConfig"),
         "train",
         "Fine-tune with TRL's SFTTrainer (LoRA / QLoRA / full) on a mixture view.",
         "recipes/sft.py",
     ),
     "evaluate": Stage(
-        "lema_hub.evaluation",
+        "lema_hub.evaluate",
         ("EvalConfig",),
         "evaluate",
         "Zero-shot greedy pass@1 on GSM8K / MATH / MATH-500 / the bundled sample.",

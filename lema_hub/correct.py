@@ -363,7 +363,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
 
     quality = None
     if cfg.corrector_benchmark:  # read before any request is sent: a bad path fails fast
-        from lema_hub.corrector_bench import headline
+        from lema_hub.bench_corrector import headline
 
         quality = headline(cfg.corrector_benchmark)
     rows, tokens = _correction_rows(cfg, mistakes, output_dir)

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lema_hub.collect import CollectSummary, set_aside_text
 from lema_hub.configs import config_to_dict, redact
-from lema_hub.mistakes import CollectSummary, set_aside_text
 from lema_hub.models import resolve_prompt_style
 from lema_hub.schema import AUTO, DEFAULT_MODEL
 
@@ -182,7 +182,7 @@ def _run_stage(
     return result
 
 
-# Stages that print their own one-line summary when they run (collect: lema_hub.mistakes).
+# Stages that print their own one-line summary when they run (collect: lema_hub.collect).
 _STAGES_WITH_OWN_LINE = ("collect",)
 
 
@@ -296,7 +296,7 @@ def format_stage_line(name: str, result: dict[str, Any], seconds: float | None) 
 
 
 def _collect_config(cfg: QuickstartConfig, layout: _Layout):
-    from lema_hub.mistakes import CollectConfig
+    from lema_hub.collect import CollectConfig
 
     return CollectConfig(
         problems=cfg.problems,
@@ -331,7 +331,7 @@ def _correct_config(cfg: QuickstartConfig, layout: _Layout):
 
 
 def _build_config(cfg: QuickstartConfig, layout: _Layout, prompt_style: str):
-    from lema_hub.mixture import BuildConfig
+    from lema_hub.build import BuildConfig
 
     return BuildConfig(
         problems=cfg.problems,
@@ -349,7 +349,7 @@ def _build_config(cfg: QuickstartConfig, layout: _Layout, prompt_style: str):
 def _sft_configs(cfg: QuickstartConfig, layout: _Layout, task: str, view: str):
     from trl import ModelConfig, SFTConfig
 
-    from lema_hub.training import SFTScriptArguments
+    from lema_hub.sft import SFTScriptArguments
 
     script = SFTScriptArguments(dataset_name=str(layout.mixture), task=task, view=view, merge_adapter=True)
     training = SFTConfig(
@@ -385,7 +385,7 @@ def _sft_configs(cfg: QuickstartConfig, layout: _Layout, task: str, view: str):
 
 
 def _eval_config(cfg: QuickstartConfig, layout: _Layout):
-    from lema_hub.evaluation import EvalConfig
+    from lema_hub.evaluate import EvalConfig
 
     return EvalConfig(
         models=[cfg.model, str(layout.model("cot")), str(layout.model("lema"))],
@@ -437,11 +437,11 @@ def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, st
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     """Run (or resume) every stage and print the summary; returns it."""
+    from lema_hub.build import build
+    from lema_hub.collect import collect
     from lema_hub.correct import correct
-    from lema_hub.evaluation import evaluate
-    from lema_hub.mistakes import collect
-    from lema_hub.mixture import build
-    from lema_hub.training import train
+    from lema_hub.evaluate import evaluate
+    from lema_hub.sft import train
 
     quiet_console()
     layout = _Layout(Path(cfg.output_dir))

@@ -1,8 +1,4 @@
-"""Build CoT + correction training rows, one config per ablation view.
-
-python recipes/build_mixture.py --config recipes/smollm2-135m/build/config_sample.yaml
-lema-hub build --config recipes/gpt-4/build/config_gsm8k.yaml
-"""
+"""Deprecated name of `recipes/build.py` (kept so existing commands keep working)."""
 
 from lema_hub.cli import run_stage
 

@@ -1,8 +1,4 @@
-"""Collect mistakes: sample CoT paths, grade them, keep the wrong ones.
-
-python recipes/collect_mistakes.py --config recipes/smollm2-135m/collect/config_sample.yaml
-lema-hub collect --config recipes/llama-2-70b/collect/config_gsm8k.yaml --shard 0/8
-"""
+"""Deprecated name of `recipes/collect.py` (kept so existing commands keep working)."""
 
 from lema_hub.cli import run_stage
 

@@ -13,9 +13,9 @@ from lema_hub import PAPER_CITATION, formats
 from lema_hub.artifacts import find_leaks, load_rows, save_dataset_config, write_run_record
 from lema_hub.cards.dataset import write_dataset_card
 from lema_hub.cards.model import write_eval_results, write_model_card, write_space_card
+from lema_hub.collect import CollectConfig, collect
 from lema_hub.correct import CorrectConfig, correct
 from lema_hub.corrector.reference import reference_correction
-from lema_hub.mistakes import CollectConfig, collect
 from lema_hub.problems import load_sample
 from lema_hub.schema import CORRECTOR_TOKENS
 from tests.fake_openai_server import FakeOpenAIServer

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lema_hub.evaluation import EvalConfig, evaluate, list_checkpoints, sweep_summary
+from lema_hub.evaluate import EvalConfig, evaluate, list_checkpoints, sweep_summary
 
 
 def _pt(step: int, acc: float) -> dict:
@@ -38,7 +38,7 @@ def test_bad_run_folders_fail_clearly(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_model) -> Path:
     """A finished tiny LoRA run with checkpoint-1, checkpoint-2 and checkpoint-3 (and its card)."""
-    from lema_hub.training import train
+    from lema_hub.sft import train
     from tests.test_sft import _parse, make_mixture, tiny_config
 
     tmp = tmp_path_factory.mktemp("run")

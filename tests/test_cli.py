@@ -243,7 +243,7 @@ def test_recipe_scripts_report_input_errors_the_same_way(tmp_path: Path):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), HF_HUB_OFFLINE="1")
     env.pop("LEMA_HUB_DEBUG", None)
     proc = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "recipes" / "collect_mistakes.py"), "--problems", "missing.jsonl"],
+        [sys.executable, str(REPO_ROOT / "recipes" / "collect.py"), "--problems", "missing.jsonl"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -295,3 +295,29 @@ def test_quickstart_names_the_stage_and_the_bad_input(tmp_path: Path):
     assert (
         last.startswith("lema-hub quickstart: quickstart stage 'collect' failed") and "missing.jsonl" in last
     )
+
+
+def test_renamed_stage_modules_and_recipe_scripts_keep_their_old_paths():
+    import importlib
+    import warnings
+
+    from tests.conftest import REPO_ROOT as repo
+
+    moved = {"mistakes": "collect", "mixture": "build", "training": "sft"}
+    moved |= {"evaluation": "evaluate", "evolution": "evolve", "corrector_bench": "bench_corrector"}
+    for old, new in moved.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shim = importlib.reload(importlib.import_module(f"lema_hub.{old}"))
+        assert any(issubclass(w.category, DeprecationWarning) for w in caught), old
+        stage = importlib.import_module(f"lema_hub.{new}")
+        public = [n for n in vars(stage) if not n.startswith("_")]
+        assert public and all(getattr(shim, n) is getattr(stage, n) for n in public), old
+    for old in ("collect_mistakes", "build_mixture"):
+        out = subprocess.run(
+            [sys.executable, str(repo / "recipes" / f"{old}.py"), "--help"],
+            capture_output=True,
+            text=True,
+        )
+        stage = {"collect_mistakes": "collect", "build_mixture": "build"}[old]
+        assert out.returncode == 0 and f"usage: lema-hub {stage}" in out.stdout, out.stderr

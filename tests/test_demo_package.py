@@ -86,9 +86,9 @@ def test_corrected_solution_is_one_rule_for_the_demo_and_the_mixture() -> None:
     """The demo's and the cot_corrected view's full solution come from lema_hub.formats; a
     correction that restates the kept steps is not doubled."""
     import lema_hub.demo
+    from lema_hub.build import view_rows
     from lema_hub.demo import render
     from lema_hub.formats import corrected_solution
-    from lema_hub.mixture import view_rows
 
     assert lema_hub.demo.corrected_solution is render.corrected_solution is corrected_solution
     steps = ["Tom has 3 apples.", "3 + 8 = 12.", "The answer is 12."]

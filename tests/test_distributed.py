@@ -185,8 +185,8 @@ def _assert_two_ranks(calls: list[list[dict]], cache_dir: Path, total: int) -> N
 
 @pytest.mark.slow
 def test_collect_and_correct_on_two_ranks_equal_one_process(tmp_path):
+    from lema_hub.collect import CollectConfig, collect
     from lema_hub.correction import CorrectConfig, correct
-    from lema_hub.mistakes import CollectConfig, collect
 
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
@@ -201,12 +201,12 @@ def test_collect_and_correct_on_two_ranks_equal_one_process(tmp_path):
         single = srv.total_requests
         srv.reset_counts()
         two = tmp_path / "two" / "lema-mistakes"
-        _launch("collect_mistakes.py", {**collect_cfg, "output_dir": str(two)}, tmp_path, "collect")
+        _launch("collect.py", {**collect_cfg, "output_dir": str(two)}, tmp_path, "collect")
         # Every request asked once, by one of the two ranks: as many as one process asked.
         assert srv.total_requests == single == 28 and max(srv.request_counts.values()) == 1
         first = _tables(two)
         srv.reset_counts()  # relaunched: each rank resumes from its own shard, nothing is asked again
-        _launch("collect_mistakes.py", {**collect_cfg, "output_dir": str(two)}, tmp_path, "collect")
+        _launch("collect.py", {**collect_cfg, "output_dir": str(two)}, tmp_path, "collect")
         assert srv.total_requests == 0 and _tables(two) == first
 
         correct_cfg = dict(
@@ -242,8 +242,8 @@ def test_collect_and_correct_on_two_ranks_equal_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_evolve_and_evaluate_on_two_ranks_equal_one_process(tmp_path):
-    from lema_hub.evaluation import EvalConfig, evaluate
-    from lema_hub.evolution import EvolveConfig, evolve
+    from lema_hub.evaluate import EvalConfig, evaluate
+    from lema_hub.evolve import EvolveConfig, evolve
     from tests.test_evolution import _corrections_folder
     from tests.test_evolution import responder as evolve_responder
 
@@ -301,7 +301,7 @@ def test_evolve_and_evaluate_on_two_ranks_equal_one_process(tmp_path):
 
 @pytest.mark.slow
 def test_each_rank_uses_its_own_endpoint(tmp_path):
-    from lema_hub.mistakes import CollectConfig, collect
+    from lema_hub.collect import CollectConfig, collect
 
     questions = [p.question for p in load_sample("train")[:7]]
 
@@ -322,7 +322,7 @@ def test_each_rank_uses_its_own_endpoint(tmp_path):
         a.reset_counts()
         b.reset_counts()
         two = tmp_path / "two" / "lema-mistakes"
-        _launch("collect_mistakes.py", {**cfg, "output_dir": str(two)}, tmp_path, "collect")
+        _launch("collect.py", {**cfg, "output_dir": str(two)}, tmp_path, "collect")
         # Rank 0 took the first 4 problems and asked only server a; rank 1 the last 3, server b.
         assert asked(a) == {0, 1, 2, 3} and asked(b) == {4, 5, 6}
         assert (a.total_requests, b.total_requests) == (8, 6)
@@ -331,7 +331,7 @@ def test_each_rank_uses_its_own_endpoint(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_rank_is_reported_and_the_relaunch_completes_the_run(tmp_path):
-    from lema_hub.mistakes import CollectConfig, collect
+    from lema_hub.collect import CollectConfig, collect
 
     reply = graded_responder()
     dead = f"http://127.0.0.1:{_free_port()}/v1"  # nothing listens there: rank 1's requests fail
@@ -346,7 +346,7 @@ def test_a_failing_rank_is_reported_and_the_relaunch_completes_the_run(tmp_path)
         a.reset_counts()
         two = tmp_path / "two" / "lema-mistakes"
         partial = _launch(
-            "collect_mistakes.py", {**cfg, "base_urls": [a.base_url, dead], "output_dir": str(two)}, tmp_path,
+            "collect.py", {**cfg, "base_urls": [a.base_url, dead], "output_dir": str(two)}, tmp_path,
             "collect",
         )  # fmt: skip
         # As on one process: the first, partial run is written, and says what failed and why.
@@ -357,7 +357,7 @@ def test_a_failing_rank_is_reported_and_the_relaunch_completes_the_run(tmp_path)
         assert summary["failed_requests"] == 6 and summary["samples"] == 8
         assert a.total_requests == 8  # rank 0 finished its 4 problems
         a.reset_counts()
-        _launch("collect_mistakes.py", {**cfg, "base_urls": [a.base_url, b.base_url], "output_dir": str(two)}, tmp_path, "collect")  # fmt: skip
+        _launch("collect.py", {**cfg, "base_urls": [a.base_url, b.base_url], "output_dir": str(two)}, tmp_path, "collect")  # fmt: skip
         # Rank 0's slice came from its shard; only rank 1's failed requests were asked again.
         assert a.total_requests == 0 and b.total_requests == 6
     assert _tables(one) == _tables(two)
@@ -366,7 +366,7 @@ def test_a_failing_rank_is_reported_and_the_relaunch_completes_the_run(tmp_path)
 @pytest.mark.slow
 def test_local_model_on_two_ranks_equals_one_process(tmp_path, tiny_model):
     """The transformers backend: each rank loads its own copy of the model and generates its slice."""
-    from lema_hub.evaluation import EvalConfig, evaluate
+    from lema_hub.evaluate import EvalConfig, evaluate
 
     # batch_size 1: no padding, so a row's numbers do not depend on which rows share its batch.
     cfg = dict(
@@ -390,6 +390,6 @@ def test_an_error_on_the_ranks_fails_the_run_without_hanging(tmp_path):
         problems="sample", problems_limit=4, backend="transformers", model=str(tmp_path / "no-such-model"),
         prompt_style="plain", num_samples=1, max_tokens=8, progress=False, output_dir=str(out),
     )  # fmt: skip
-    message = _launch("collect_mistakes.py", cfg, tmp_path, "collect", ok=False).stderr
+    message = _launch("collect.py", cfg, tmp_path, "collect", ok=False).stderr
     assert "generation failed on 2 rank(s)" in message and "rank 0: " in message and "rank 1: " in message
     assert not (out / "data").exists()  # nothing written

@@ -439,7 +439,7 @@ def test_math_gold_solutions_grade_correct_against_their_own_answer(shared_data)
 def test_evaluation_is_strict_by_default_and_records_the_extraction(tmp_path):
     import json
 
-    from lema_hub.evaluation import EvalConfig, evaluate
+    from lema_hub.evaluate import EvalConfig, evaluate
     from lema_hub.problems import load_sample
 
     problems = load_sample("test")

@@ -21,7 +21,7 @@ from tests.hub_emulator import USER, Commit, HubEmulator, StoredFile
 
 BASE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SAMPLE_ENTRY = {
-    "dataset_id": "lema-hub/bundled-sample",  # what lema_hub.evaluation writes for the bundled sample
+    "dataset_id": "lema-hub/bundled-sample",  # what lema_hub.evaluate writes for the bundled sample
     "task_id": "sample",
     "value": 0.0,
     "n": 12,
@@ -46,7 +46,7 @@ def trained(tmp_path_factory, embedded_model) -> Path:
     """`lema-hub sft` (in process) from the embedded model: adapter + `-merged`, both with cards."""
     from trl import ModelConfig, SFTConfig
 
-    from lema_hub.training import SFTScriptArguments, train
+    from lema_hub.sft import SFTScriptArguments, train
 
     root = tmp_path_factory.mktemp("sft")
     mixture = _mixture(root / "lema-mixture")

@@ -11,8 +11,8 @@ import yaml
 from huggingface_hub import DatasetCard, ModelCard
 
 from lema_hub.artifacts import discover_configs, find_leaks
+from lema_hub.collect import mistake_verdicts
 from lema_hub.grading import VERDICTS
-from lema_hub.mistakes import mistake_verdicts
 from lema_hub.quickstart import QuickstartConfig, StageFailed, run_quickstart
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ REPR = re.compile(r"[{}\[\]']|\(\{")  # dicts, lists, quoted keys: Python reprs,
 
 
 def _collect(tmp_path: Path, tiny_model: str) -> dict:
-    from lema_hub.mistakes import CollectConfig, collect
+    from lema_hub.collect import CollectConfig, collect
 
     out = tmp_path / "lema-mistakes"
     cfg = CollectConfig(
@@ -78,7 +78,7 @@ def test_stage_lines_are_prose_with_counts_and_rates(tmp_path, tiny_model):
 
 def test_quiet_console_hides_library_chatter():
     quiet_console()
-    for name in ("matplotlib.font_manager", "lema_hub.correct", "lema_hub.mixture", "datasets"):
+    for name in ("matplotlib.font_manager", "lema_hub.correct", "lema_hub.build", "datasets"):
         assert not logging.getLogger(name).isEnabledFor(logging.INFO), name
     import transformers.utils.logging as tf_logging
 

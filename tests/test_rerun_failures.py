@@ -157,7 +157,7 @@ def test_collect_into_a_fresh_folder_with_every_request_failing_writes_nothing(t
 def test_partial_runs_publish_resume_and_never_shrink_a_finished_folder(tmp_path, monkeypatch):
     import datasets.config
 
-    from lema_hub.mistakes import CollectConfig, collect
+    from lema_hub.collect import CollectConfig, collect
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf-datasets-cache")
 
@@ -234,7 +234,7 @@ def test_correct_rerun_against_a_dead_endpoint_keeps_the_accepted_corrections(tm
 
 # ------------------------------------------------------------------------------------------- evolve
 def test_evolve_rerun_against_a_dead_endpoint_keeps_the_evolved_problems(tmp_path):
-    from lema_hub.evolution import EvolveConfig, evolve
+    from lema_hub.evolve import EvolveConfig, evolve
     from tests.test_evolution import _corrections_folder, responder
 
     out = tmp_path / "evolved"
@@ -255,7 +255,7 @@ def test_evolve_rerun_against_a_dead_endpoint_keeps_the_evolved_problems(tmp_pat
 
 # ----------------------------------------------------------------------------------------- evaluate
 def test_evaluate_rerun_keeps_each_finished_config_whose_requests_failed(tmp_path):
-    from lema_hub.evaluation import EvalConfig, evaluate
+    from lema_hub.evaluate import EvalConfig, evaluate
 
     out = tmp_path / "eval"
 

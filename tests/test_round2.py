@@ -23,7 +23,7 @@ def _parse(stage: str, path: Path, *extra: str):
 
 
 def test_round_two_generators_are_the_round_one_model_folders():
-    from lema_hub.mistakes import generator_configs
+    from lema_hub.collect import generator_configs
 
     round1_collect = _parse("collect", RECIPES / "collect" / "config_sample.yaml")[0]
     round1_sft = _parse("sft", RECIPES / "sft" / "config_lema_lora.yaml", "--bf16", "false")
@@ -64,11 +64,11 @@ def _rebased(stage: str, tmp: Path, overrides: dict) -> Path:
 @pytest.mark.slow
 def test_round_two_chain_runs_end_to_end_offline(tmp_path, tiny_model):
     from lema_hub.artifacts import load_artifact
+    from lema_hub.build import build
+    from lema_hub.collect import collect
     from lema_hub.correct import correct
-    from lema_hub.evaluation import evaluate
-    from lema_hub.mistakes import collect
-    from lema_hub.mixture import build
-    from lema_hub.training import train
+    from lema_hub.evaluate import evaluate
+    from lema_hub.sft import train
     from tests.test_sft import _parse as sft_parse
     from tests.test_sft import make_mixture, tiny_config
 

@@ -114,7 +114,7 @@ def _parquet_features(folder: Path, config: str):
 
 
 def test_build_writes_training_rows_with_the_schema_types(tmp_path):
-    from lema_hub.mixture import BuildConfig, build
+    from lema_hub.build import BuildConfig, build
 
     out = build(
         BuildConfig(problems="sample", problems_limit=3, views=["cot"], output_dir=str(tmp_path / "mix"))
@@ -126,7 +126,7 @@ def test_build_writes_training_rows_with_the_schema_types(tmp_path):
 def test_evaluate_writes_detail_rows_with_the_schema_types(tmp_path):
     import json
 
-    from lema_hub.evaluation import EvalConfig, evaluate
+    from lema_hub.evaluate import EvalConfig, evaluate
     from lema_hub.problems import load_sample
 
     problems = load_sample("test")[:3]

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from lema_hub.artifacts import find_leaks, load_rows, sanitize, save_dataset_config, write_run_record
-from lema_hub.mistakes import CollectConfig, collect
+from lema_hub.collect import CollectConfig, collect
 from lema_hub.problems import load_sample
 from lema_hub.push import push_folder
 from tests.conftest import REPO_ROOT

@@ -96,14 +96,14 @@ def _parse(config: Path, *extra: str):
     from trl import ModelConfig, SFTConfig
 
     from lema_hub.configs import parse_config
-    from lema_hub.training import SFTScriptArguments
+    from lema_hub.sft import SFTScriptArguments
 
     return parse_config((SFTScriptArguments, SFTConfig, ModelConfig), ["--config", str(config), *extra])
 
 
 @pytest.mark.parametrize("style", ["chat", "plain"])
 def test_real_batch_masks_prompt_and_trains_on_completion_with_eos(tmp_path, tiny_model, style):
-    from lema_hub.training import build_trainer
+    from lema_hub.sft import build_trainer
 
     mixture = make_mixture(tmp_path / "mixture", style="chat" if style == "chat" else "plain")
     config = tiny_config(tmp_path / "c.yaml", mixture, tmp_path / "out", prompt_style=style)
@@ -213,7 +213,7 @@ def _as_list(x) -> list:
 
 def test_bad_configs_fail_with_clear_errors(tmp_path, tiny_model):
     from lema_hub.configs import ConfigError
-    from lema_hub.training import build_trainer
+    from lema_hub.sft import build_trainer
 
     mixture = make_mixture(tmp_path / "mixture")
     with pytest.raises(ConfigError, match="lora_rank"):
@@ -229,7 +229,7 @@ def test_bad_configs_fail_with_clear_errors(tmp_path, tiny_model):
 
 
 def test_size_limits_and_view(tmp_path, tiny_model):
-    from lema_hub.training import SFTScriptArguments, load_mixture
+    from lema_hub.sft import SFTScriptArguments, load_mixture
 
     mixture = make_mixture(tmp_path / "mixture", repeat=3)
     full = load_mixture(SFTScriptArguments(dataset_name=str(mixture), task="sample"))

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lema_hub.evaluation import EvalConfig, apply_answer_rounding, evaluate
+from lema_hub.evaluate import EvalConfig, apply_answer_rounding, evaluate
 from lema_hub.problems import ProblemArgs, ProblemSourceError, load_problems, load_report, task_of
 
 SVAMP_ROWS = [
@@ -211,7 +211,7 @@ def test_prompt_and_completion_are_cut_separately(tiny_model):
     import datasets
 
     from lema_hub.models import load_tokenizer
-    from lema_hub.training import truncate_prompt_completion
+    from lema_hub.sft import truncate_prompt_completion
 
     tok = load_tokenizer(tiny_model)
     bos = len(tok("", add_special_tokens=True)["input_ids"])
@@ -243,7 +243,7 @@ def test_prompt_and_completion_are_cut_separately(tiny_model):
 
 def test_sft_trainer_sees_the_separately_cut_rows(tmp_path, tiny_model):
     """Through `build_trainer`: every tokenized row keeps <= 24 prompt and <= 10 completion tokens."""
-    from lema_hub.training import build_trainer
+    from lema_hub.sft import build_trainer
     from tests.test_sft import _parse, make_mixture, tiny_config
 
     mixture = make_mixture(tmp_path / "mixture", style="plain")
@@ -267,7 +267,7 @@ def test_sft_trainer_sees_the_separately_cut_rows(tmp_path, tiny_model):
 
 
 def test_bad_truncation_lengths_fail_clearly():
-    from lema_hub.training import SFTScriptArguments
+    from lema_hub.sft import SFTScriptArguments
 
     with pytest.raises(ValueError, match="max_prompt_length must be >= 2 tokens"):
         SFTScriptArguments(dataset_name="x", max_prompt_length=0)

@@ -300,7 +300,7 @@ def _stats_eval(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
 
 
 def _stats_corrector_bench(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
-    from lema_hub.corrector_bench import card_stats  # deferred: corrector_bench imports the cards
+    from lema_hub.bench_corrector import card_stats  # deferred: corrector_bench imports the cards
 
     card_stats(folder, tables, main, ctx)
 

@@ -44,7 +44,7 @@ class ParsedCorrection:
 # re.M, or `\n`) that their quantifiers cannot cross, and no pattern has two unbounded quantifiers
 # that can take the same characters one after the other (or one inside another). So each match
 # attempt costs O(its line) and attempts on different lines never rescan each other: O(n) in all.
-# tests/test_correction.py checks these properties on `_PARSER_PATTERNS`; benchmarks/parser.py times
+# tests/test_correct.py checks these properties on `_PARSER_PATTERNS`; benchmarks/parser.py times
 # adversarial inputs up to MAX_CORRECTION_CHARS.
 _BOLD_RE = re.compile(r"\*\*|__")
 _INCORRECT_LABEL_RE = re.compile(r"[ \t>#*]*incorrect[ \t]+step[ \t]*[:\-]?", re.I)  # at a line start

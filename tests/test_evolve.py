@@ -8,7 +8,7 @@ import pytest
 
 from lema_hub import formats
 from lema_hub.artifacts import load_rows, save_dataset_config
-from lema_hub.evolution import EvolveConfig, evolution_prompt, evolve, majority, parse_new_question
+from lema_hub.evolve import EvolveConfig, evolution_prompt, evolve, majority, parse_new_question
 from lema_hub.problems import ProblemArgs, load_problems, load_sample
 from tests.fake_openai_server import FakeOpenAIServer
 

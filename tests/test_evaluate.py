@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from lema_hub.evaluation import (
+from lema_hub.evaluate import (
     EvalConfig,
     accuracy_with_interval,
     bootstrap_interval,
@@ -398,7 +398,7 @@ def test_lora_adapter_folder_is_evaluated_over_its_base(tmp_path, tiny_model):
 
 
 def test_named_and_file_prompt_templates(tmp_path):
-    from lema_hub.evaluation import load_prompt_template
+    from lema_hub.evaluate import load_prompt_template
     from lema_hub.formats import cot_prompt
 
     lema = load_prompt_template("lema")

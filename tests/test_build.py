@@ -9,10 +9,7 @@ import pytest
 
 from lema_hub import formats
 from lema_hub.artifacts import load_rows
-from lema_hub.correct import CorrectConfig, correct
-from lema_hub.corrector.reference import reference_correction
-from lema_hub.mistakes import CollectConfig, collect
-from lema_hub.mixture import (
+from lema_hub.build import (
     VIEWS,
     BuildConfig,
     build,
@@ -21,6 +18,9 @@ from lema_hub.mixture import (
     ngrams,
     view_rows,
 )
+from lema_hub.collect import CollectConfig, collect
+from lema_hub.correct import CorrectConfig, correct
+from lema_hub.corrector.reference import reference_correction
 from lema_hub.problems import load_sample
 from tests.fake_openai_server import FakeOpenAIServer
 
@@ -70,7 +70,7 @@ def test_correction_row_in_the_paper_format_and_its_ablations():
 @pytest.mark.parametrize("style", ["plain", "chat"])
 def test_views(style):
     row = _correction_row()
-    from lema_hub.mixture import gold_cot_rows
+    from lema_hub.build import gold_cot_rows
 
     cot = gold_cot_rows(load_sample("train")[:3], style)
     assert cot[0]["completion"] == (

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lema_hub.mistakes import CollectConfig, collect, generator_configs
+from lema_hub.collect import CollectConfig, collect, generator_configs
 from lema_hub.problems import load_sample
 from tests.fake_openai_server import FakeOpenAIServer
 
@@ -112,7 +112,7 @@ def test_several_generators_and_their_errors(tmp_path):
 def _run_recipe(config: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"}
     return subprocess.Popen(
-        [sys.executable, str(REPO / "recipes" / "collect_mistakes.py"), "--config", str(config)],
+        [sys.executable, str(REPO / "recipes" / "collect.py"), "--config", str(config)],
         cwd=REPO,
         env=env,
         stdout=subprocess.PIPE,

@@ -15,16 +15,16 @@ import pytest
 import yaml
 
 from lema_hub.artifacts import load_rows, save_dataset_config
-from lema_hub.correct import CorrectConfig, correct
-from lema_hub.corrector.claims import claims_in, first_false_step
-from lema_hub.corrector.reference import reference_step
-from lema_hub.corrector_bench import (
+from lema_hub.bench_corrector import (
     NO_ERROR_INSTRUCTION,
     BenchCorrectorConfig,
     bench_corrector,
     processbench_metrics,
     read_prediction,
 )
+from lema_hub.correct import CorrectConfig, correct
+from lema_hub.corrector.claims import claims_in, first_false_step
+from lema_hub.corrector.reference import reference_step
 from tests.fake_openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[1]

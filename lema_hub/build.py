@@ -1,0 +1,330 @@
+"""Training rows: CoT rows from gold (+ correct sampled paths) and correction rows, in ablation views.
+
+Each row is TRL prompt/completion (plain strings, or one user / one assistant message for
+`prompt_style: chat`), so SFT trains on the completion only. One config per view, named
+`<task>-<view>`; plain and chat rows go to different folders (one type per column).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lema_hub.artifacts import HubArgs
+from lema_hub.formats import corrected_solution
+from lema_hub.problems import ProblemArgs
+from lema_hub.publish import finish
+from lema_hub.schema import PROMPT_STYLES, conform, training_row_features
+
+logger = logging.getLogger(__name__)
+
+VIEWS: tuple[str, ...] = (
+    "lema",
+    "cot",
+    "no_explanation",
+    "no_incorrect_step",
+    "no_corrected_solution",
+    "cot_corrected",
+)
+# Named held-out sets for decontamination: (problems, problems_split).
+TEST_SETS: dict[str, tuple[str, str]] = {
+    "gsm8k_test": ("gsm8k", "test"),
+    "math_test": ("math", "test"),
+    "math500": ("math500", "test"),
+    "sample_test": ("sample", "test"),
+}
+
+
+@dataclass
+class BuildConfig(ProblemArgs, HubArgs):
+    """`lema-hub build`: CoT rows + correction rows, written as one config per ablation view."""
+
+    corrections: str | None = field(
+        default=None, metadata={"help": "Corrections folder or Hub id (accepted rows: its main config)"}
+    )
+    corrections_config: str | None = field(
+        default=None,
+        metadata={"help": "Config of the corrections folder to read (default: its main config)."},
+    )
+    include_gold: bool = field(
+        default=True,
+        metadata={"help": "CoT rows from the problems' gold solutions (`problems`, `problems_split`)"},
+    )
+    mistakes: str | None = field(
+        default=None,
+        metadata={"help": "Mistakes folder/Hub id: correct sampled paths come from `<task>-samples`"},
+    )
+    include_correct_samples: bool = field(
+        default=False, metadata={"help": "Add correct sampled paths as extra CoT rows (de-duplicated)"}
+    )
+    views: list[str] = field(
+        default_factory=lambda: list(VIEWS),
+        metadata={
+            "help": "Ablation views to write: lema, cot, no_explanation, no_incorrect_step, no_corrected_solution, cot_corrected."
+        },
+    )
+    prompt_style: str = field(default="plain", metadata={"help": " | ".join(PROMPT_STYLES)})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "The `<task>` prefix of the config names; default: corrections'"}
+    )
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Default: outputs/<task>/mixture (plain) or mixture-chat"}
+    )
+    # Held-out set for 8-gram decontamination: gsm8k_test | math_test | math500 | sample_test | Hub id | file
+    decontaminate: str | None = field(
+        default=None,
+        metadata={
+            "help": "Drop rows sharing an n-gram with this test set: gsm8k_test | math_test | math500 | sample_test | a Hub id or file."
+        },
+    )
+    decontaminate_path: str | None = field(
+        default=None, metadata={"help": "Local file in the test set's original format (e.g. ../shared)"}
+    )
+    decontaminate_split: str = field(default="test", metadata={"help": "Split for a Hub id / file test set"})
+    ngram: int = field(default=8, metadata={"help": "n of the n-gram overlap used for decontamination."})
+    shuffle: bool = field(default=True, metadata={"help": "Shuffle the rows of each view (seeded)."})
+    seed: int = field(default=42, metadata={"help": "Random seed (sampling, shuffling)."})
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        bad = [v for v in self.views if v not in VIEWS]
+        if bad or not self.views:
+            raise ValueError(f"views must be a non-empty subset of {', '.join(VIEWS)}; got {self.views}.")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ValueError(f"prompt_style must be {' or '.join(PROMPT_STYLES)}, got {self.prompt_style!r}.")
+        if self.ngram < 1:
+            raise ValueError(f"ngram must be >= 1, got {self.ngram}.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Row builders (all strings come from lema_hub.formats)
+# --------------------------------------------------------------------------------------------------
+
+
+def _lines_without(text: str, label: str) -> str:
+    return "\n".join(ln for ln in text.split("\n") if not ln.startswith(label))
+
+
+def correction_completion(row: dict, view: str = "lema") -> tuple[str, str]:
+    """(prompt, completion) of one accepted correction in the paper's format, or an ablation of it."""
+    from lema_hub import formats
+
+    steps = list(row["steps"])
+    prompt = formats.correction_prompt(row["question"], steps)
+    target = formats.correction_target(
+        int(row["incorrect_step"]), row["explanation"], list(row["corrected_steps"])
+    )
+    head, sep, block = target.partition("\n" + formats.CORRECT_SOLUTION_LABEL)
+    if view == "no_explanation":
+        target = _lines_without(head, formats.EXPLANATION_LABEL) + sep + block
+    elif view == "no_corrected_solution":
+        target = head
+    elif view == "no_incorrect_step":
+        # The model is not told which step is wrong: the prompt stops before the `Incorrect Step:`
+        # label and the completion starts at the explanation.
+        prompt = prompt[: prompt.rindex(formats.INCORRECT_STEP_LABEL)]
+        target = target.split("\n", 1)[1]
+    return prompt, target
+
+
+def cot_completion(question: str, steps: list[str], answer: str) -> tuple[str, str]:
+    """(prompt, completion) of a CoT row: steps joined as a rationale + `The answer is X.`."""
+    from lema_hub import formats
+
+    body = formats.steps_with_answer(list(steps), answer)[:-1]
+    return formats.cot_prompt(question), formats.cot_target(" ".join(s.strip() for s in body), answer)
+
+
+def _row(kind: str, origin: str, src: dict, prompt: str, completion: str, style: str) -> dict:
+    from lema_hub import formats
+
+    row = formats.to_prompt_completion(prompt, completion, style)
+    return {
+        "kind": kind,
+        "origin": origin,  # gold | sample | correction
+        "problem_id": src.get("problem_id"),
+        "question": src.get("question"),
+        **row,
+        "source": src.get("source"),
+        "generator": src.get("generator"),
+        "corrector": src.get("corrector"),
+    }
+
+
+def gold_cot_rows(problems: list[Any], style: str) -> list[dict]:
+    from lema_hub import formats
+
+    rows = []
+    for p in problems:
+        d = p.to_dict() if hasattr(p, "to_dict") else dict(p)
+        rationale, answer = formats.gold_rationale(d["gold_solution"])
+        rows.append(
+            _row(
+                "cot",
+                "gold",
+                d,
+                formats.cot_prompt(d["question"]),
+                formats.cot_target(rationale, answer),
+                style,
+            )
+        )
+    return rows
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def sample_cot_rows(samples: list[dict], existing: list[dict], style: str) -> tuple[list[dict], int]:
+    """CoT rows from correct sampled paths, minus duplicates (of each other and of `existing` rows)."""
+    seen = {(r["problem_id"], _norm(_text(r["completion"]))) for r in existing}
+    rows, dupes = [], 0
+    for s in samples:
+        if s.get("verdict") != "correct" or not s.get("steps"):
+            continue
+        answer = s.get("predicted_answer") or s.get("gold_answer")
+        prompt, completion = cot_completion(s["question"], list(s["steps"]), str(answer))
+        key = (s.get("problem_id"), _norm(completion))
+        if key in seen:
+            dupes += 1
+            continue
+        seen.add(key)
+        rows.append(_row("cot", "sample", s, prompt, completion, style))
+    return rows, dupes
+
+
+def _text(x: Any) -> str:
+    return x if isinstance(x, str) else " ".join(m["content"] for m in x)
+
+
+def view_rows(view: str, cot: list[dict], corrections: list[dict], style: str) -> list[dict]:
+    """The rows of one ablation view."""
+    if view == "cot":
+        return list(cot)
+    if view == "cot_corrected":  # the paper's CoT control: corrected solutions as plain CoT rows
+        extra = []
+        for c in corrections:
+            k = int(c["incorrect_step"])
+            full = corrected_solution(list(c["steps"]), list(c["corrected_steps"]), k)
+            prompt, completion = cot_completion(c["question"], full, str(c["corrected_answer"]))
+            extra.append(_row("cot", "correction", c, prompt, completion, style))
+        return list(cot) + extra
+    rows = []
+    for c in corrections:
+        prompt, completion = correction_completion(c, view)
+        rows.append(_row("correction", "correction", c, prompt, completion, style))
+    return list(cot) + rows
+
+
+# --------------------------------------------------------------------------------------------------
+# Decontamination
+# --------------------------------------------------------------------------------------------------
+
+
+def ngrams(text: str, n: int = 8) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
+
+
+def load_test_questions(spec: str, path: str | None = None, split: str = "test") -> list[str]:
+    """Questions of a held-out set: a TEST_SETS name, a Hub id, or a local file."""
+    from lema_hub.problems import load_problems
+
+    problems, psplit = TEST_SETS.get(spec, (spec, split))
+    args = ProblemArgs(problems=problems, problems_split=psplit, problems_path=path)
+    return [p.question for p in load_problems(args)]
+
+
+def decontaminate(rows: list[dict], test_questions: list[str], n: int = 8) -> tuple[list[dict], Counter]:
+    """Drop rows whose question shares an n-gram with a test question; count the drops by kind."""
+    test = set()
+    for q in test_questions:
+        test |= ngrams(q, n)
+    kept, dropped = [], Counter()
+    for r in rows:
+        if ngrams(r["question"] or "", n) & test:
+            dropped[r["kind"]] += 1
+        else:
+            kept.append(r)
+    return kept, dropped
+
+
+# --------------------------------------------------------------------------------------------------
+# The `build` stage
+# --------------------------------------------------------------------------------------------------
+
+
+def build(cfg: BuildConfig) -> dict[str, Any]:
+    """Write `<task>-<view>` configs of training rows; returns the summary (with `output_dir`)."""
+    from lema_hub.artifacts import load_rows, main_config, save_dataset_config
+    from lema_hub.problems import load_problems
+
+    t0 = time.time()
+    if not cfg.corrections and "cot" not in cfg.views:
+        raise ValueError(
+            "build: set `corrections` (a corrections folder or Hub id) or build only the `cot` view."
+        )
+    corrections: list[dict] = []
+    name = cfg.dataset_config_name
+    if cfg.corrections:
+        config = cfg.corrections_config or main_config(cfg.corrections)
+        corrections = load_rows(cfg.corrections, config, missing_ok=True)
+        corrections = [c for c in corrections if c.get("accepted", True)]
+        name = name or config
+    name = name or cfg.problems.replace("/", "_")
+    cot: list[dict] = []
+    summary: dict[str, Any] = {"config_prefix": name, "prompt_style": cfg.prompt_style}
+    if cfg.include_gold:
+        cot = gold_cot_rows(load_problems(cfg), cfg.prompt_style)
+    summary["gold_cot_rows"] = len(cot)
+    if cfg.include_correct_samples:
+        if not cfg.mistakes:
+            raise ValueError(
+                "build: include_correct_samples needs `mistakes` (the mistakes folder or Hub id)."
+            )
+        mconf = main_config(cfg.mistakes)
+        samples = load_rows(cfg.mistakes, f"{mconf}-samples")
+        extra, dupes = sample_cot_rows(samples, cot, cfg.prompt_style)
+        cot += extra
+        summary.update(sample_cot_rows=len(extra), sample_duplicates_dropped=dupes)
+    summary["correction_rows"] = len(corrections)
+
+    if cfg.decontaminate:
+        test_q = load_test_questions(cfg.decontaminate, cfg.decontaminate_path, cfg.decontaminate_split)
+        cot, dropped_cot = decontaminate(cot, test_q, cfg.ngram)
+        qrows = [{"question": c["question"], "kind": "correction", "c": c} for c in corrections]
+        kept, dropped_corr = decontaminate(qrows, test_q, cfg.ngram)
+        corrections = [r["c"] for r in kept]
+        summary["decontamination"] = {
+            "test_set": cfg.decontaminate,
+            "test_questions": len(test_q),
+            "ngram": cfg.ngram,
+            "dropped_cot_rows": dropped_cot["cot"],
+            "dropped_correction_rows": dropped_corr["correction"],
+        }
+
+    out = Path(cfg.output_dir or f"outputs/{name}/mixture" + ("-chat" if cfg.prompt_style == "chat" else ""))
+    views: dict[str, dict[str, int]] = {}
+    for view in cfg.views:
+        rows = view_rows(view, cot, corrections, cfg.prompt_style)
+        if cfg.shuffle:
+            random.Random(cfg.seed).shuffle(rows)
+        if not rows:
+            logger.warning("view %s is empty; skipped", view)
+            continue
+        feats = training_row_features(cfg.prompt_style)
+        save_dataset_config(out, f"{name}-{view}", {"train": conform(rows, feats)}, features=feats)
+        kinds = Counter(r["kind"] for r in rows)
+        views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": len(rows)}
+    summary.update(views=views, output_dir=str(out), wall_s=round(time.time() - t0, 2))
+    finish(out, "mixture", cfg, summary, recipe="build")
+    logger.info("mixture views: %s", views)
+    return summary

@@ -1,0 +1,487 @@
+"""Mistake collection: sample CoT paths from one or more generators, grade them, keep the wrong ones.
+
+`lema-hub collect --config recipes/smollm2-135m/collect/config_sample.yaml` writes a Hub-layout
+folder with two configs: `<task>` (the wrong paths, de-duplicated per problem) and
+`<task>-samples` (every sampled path with its verdict and the problem's pass rate per generator).
+
+Verdicts (``lema_hub.grading.VERDICTS``): `correct`, `wrong` (an answer that differs from the
+gold), `no_answer` (the path states none), `truncated` (cut at `max_tokens` and not correct),
+`ungradeable` (the gold cannot be read). Only `wrong` paths are mistakes by default: an unfinished
+path is not a wrong answer, and a corrector would only learn to "correct" truncation.
+`include_unfinished: true` adds `no_answer` and `truncated` paths. Verdicts use the `flexible`
+extraction (`extraction:`), so a right answer written without "The answer is" is not a mistake;
+`format_ok` records whether the paper's strict rule finds the answer, to filter as the paper did.
+
+Scale-out: `--shard i/n` runs 1/n of the problems into `<output_dir>-shard-0000i-of-0000n`; once
+every shard has finished, `--merge_shards true` (same config, no `--shard`) concatenates them in
+shard order into `<output_dir>`, recomputing the de-duplicated mistakes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypedDict
+
+from lema_hub import distributed
+from lema_hub.artifacts import HubArgs
+from lema_hub.distributed import shard_dir
+from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
+from lema_hub.generation.types import EndpointArgs
+from lema_hub.problems import ProblemArgs, parse_shard
+from lema_hub.publish import finish
+from lema_hub.run_guard import RequestOutcome, guard_publish
+from lema_hub.schema import BACKENDS, DEFAULT_MODEL, TRAIN_TASKS, conform, mistake_features, sample_features
+
+logger = logging.getLogger(__name__)
+
+RECIPE = "collect"
+# Keys a `generators:` entry may set; the top-level fields of the same names are their defaults.
+GENERATOR_KEYS = (
+    "name",
+    "model",
+    "backend",
+    "base_urls",
+    "api_key_env",
+    "prompt_style",
+    "num_samples",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "seed",
+    "stop",
+    "concurrency",
+    "batch_size",
+    "max_retries",
+    "request_timeout",
+    "extra_body",
+    "retry_base_delay",
+    "retry_max_delay",
+)
+# The generator keys that configure its engine (the rest: name and sampling).
+ENGINE_KEYS = tuple(k for k in GENERATOR_KEYS if k in {f.name for f in dataclasses.fields(EngineConfig)})
+
+
+class _CollectExtras(TypedDict, total=False):
+    requests: dict[str, Any]
+    shard: str | None
+    generators: dict[str, Any]
+    wall_s: float
+    merged_shards: int
+    hub_url: str
+
+
+class CollectSummary(_CollectExtras):
+    """What `collect` returns and records in run_summary.json: one name per count, read by the quickstart."""
+
+    output_dir: str
+    config_name: str  # the mistakes config; `samples_config` holds every sampled path
+    samples_config: str
+    problems: int
+    samples: int
+    correct: int  # one count per verdict (grading.VERDICTS) ...
+    wrong: int
+    no_answer: int
+    truncated: int
+    ungradeable: int
+    mistakes: int  # ... and the de-duplicated mistakes kept
+    duplicates_removed: int
+    extraction: str
+    include_unfinished: bool
+    set_aside: dict[str, int]  # paths neither correct nor kept, by verdict (not sent to a corrector)
+    format_ok: int
+    prompt_tokens: int
+    completion_tokens: int
+    failed_requests: int
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class CollectConfig(ProblemArgs, HubArgs, EndpointArgs):
+    """Configuration of `lema-hub collect` / `recipes/collect.py`."""
+
+    output_dir: str = _f(
+        "outputs/lema-mistakes", "folder of the Hub-layout dataset (with --shard: <output_dir>-shard-i-of-n)"
+    )
+    dataset_config_name: str | None = _f(
+        None, "config name of the mistakes; default: the problem collection (sample, gsm8k, ...)"
+    )
+    generators: list[dict] | None = _f(
+        None,
+        "several generators: a list of mappings with keys "
+        + ", ".join(GENERATOR_KEYS)
+        + "; the top-level fields are their defaults",
+    )
+    model: str = _f(
+        DEFAULT_MODEL,
+        "generator model: a lema_hub model name, or the served model name for endpoints",
+    )
+    backend: str = _f("transformers", " | ".join(BACKENDS))
+    prompt_style: str = _f("auto", "plain (raw completion) | chat (chat template / chat API) | auto")
+    num_samples: int = _f(4, "paths sampled per problem and generator")
+    temperature: float = _f(0.8, "sampling temperature (0 = greedy)")
+    top_p: float = _f(1.0, "nucleus sampling")
+    max_tokens: int = _f(512, "max new tokens per path")
+    seed: int | None = _f(0, "base seed; sample k uses seed + k")
+    stop: list[str] | None = _f(None, "stop strings")
+    retry_base_delay: float = _f(
+        1.0, "first backoff in seconds (doubles per retry, with jitter; Retry-After wins)"
+    )
+    retry_max_delay: float = _f(60.0, "longest backoff in seconds")
+    progress: bool = _f(True, "show a progress bar with req/s, tok/s and ETA")
+    merge_shards: bool = _f(
+        False, "merge the finished <output_dir>-shard-* folders into output_dir instead of generating"
+    )
+    price_table: dict | None = _f(
+        None, "$ per million tokens per model, {model: {input: x, output: y}}, for the card's cost table"
+    )
+    write_card: bool = _f(True, "render the dataset card (README.md) after writing the data")
+    extraction: str = _f(
+        "flexible",
+        "answer extraction for the verdicts: flexible (also 'Answer:', '####', the last sentence...) | "
+        "strict (the paper's 'The answer is' / \\boxed{} rule)",
+    )
+    include_unfinished: bool = _f(
+        False, "also keep no_answer and truncated paths as mistakes (default: wrong answers only)"
+    )
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
+        if self.merge_shards and self.shard:
+            raise ValueError("merge_shards merges every shard: run it without --shard.")
+        from lema_hub.grading import EXTRACTIONS
+
+        if self.extraction not in EXTRACTIONS:
+            raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)}, got {self.extraction!r}.")
+
+
+def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, SamplingParams]]:
+    """(name, engine config, sampling) of every generator, with top-level fields as defaults."""
+    entries = cfg.generators if cfg.generators else [{}]
+    out = []
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise ValueError(f"generators[{i}] must be a mapping, got {type(entry).__name__}.")
+        unknown = sorted(set(entry) - set(GENERATOR_KEYS))
+        if unknown:
+            raise ValueError(
+                f"generators[{i}] has unknown key(s) {unknown}; valid keys: {', '.join(GENERATOR_KEYS)}."
+            )
+        g = {k: entry.get(k, getattr(cfg, k, None)) for k in GENERATOR_KEYS}
+        name = entry.get("name") or g["model"]
+        if name in names:
+            raise ValueError(
+                f"generators[{i}]: two generators are named {name!r}; give them distinct `name`s."
+            )
+        names.add(name)
+        engine = EngineConfig(**{k: g[k] for k in ENGINE_KEYS}, progress=cfg.progress)
+        sampling = SamplingParams(
+            temperature=g["temperature"],
+            top_p=g["top_p"],
+            max_tokens=g["max_tokens"],
+            n=g["num_samples"],
+            stop=g["stop"],
+            seed=g["seed"],
+        )
+        out.append((name, engine, sampling))
+    return out
+
+
+def config_name_for(cfg: CollectConfig, problems: list) -> str:
+    if cfg.dataset_config_name:
+        return cfg.dataset_config_name
+    if cfg.problems in TRAIN_TASKS:
+        return cfg.problems
+    from lema_hub.problems import task_of
+
+    return task_of(problems[0]) if problems else "default"
+
+
+def normalise(text: str) -> str:
+    """Text key for de-duplication: case and whitespace do not make a new mistake."""
+    return " ".join(text.lower().split())
+
+
+def mistake_verdicts(include_unfinished: bool = False) -> tuple[str, ...]:
+    """The verdicts a mistakes config holds: ``wrong``, plus ``no_answer`` / ``truncated`` on request."""
+    from lema_hub.grading import NO_ANSWER, TRUNCATED, WRONG
+
+    return (WRONG, NO_ANSWER, TRUNCATED) if include_unfinished else (WRONG,)
+
+
+def select_mistakes(samples: list[dict], include_unfinished: bool = False) -> tuple[list[dict], int]:
+    """Mistakes (see ``mistake_verdicts``), first occurrence per (problem, normalised completion);
+    also the number of duplicates dropped."""
+    keep = mistake_verdicts(include_unfinished)
+    seen: set[tuple[str, str]] = set()
+    out, dupes = [], 0
+    for row in samples:
+        if row["verdict"] not in keep:
+            continue
+        key = (row["problem_id"], normalise(row["completion"]))
+        if key in seen:
+            dupes += 1
+            continue
+        seen.add(key)
+        out.append(row)
+    return out, dupes
+
+
+def _grade_rows(rows: list[dict], tasks: list[str], extraction: str = "flexible") -> None:
+    """Fill verdict / predicted_answer / format_ok in place. A path cut at max_tokens that does not
+    grade correct is ``truncated``: whatever its last sentence says, it did not finish."""
+    from lema_hub.grading import CORRECT, TRUNCATED, format_ok, grade_rows
+
+    task_at = {id(r): t for r, t in zip(rows, tasks)}
+    verdicts = grade_rows(rows, extraction=extraction, task=lambda r: task_at[id(r)])
+    for row, v, task in zip(rows, verdicts, tasks):
+        row["verdict"] = v.verdict
+        if row.get("finish_reason") == "length" and v.verdict != CORRECT:
+            row["verdict"] = TRUNCATED
+        row["predicted_answer"] = v.predicted_answer
+        row["format_ok"] = format_ok(row["completion"], task)
+
+
+def _add_pass_rates(rows: list[dict]) -> None:
+    totals: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        t = totals.setdefault((r["problem_id"], r["generator"]), [0, 0])
+        t[0] += r["verdict"] == "correct"
+        t[1] += 1
+    for r in rows:
+        c, n = totals[(r["problem_id"], r["generator"])]
+        r["pass_rate"] = c / n
+
+
+def _verdict_counts(rows: list[dict]) -> dict[str, int]:
+    from lema_hub.grading import VERDICTS
+
+    counts = dict.fromkeys(VERDICTS, 0)
+    for r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    return counts
+
+
+@distributed.stage
+def collect(cfg: CollectConfig) -> CollectSummary:
+    """Run the collection (or merge finished shards); returns the summary with `output_dir`."""
+    if cfg.merge_shards:
+        return merge_shards(cfg)
+    from lema_hub.formats import cot_prompt, split_steps
+    from lema_hub.problems import load_problems, task_of
+
+    start = time.perf_counter()
+    shard = parse_shard(cfg.shard) if cfg.shard else None
+    out_dir = shard_dir(cfg.output_dir, *shard) if shard else Path(cfg.output_dir)
+    problems = load_problems(cfg)
+    if not problems and not shard:
+        from lema_hub.errors import InvalidInputError
+
+        raise InvalidInputError(f"No problems to collect from (problems={cfg.problems!r}).")
+    config_name = config_name_for(cfg, problems)
+    gens = generator_configs(cfg)
+    cache_root = out_dir / ".cache" / "requests"  # `.cache/` is never pushed
+    by_id = {p.problem_id: p for p in problems}
+    rows: list[dict] = []
+    gen_summaries: dict[str, Any] = {}
+    failed = 0
+    outcome = RequestOutcome(RECIPE)
+    for name, engine_cfg, sampling in gens:
+        requests = [GenerationRequest(p.problem_id, cot_prompt(p.question), sampling) for p in problems]
+        cache_path = cache_root / f"{_slug(name)}.jsonl"
+        with distributed.make_engine(engine_cfg, cache_path=cache_path) as engine:
+            results = engine.generate(requests, desc=f"collect [{name}]")
+            gen_summaries[name] = engine.last_summary
+        outcome.add(results, engine.last_summary)
+        for res in results:
+            if res.error is not None:
+                failed += 1
+                continue
+            p = by_id[res.request_id]
+            rows.append(
+                {
+                    **p.to_dict(),
+                    "generator": name,
+                    "sample_index": res.sample_index,
+                    "sampling": sampling.record(),
+                    "completion": res.text,
+                    "steps": split_steps(res.text),
+                    "predicted_answer": None,
+                    "verdict": "ungradeable",
+                    "format_ok": None,
+                    "finish_reason": res.finish_reason,
+                    "prompt_tokens": res.prompt_tokens,
+                    "completion_tokens": res.completion_tokens,
+                }
+            )
+    # Before anything is written: a run whose requests failed never replaces finished rows.
+    guard_publish(outcome, out_dir, RECIPE, config_name, [config_name, f"{config_name}-samples"])
+    task_by_id = {p.problem_id: task_of(p) for p in problems}
+    tasks = [task_by_id[r["problem_id"]] for r in rows]
+    _grade_rows(rows, tasks, cfg.extraction)
+    _add_pass_rates(rows)
+    summary = _write(
+        out_dir,
+        config_name,
+        rows,
+        cfg,
+        extra={
+            "problems": len(problems),
+            "failed_requests": failed,
+            "requests": {config_name: outcome.record()},
+            "shard": cfg.shard,
+            "generators": {
+                n: {k: v for k, v in s.items() if k not in ("model",)} for n, s in gen_summaries.items()
+            },
+            "wall_s": round(time.perf_counter() - start, 2),
+            **distributed.record(),  # under `accelerate launch`: world size, each rank's slice
+        },
+    )
+    _log_summary(summary)
+    return summary
+
+
+def merge_shards(cfg: CollectConfig) -> CollectSummary:
+    """Concatenate finished shard folders (in shard order) into `output_dir`."""
+    from lema_hub.artifacts import discover_configs, load_artifact, read_run_record
+
+    base = Path(cfg.output_dir)
+    expected = distributed.finished_shards(base)
+    n = len(expected)
+    rows: list[dict] = []
+    config_name = None
+    problems = failed = 0
+    for p in expected:
+        configs, summaries = read_run_record(p)
+        s = summaries.get(RECIPE, {})
+        name = s.get("config_name")
+        if s.get("samples"):
+            if config_name is not None and name != config_name:
+                raise ValueError(f"Shard {p.name} holds config {name!r}, others {config_name!r}.")
+            config_name = name
+        problems += s.get("problems", 0)
+        failed += s.get("failed_requests", 0)
+        if f"{name}-samples" in discover_configs(p):  # an empty shard (more shards than problems) has none
+            rows += load_artifact(str(p), f"{name}-samples").to_list()
+    rows = _unsharded_order(rows, cfg)
+    summary = _write(
+        base,
+        config_name,
+        rows,
+        cfg,
+        extra={
+            "problems": problems,
+            "failed_requests": failed,
+            "merged_shards": n,
+        },
+    )
+    _log_summary(summary)
+    return summary
+
+
+def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
+    """Rows in the order an unsharded run writes them: generator, then problem, then sample index."""
+    from lema_hub.problems import load_problems
+
+    try:
+        order = {p.problem_id: i for i, p in enumerate(load_problems(dataclasses.replace(cfg, shard=None)))}
+    except Exception as exc:  # noqa: BLE001 - the source may be gone; shard order is still a valid dataset
+        logger.warning("Keeping shard order (cannot reload the problems to restore their order: %s).", exc)
+        return rows
+    gens = {name: i for i, (name, _, _) in enumerate(generator_configs(cfg))}
+    return sorted(
+        rows,
+        key=lambda r: (
+            gens.get(r["generator"], len(gens)),
+            order.get(r["problem_id"], len(order)),
+            r["sample_index"],
+        ),
+    )
+
+
+def _write(
+    out_dir: Path, config_name: str, rows: list[dict], cfg: CollectConfig, extra: dict[str, Any]
+) -> CollectSummary:
+    from lema_hub.artifacts import save_dataset_config
+
+    features = sample_features()
+    rows = conform(rows, features)
+    mistakes, dupes = select_mistakes(rows, cfg.include_unfinished)
+    save_dataset_config(out_dir, f"{config_name}-samples", {"train": _dataset(rows, features)})
+    save_dataset_config(out_dir, config_name, {"train": _dataset(mistakes, mistake_features())})
+    verdicts = _verdict_counts(rows)
+    kept = mistake_verdicts(cfg.include_unfinished)
+    summary: CollectSummary = {
+        "output_dir": str(out_dir),
+        "config_name": config_name,
+        "samples_config": f"{config_name}-samples",
+        "samples": len(rows),
+        **verdicts,
+        "mistakes": len(mistakes),
+        "duplicates_removed": dupes,
+        "extraction": cfg.extraction,
+        "include_unfinished": cfg.include_unfinished,
+        "set_aside": {v: n for v, n in verdicts.items() if v != "correct" and v not in kept and n},
+        "format_ok": sum(bool(r.get("format_ok")) for r in rows),
+        "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in rows),
+        "completion_tokens": sum(r.get("completion_tokens") or 0 for r in rows),
+        **extra,
+    }
+    # Shards are pushed once merged.
+    finish(out_dir, "mistakes", cfg, summary, recipe=RECIPE, card=cfg.write_card, push=not cfg.shard)
+    return summary
+
+
+def _dataset(rows: list[dict], features):
+    from datasets import Dataset
+
+    if not rows:  # `from_list([])` loses the schema
+        return Dataset.from_dict({k: [] for k in features}, features=features)
+    return Dataset.from_list(rows, features=features)
+
+
+_ASIDE_WHY = {
+    "truncated": "cut at max_tokens",
+    "no_answer": "no final answer",
+    "ungradeable": "gold unreadable",
+}
+
+
+def set_aside_text(summary: dict[str, Any]) -> str:
+    """``"set aside: 36 truncated (cut at max_tokens), 12 no_answer (no final answer)"``: the paths
+    that are neither correct nor kept as mistakes, and why; ``""`` when there are none."""
+    aside = summary.get("set_aside") or {}
+    if not aside:
+        return ""
+    return "set aside: " + ", ".join(f"{n} {v} ({_ASIDE_WHY.get(v, v)})" for v, n in aside.items())
+
+
+def _log_summary(s: dict[str, Any]) -> None:
+    from lema_hub.grading import VERDICTS
+
+    merged = f" (merged {s['merged_shards']} shards)" if "merged_shards" in s else ""
+    counts = ", ".join(f"{s.get(v, 0)} {v}" for v in VERDICTS if s.get(v) or v in ("correct", "wrong"))
+    aside = set_aside_text(s)
+    print(
+        f"collect: {s['problems']} problems, {s['samples']} paths ({counts}), {s['mistakes']} mistakes kept "
+        f"({s['duplicates_removed']} duplicates removed{'; ' + aside if aside else ''}), "
+        f"{s['failed_requests']} failed requests, {s.get('wall_s', 0.0):.1f} s -> {s['output_dir']}{merged}",
+        file=sys.stderr,
+    )
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "generator"

@@ -1,0 +1,332 @@
+"""Correction-centric evolution (LeMa §3.2): new questions grown from the questions models got wrong.
+
+Seeds are K questions sampled with replacement from the accepted corrections (`correction_centric`),
+or uniformly from all problems (`general`, the paper's baseline). An LLM writes one new question per
+seed (the project's own evolution prompt, with the paper's constraints); the new question is answered
+`num_answers` (3) times with the CoT prompt; the majority answer becomes gold, and questions without
+a majority are dropped. The result is a folder of `Problem` rows (`source: evolved`) that
+`lema-hub collect` reads back as `problems`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lema_hub import distributed
+from lema_hub.artifacts import HubArgs
+from lema_hub.generation.types import EndpointArgs
+from lema_hub.problems import ProblemArgs
+from lema_hub.publish import finish
+from lema_hub.schema import BACKENDS, DEFAULT_MODEL, PROMPT_STYLES
+
+logger = logging.getLogger(__name__)
+
+STRATEGIES = ("correction_centric", "general")
+DROP_REASONS = (
+    "generation_failed",
+    "empty_question",
+    "same_as_seed",
+    "duplicate",
+    "no_answers",
+    "no_majority",
+)
+_PLACEHOLDER = "{question}"
+
+
+@dataclass
+class EvolveConfig(ProblemArgs, HubArgs, EndpointArgs):
+    """`lema-hub evolve`: new problems from seeds, labelled by majority vote."""
+
+    strategy: str = field(
+        default="correction_centric",
+        metadata={
+            "help": "correction_centric (seeds from accepted corrections, the paper) | general (seeds from all problems)"
+        },
+    )
+    corrections: str | None = field(
+        default=None, metadata={"help": "Corrections folder or Hub id (seeds for correction_centric)"}
+    )
+    corrections_config: str | None = field(
+        default=None,
+        metadata={"help": "Config of the corrections folder to read (default: its main config)."},
+    )
+    num_seeds: int = field(default=100, metadata={"help": "k seeds, sampled with replacement"})
+    seed: int = field(default=0, metadata={"help": "Random seed (sampling, shuffling)."})
+    evolution_prompt_file: str | None = field(
+        default=None, metadata={"help": "A text file with a `{question}` placeholder"}
+    )
+    backend: str = field(default="transformers", metadata={"help": " | ".join(BACKENDS)})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "Writes the new questions"})
+    answer_model: str | None = field(default=None, metadata={"help": "Answers them (default: `model`)"})
+    prompt_style: str = field(default="chat", metadata={"help": " | ".join(PROMPT_STYLES)})
+    evolve_temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature when writing evolved questions."}
+    )
+    evolve_max_tokens: int = field(default=256, metadata={"help": "Max new tokens for an evolved question."})
+    num_answers: int = field(
+        default=3, metadata={"help": "Answers sampled per evolved question (majority vote labels it)."}
+    )
+    answer_temperature: float = field(
+        default=0.7, metadata={"help": "Sampling temperature of the answers used for the vote."}
+    )
+    answer_max_tokens: int = field(default=512, metadata={"help": "Max new tokens per answer."})
+    similarity_threshold: float = field(
+        default=0.8, metadata={"help": 'Word-set Jaccard with the seed at or above which it is "the same"'}
+    )
+    output_dir: str | None = field(default=None, metadata={"help": "Default: outputs/<task>/evolved"})
+    dataset_config_name: str | None = field(
+        default=None, metadata={"help": "Default: the seeds' config name"}
+    )
+    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+
+    def __post_init__(self) -> None:
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            parent()
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}.")
+        if self.num_seeds < 1:
+            raise ValueError(f"num_seeds must be >= 1, got {self.num_seeds}.")
+        if self.num_answers < 2:
+            raise ValueError(f"num_answers must be >= 2 for a majority vote, got {self.num_answers}.")
+        if self.strategy == "correction_centric" and not self.corrections:
+            raise ValueError(
+                "strategy correction_centric needs `corrections` (a corrections folder or Hub id)."
+            )
+
+
+def evolution_prompt(prompt_file: str | None = None) -> str:
+    """The evolution prompt template (the project's own, or `prompt_file`), with a `{question}` slot."""
+    if prompt_file:
+        path = Path(prompt_file)
+        if not path.is_file():
+            raise FileNotFoundError(f"evolution_prompt_file {prompt_file!r} does not exist.")
+        text = path.read_text(encoding="utf-8")
+    else:
+        text = resources.files("lema_hub").joinpath("prompts", "evolution.txt").read_text(encoding="utf-8")
+    if _PLACEHOLDER not in text:
+        raise ValueError(f"The evolution prompt must contain the placeholder {_PLACEHOLDER}.")
+    return text
+
+
+def parse_new_question(text: str | None) -> str | None:
+    """The new question from the evolver's output (label, solution and extra problems cut off)."""
+    if not text:
+        return None
+    t = text.replace("\r\n", "\n").replace("**", "").strip()
+    t = re.sub(r"^\s*(?:new\s+(?:problem|question)\s*:)\s*", "", t, flags=re.I)
+    t = re.split(
+        r"\n\s*\n|\n\s*(?:answer|solution|seed problem|new problem|new question|step 1)\s*[:.]",
+        t,
+        maxsplit=1,
+        flags=re.I,
+    )[0]
+    t = " ".join(t.split())
+    return t if re.search(r"[A-Za-z]", t) else None
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def similarity(a: str, b: str) -> float:
+    wa, wb = _words(a), _words(b)
+    return len(wa & wb) / len(wa | wb) if wa | wb else 1.0
+
+
+def majority(answers: list[str | None], task: str = "gsm8k") -> tuple[str | None, int]:
+    """(majority answer, votes): the largest group of equivalent answers if it is strictly the
+    largest and has at least 2 votes; else (None, votes of the largest group)."""
+    from lema_hub.grading import answer_key
+
+    keys = [answer_key(a, task) if a else None for a in answers]
+    counts = Counter(k for k in keys if k is not None)
+    if not counts:
+        return None, 0
+    (top, n), *rest = counts.most_common()
+    if n < 2 or (rest and rest[0][1] == n):
+        return None, n
+    return answers[keys.index(top)], n
+
+
+def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
+    rng = random.Random(cfg.seed)
+    if cfg.strategy == "correction_centric":
+        from lema_hub.artifacts import load_rows, main_config
+
+        config = cfg.corrections_config or main_config(cfg.corrections)
+        pool = [r for r in load_rows(cfg.corrections, config, missing_ok=True) if r.get("accepted", True)]
+        # One entry per accepted correction: a question corrected more often is drawn more often.
+        name = config
+    else:
+        from lema_hub.problems import load_problems
+
+        pool = [p.to_dict() for p in load_problems(cfg)]
+        name = cfg.problems.replace("/", "_")
+    if not pool:
+        raise ValueError(f"evolve: no seed questions ({cfg.strategy}).")
+    return [pool[rng.randrange(len(pool))] for _ in range(cfg.num_seeds)], name
+
+
+def _engine(cfg: EvolveConfig, model: str, cache: Path):
+    engine_cfg = cfg.engine_config(cfg.backend, model, cfg.prompt_style, progress=cfg.progress)
+    return distributed.make_engine(engine_cfg, cache_path=cache)  # shared by the ranks when launched
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def gsm8k_style_solution(completion: str, answer: str) -> str:
+    """A sampled CoT answer as a GSM8K-layout gold solution (steps on lines, `#### answer`)."""
+    from lema_hub import formats
+
+    steps = formats.steps_with_answer(formats.split_steps(completion), answer)[:-1]
+    return "\n".join(steps + [f"#### {answer}"])
+
+
+@distributed.stage
+def evolve(cfg: EvolveConfig) -> dict[str, Any]:
+    """Write evolved `Problem` rows (config `<task>`); returns the summary (with `output_dir`)."""
+    from lema_hub import formats
+    from lema_hub.artifacts import save_dataset_config
+    from lema_hub.generation import GenerationRequest, SamplingParams
+    from lema_hub.grading import extract_answer
+    from lema_hub.problems import task_of
+    from lema_hub.run_guard import RequestOutcome, guard_publish
+
+    t0 = time.time()
+    seeds, seed_config = _seeds(cfg)
+    name = cfg.dataset_config_name or seed_config
+    out = Path(cfg.output_dir or f"outputs/{name}/evolved")
+    out.mkdir(parents=True, exist_ok=True)
+    template = evolution_prompt(cfg.evolution_prompt_file)
+    answer_model = cfg.answer_model or cfg.model
+    tokens = Counter()
+
+    # 1) one new question per seed draw (the draw index keeps repeated seeds distinct in the cache)
+    def sp(i: int) -> SamplingParams:  # a per-draw seed: a seed drawn twice can grow two questions
+        return SamplingParams(
+            temperature=cfg.evolve_temperature,
+            max_tokens=cfg.evolve_max_tokens,
+            seed=cfg.seed * 1_000_003 + i,
+            stop=["\nSeed Problem:"],
+        )
+
+    reqs = [
+        GenerationRequest(
+            f"evolve-{i}-{_sha(s['question'])}", template.replace(_PLACEHOLDER, s["question"]), sp(i)
+        )
+        for i, s in enumerate(seeds)
+    ]
+    engine = _engine(cfg, cfg.model, out / ".cache" / f"evolve-{_sha(cfg.model)}.jsonl")
+    outcome = RequestOutcome("evolve")
+    try:
+        results = engine.generate(reqs, desc="evolving")
+        outcome.add(results, engine.last_summary)
+    finally:
+        if answer_model != cfg.model:
+            engine.close()
+    drops: Counter = Counter()
+    candidates: list[tuple[dict, str]] = []
+    seen: set[str] = set()
+    for s, res in zip(seeds, results):
+        tokens["prompt_tokens"] += res.prompt_tokens or 0
+        tokens["completion_tokens"] += res.completion_tokens or 0
+        if not res.ok:
+            drops["generation_failed"] += 1
+            continue
+        q = parse_new_question(res.text)
+        if q is None:
+            drops["empty_question"] += 1
+        elif similarity(q, s["question"]) >= cfg.similarity_threshold:
+            drops["same_as_seed"] += 1
+        elif " ".join(sorted(_words(q))) in seen:
+            drops["duplicate"] += 1
+        else:
+            seen.add(" ".join(sorted(_words(q))))
+            candidates.append((s, q))
+
+    # 2) answer each new question num_answers times; majority answer -> gold
+    asp = SamplingParams(
+        temperature=cfg.answer_temperature, max_tokens=cfg.answer_max_tokens, n=cfg.num_answers, seed=cfg.seed
+    )
+    areqs = [GenerationRequest(f"answer-{_sha(q)}", formats.cot_prompt(q), asp) for _, q in candidates]
+    if answer_model != cfg.model:
+        engine = _engine(cfg, answer_model, out / ".cache" / f"answer-{_sha(answer_model)}.jsonl")
+    try:
+        answers = engine.generate(areqs, desc="answering") if areqs else []
+        if areqs:
+            outcome.add(answers, engine.last_summary)
+    finally:
+        engine.close()
+    # Before anything is written: a run whose requests failed never replaces finished rows.
+    guard_publish(outcome, out, "evolve", name, [name])
+    by_req: dict[str, list] = {}
+    for res in answers:
+        by_req.setdefault(res.request_id, []).append(res)
+        tokens["prompt_tokens"] += res.prompt_tokens or 0
+        tokens["completion_tokens"] += res.completion_tokens or 0
+    rows = []
+    for (s, q), req in zip(candidates, areqs):
+        task = task_of(s)
+        outs = sorted(by_req.get(req.request_id, []), key=lambda r: r.sample_index)
+        texts = [r.text if r.ok else None for r in outs]
+        preds = [extract_answer(t, task) if t else None for t in texts]
+        if not any(preds):
+            drops["no_answers"] += 1
+            continue
+        gold, votes = majority(preds, task)
+        if gold is None:
+            drops["no_majority"] += 1
+            continue
+        winner = texts[preds.index(gold)] or ""
+        rows.append(
+            {
+                "problem_id": f"evolved/{_sha(q)}",
+                "source": "evolved",
+                "split": "train",
+                "question": q,
+                "gold_solution": gsm8k_style_solution(winner, gold) if task == "gsm8k" else winner,
+                "gold_answer": gold,
+                "level": s.get("level"),
+                "subject": s.get("subject"),
+                "parent_problem_id": s.get("problem_id"),
+                "parent_question": s.get("question"),
+                "evolution_strategy": cfg.strategy,
+                "evolver": cfg.model,
+                "answerer": answer_model,
+                "answers": [p if p is not None else "" for p in preds],
+                "votes": votes,
+            }
+        )
+    summary: dict[str, Any] = {
+        "strategy": cfg.strategy,
+        "seeds": len(seeds),
+        "unique_seed_questions": len({s["question"] for s in seeds}),
+        "new_questions": len(candidates),
+        "kept": len(rows),
+        "dropped": dict(drops),
+        "keep_rate": round(len(rows) / len(seeds), 4),
+        "tokens": dict(tokens),
+        "output_dir": str(out),
+        "config": name,
+        "requests": {name: outcome.record()},
+        "wall_s": round(time.time() - t0, 2),
+        **distributed.record(),
+    }
+    if not rows:
+        raise ValueError(f"evolve: every new question was dropped ({dict(drops)}); nothing to write.")
+    save_dataset_config(out, name, {"train": rows})
+    finish(out, "evolved", cfg, summary, recipe="evolve")
+    logger.info("evolved %d/%d questions (dropped: %s)", len(rows), len(seeds), dict(drops))
+    return summary
