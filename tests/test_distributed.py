@@ -22,7 +22,7 @@ from lema_hub import distributed
 from lema_hub.distributed import World
 from lema_hub.problems import load_sample
 from tests.fake_openai_server import FakeOpenAIServer
-from tests.test_mistakes import graded_responder
+from tests.test_collect import graded_responder
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_CONFIG = REPO / "recipes" / "accelerate_configs" / "cpu_multiprocess.yaml"
@@ -244,8 +244,8 @@ def test_collect_and_correct_on_two_ranks_equal_one_process(tmp_path):
 def test_evolve_and_evaluate_on_two_ranks_equal_one_process(tmp_path):
     from lema_hub.evaluate import EvalConfig, evaluate
     from lema_hub.evolve import EvolveConfig, evolve
-    from tests.test_evolution import _corrections_folder
-    from tests.test_evolution import responder as evolve_responder
+    from tests.test_evolve import _corrections_folder
+    from tests.test_evolve import responder as evolve_responder
 
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()

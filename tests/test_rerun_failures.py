@@ -23,7 +23,7 @@ import yaml
 
 from lema_hub.run_guard import RequestOutcome, RequestsFailed, cause_of, is_permanent
 from tests.fake_openai_server import FakeOpenAIServer
-from tests.test_mistakes import graded_responder
+from tests.test_collect import graded_responder
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "test-secret-key-0123456789"
@@ -209,7 +209,7 @@ def _corrections_responder(rows: list[dict]):
 
 def test_correct_rerun_against_a_dead_endpoint_keeps_the_accepted_corrections(tmp_path):
     from lema_hub.correct import CorrectConfig, correct
-    from tests.test_correction import _mistakes_folder
+    from tests.test_correct import _mistakes_folder
 
     mistakes, rows = _mistakes_folder(tmp_path)
     out = tmp_path / "corrections"
@@ -235,7 +235,7 @@ def test_correct_rerun_against_a_dead_endpoint_keeps_the_accepted_corrections(tm
 # ------------------------------------------------------------------------------------------- evolve
 def test_evolve_rerun_against_a_dead_endpoint_keeps_the_evolved_problems(tmp_path):
     from lema_hub.evolve import EvolveConfig, evolve
-    from tests.test_evolution import _corrections_folder, responder
+    from tests.test_evolve import _corrections_folder, responder
 
     out = tmp_path / "evolved"
 
