@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import re
-import statistics
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,37 +29,25 @@ from typing import Any
 
 from lema_hub import distributed
 from lema_hub.artifacts import HubArgs
+from lema_hub.formats import NAMED_TEMPLATES, PromptTemplate, load_prompt_template
 from lema_hub.generation.types import EndpointArgs
+from lema_hub.metrics import comparison_table, model_card_table, protocol_notes, summarize_rows
 from lema_hub.models import is_hub_id, read_model_meta, resolve_prompt_style
+from lema_hub.predictions import match_predictions, read_records
 from lema_hub.problems import Problem, ProblemArgs, eval_only_source
 from lema_hub.publish import finish
 from lema_hub.schema import (
-    AUTO,
     BACKENDS,
     DEFAULT_MODEL,
     EMBEDDED_PREFIX,
     MATH_TASKS,
     MODEL_META_FILE,
     PROMPT_STYLE_CHOICES,
-    PROMPT_STYLES,
     TINY_PREFIX,
     conform,
     eval_detail_features,
     task_dataset_id,
 )
-
-# Base models continue past their answer with a new "Question:"; cut there (chat models stop at EOS).
-PLAIN_STOP = ["\nQuestion:", "\n\nPlease solve the following math problem."]
-# Named evaluation prompt templates ({question} is replaced by the normalized question).
-# lema: the paper's CoT prompt (formats.COT_PROMPT). alpaca: the Alpaca template the paper used for
-# WizardMath models, with its "Let's think step by step." (as quoted in the LeMa paper).
-ALPACA_TEMPLATE = (
-    "Below is an instruction that describes a task. Write a response that appropriately completes the "
-    "request.\n\n### Instruction:\n{question}\n\n### Response: Let's think step by step.\n"
-)
-NAMED_TEMPLATES = ("lema", "alpaca")
-# Where a base model starts a new example after its answer, per template (plain prompts only).
-TEMPLATE_STOPS = {"alpaca": ["\n### Instruction:", "\n\nBelow is an instruction"]}
 
 
 @dataclass
@@ -172,187 +158,6 @@ class EvalConfig(ProblemArgs, HubArgs, EndpointArgs):
 
 
 # ---------------------------------------------------------------------------------------------
-# Statistics
-# ---------------------------------------------------------------------------------------------
-
-
-def _z(confidence: float) -> float:
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}.")
-    return statistics.NormalDist().inv_cdf(0.5 + confidence / 2)
-
-
-def wilson_interval(successes: int, total: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (well-behaved at 0 % and 100 %)."""
-    if total <= 0:
-        return (0.0, 0.0)
-    if not 0 <= successes <= total:
-        raise ValueError(f"successes must be in [0, {total}], got {successes}.")
-    z = _z(confidence)
-    p = successes / total
-    denom = 1 + z * z / total
-    center = (p + z * z / (2 * total)) / denom
-    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
-    # At 0 % / 100 % the bound is exactly 0 / 1 (floating point would leave ~1e-17).
-    low = 0.0 if successes == 0 else max(0.0, center - half)
-    high = 1.0 if successes == total else min(1.0, center + half)
-    return (low, high)
-
-
-def bootstrap_interval(
-    scores: Sequence[float], confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of per-problem scores (for pass@1 from n samples)."""
-    import numpy as np
-
-    if len(scores) == 0:
-        return (0.0, 0.0)
-    arr = np.asarray(scores, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = arr[rng.integers(0, len(arr), size=(n_resamples, len(arr)))].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    return (float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha)))
-
-
-def pass_at_k(n: int, c: int, k: int = 1) -> float:
-    """Unbiased pass@k from n samples with c correct (Chen et al. 2021); pass@1 = c / n."""
-    if n <= 0 or not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k}).")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
-def accuracy_with_interval(scores: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
-    """Mean score with a 95 % interval: Wilson when every score is 0/1, else bootstrap. Fractions."""
-    n = len(scores)
-    acc = sum(scores) / n if n else 0.0
-    if all(s in (0, 1) for s in scores):
-        low, high = wilson_interval(int(sum(scores)), n, confidence)
-        method = "wilson"
-    else:
-        low, high = bootstrap_interval(scores, confidence)
-        method = "bootstrap"
-    return {"accuracy": acc, "ci_low": low, "ci_high": high, "ci_method": method, "n": n}
-
-
-def summarize_rows(rows: Sequence[dict[str, Any]], confidence: float = 0.95) -> dict[str, Any]:
-    """Metrics of one (model, benchmark) from its details rows (one row per sample).
-
-    Accuracy is the mean over problems of pass@1 estimated from that problem's samples; the invalid rate
-    is the share of samples with no extractable answer. Breakdowns by level and subject when present.
-    """
-    by_problem: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in rows:
-        by_problem[r["problem_id"]].append(r)
-    scores = {
-        pid: pass_at_k(len(rs), sum(r["verdict"] == "correct" for r in rs), 1)
-        for pid, rs in by_problem.items()
-    }
-    out = accuracy_with_interval(list(scores.values()), confidence)
-    out["num_problems"] = out.pop("n")
-    out["num_samples"] = len(rows)
-    out["samples_per_problem"] = len(rows) / len(by_problem) if by_problem else 0
-    out["invalid_rate"] = sum(r["predicted_answer"] is None for r in rows) / len(rows) if rows else 0.0
-    out["error_count"] = sum(bool(r.get("error")) for r in rows)
-    out["truncated_rate"] = sum(r.get("finish_reason") == "length" for r in rows) / len(rows) if rows else 0.0
-    tokens = [r["completion_tokens"] for r in rows if r.get("completion_tokens") is not None]
-    out["mean_output_tokens"] = sum(tokens) / len(tokens) if tokens else None
-    for key in ("level", "subject"):
-        groups: dict[str, list[float]] = defaultdict(list)
-        for pid, rs in by_problem.items():
-            value = rs[0].get(key)
-            if value is not None:
-                groups[str(value)].append(scores[pid])
-        if groups:
-            out[f"by_{key}"] = {
-                g: {k: v for k, v in accuracy_with_interval(s, confidence).items() if k != "ci_method"}
-                for g, s in sorted(groups.items(), key=lambda kv: _natural_key(kv[0]))
-            }
-    return out
-
-
-def _natural_key(s: str) -> tuple:
-    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s))
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables
-# ---------------------------------------------------------------------------------------------
-
-
-def _pct(x: float | None, digits: int = 1) -> str:
-    return "–" if x is None else f"{100 * x:.{digits}f}"
-
-
-def comparison_table(results: dict[str, dict[str, Any]]) -> str:
-    """Markdown tables across models, one per benchmark, from `results.json`-style entries."""
-    by_bench: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for entry in results.values():
-        by_bench[entry["benchmark"]].append(entry)
-    parts = []
-    for bench, entries in sorted(by_bench.items()):
-        proto = entries[0]["protocol"]
-        parts.append(f"### {bench} ({entries[0]['num_problems']} problems, {proto['decoding']})\n")
-        parts.append(
-            "| Model | pass@1 (%) | 95% CI | Invalid (%) | Truncated (%) | Mean output tokens | Prompt |"
-        )
-        parts.append("|---|---:|---:|---:|---:|---:|---|")
-        for e in sorted(entries, key=lambda e: -e["accuracy"]):
-            tok = "–" if e["mean_output_tokens"] is None else f"{e['mean_output_tokens']:.0f}"
-            parts.append(
-                f"| {e['model_label']} | {_pct(e['accuracy'])} | {_pct(e['ci_low'])}–{_pct(e['ci_high'])} "
-                f"| {_pct(e['invalid_rate'])} | {_pct(e['truncated_rate'])} | {tok} | {_prompt_cell(e['protocol'])} |"
-            )
-        for key in ("level", "subject"):
-            models_with = [e for e in entries if e.get(f"by_{key}")]
-            if not models_with:
-                continue
-            groups = sorted({g for e in models_with for g in e[f"by_{key}"]}, key=_natural_key)
-            parts.append(f"\npass@1 (%) by {key}:\n")
-            parts.append("| Model | " + " | ".join(groups) + " |")
-            parts.append("|---|" + "---:|" * len(groups))
-            for e in models_with:
-                cells = [_pct(e[f"by_{key}"][g]["accuracy"]) if g in e[f"by_{key}"] else "–" for g in groups]
-                parts.append(f"| {e['model_label']} | " + " | ".join(cells) + " |")
-        parts.append("")
-    return "\n".join(parts).strip() + "\n"
-
-
-def _prompt_cell(protocol: dict[str, Any]) -> str:
-    template = protocol.get("prompt")
-    style = protocol["prompt_style"]
-    return style if template in (None, "lema-cot") else f"{template}, {style}"
-
-
-def model_card_table(entries: Sequence[dict[str, Any]]) -> str:
-    """The results table written into a model's card."""
-    lines = [
-        "| Benchmark | pass@1 (%) | 95% CI | Invalid (%) | Problems | Protocol |",
-        "|---|---:|---:|---:|---:|---|",
-    ]
-    for e in entries:
-        lines.append(
-            f"| {e['benchmark']} | {_pct(e['accuracy'])} | {_pct(e['ci_low'])}–{_pct(e['ci_high'])} "
-            f"| {_pct(e['invalid_rate'])} | {e['num_problems']} | {protocol_notes(e['protocol'])} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def protocol_notes(protocol: dict[str, Any]) -> str:
-    n = protocol["num_samples"]
-    est = "" if n == 1 else f", pass@1 from {n} samples"
-    if protocol.get("answer_rounding") is not None:
-        est += f", numbers compared after rounding to {protocol['answer_rounding']} decimals"
-    template = protocol.get("prompt")
-    prompt = "" if template in (None, "lema-cot") else f"{template} template, "
-    return (
-        f"zero-shot CoT ({prompt}{protocol['prompt_style']} prompt), {protocol['decoding']}, "
-        f"max {protocol['max_new_tokens']} new tokens{est}"
-    )
-
-
-# ---------------------------------------------------------------------------------------------
 # Names
 # ---------------------------------------------------------------------------------------------
 
@@ -437,57 +242,6 @@ def _write_minimal_model_card(folder: Path) -> None:
     )
 
 
-@dataclass(frozen=True)
-class PromptTemplate:
-    """An evaluation prompt: `name` as recorded (lema-cot, alpaca, file:<name>), its text, its hash."""
-
-    name: str
-    text: str
-    sha256: str
-
-    def render(self, question: str) -> str:
-        from lema_hub.formats import normalize_question
-
-        # str.replace, not format: a template file may hold other braces (LaTeX, JSON examples).
-        return self.text.replace("{question}", normalize_question(question))
-
-    def stops(self) -> list[str]:
-        """Default stop strings for plain prompts: where a base model starts the next example."""
-        if self.name == "lema-cot":
-            return list(PLAIN_STOP)
-        if self.name in TEMPLATE_STOPS:
-            return list(TEMPLATE_STOPS[self.name])
-        first = self.text.split("{question}", 1)[0].strip().split("\n", 1)[0].strip()
-        return ["\n" + first] if first else []
-
-    def record(self) -> dict[str, str]:
-        return {"prompt": self.name, "prompt_template": self.text, "prompt_template_sha256": self.sha256}
-
-
-def load_prompt_template(spec: str | None) -> PromptTemplate:
-    """`lema` (default) | `alpaca` | a text file with `{question}` -> PromptTemplate."""
-    import hashlib
-
-    from lema_hub.formats import COT_PROMPT
-
-    spec = spec or "lema"
-    if spec == "lema":
-        name, text = "lema-cot", COT_PROMPT
-    elif spec == "alpaca":
-        name, text = "alpaca", ALPACA_TEMPLATE
-    else:
-        path = Path(spec).expanduser()
-        if not path.is_file():
-            raise ValueError(
-                f"prompt template {spec!r} is neither a named template ({', '.join(NAMED_TEMPLATES)}) nor a file."
-            )
-        text = path.read_text(encoding="utf-8")
-        if "{question}" not in text:
-            raise ValueError(f"prompt template file {path.name}: it has no {{question}} placeholder.")
-        name = f"file:{path.name}"
-    return PromptTemplate(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())
-
-
 def model_templates(cfg: EvalConfig) -> list[PromptTemplate]:
     """One template per model in `cfg.models` (a single configured template applies to all)."""
     specs = cfg.prompt_templates or ["lema"]
@@ -501,102 +255,6 @@ def _build_prompt(question: str, style: str, template: PromptTemplate | None = N
 
     text = template.render(question) if template is not None else cot_prompt(question)
     return as_messages(text) if style == "chat" else text
-
-
-# ---------------------------------------------------------------------------------------------
-# Predictions files
-# ---------------------------------------------------------------------------------------------
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl, .json (list of objects) or .parquet file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Predictions file {path} does not exist.")
-    if path.suffix == ".jsonl":
-        rows = []
-        with path.open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{i} is not valid JSON: {exc}") from None
-        return rows
-    if path.suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise ValueError(f"{path} must hold a JSON list of objects.")
-        return data
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    raise ValueError(f"Predictions file {path} must be .jsonl, .json or .parquet.")
-
-
-def _norm(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-_QUESTION_IN_PROMPT = re.compile(r"Question:\s*(.*?)\s*\nAnswer:", re.S)
-
-
-def match_predictions(
-    problems: Sequence[Problem], rows: Sequence[dict[str, Any]], column: str
-) -> list[list[str]]:
-    """Completions per problem (several rows per problem = several samples).
-
-    Rows are matched by `problem_id`, else `question`, else the question inside a LeMa CoT `prompt`,
-    else by position (then the file must have exactly one row per problem). Rows matching no problem
-    (e.g. outside `problems_limit`) are ignored; a problem without a completion is an error.
-    """
-    if not rows:
-        raise ValueError("The predictions file is empty.")
-    if column not in rows[0]:
-        raise ValueError(f"Predictions have no column {column!r} (columns: {', '.join(rows[0])}).")
-    out: list[list[str]] = [[] for _ in problems]
-    cols = set(rows[0])
-    if "problem_id" in cols:
-        index = {p.problem_id: [i] for i, p in enumerate(problems)}
-        keys = [str(r["problem_id"]) for r in rows]
-    elif "question" in cols or "prompt" in cols:
-        index = defaultdict(list)
-        for i, p in enumerate(problems):
-            index[_norm(p.question)].append(i)
-        keys = []
-        for r in rows:
-            if "question" in cols:
-                keys.append(_norm(r["question"]))
-            else:
-                m = _QUESTION_IN_PROMPT.search(str(r["prompt"]))
-                keys.append(_norm(m.group(1) if m else r["prompt"]))
-    else:
-        if len(rows) != len(problems):
-            raise ValueError(
-                f"Predictions have {len(rows)} rows for {len(problems)} problems and no problem_id/question/prompt "
-                "column to match them by."
-            )
-        return [[_completion_text(r, column)] for r in rows]
-    for key, row in zip(keys, rows):
-        targets = index.get(key)
-        if targets:
-            # Duplicate questions: give each row to the least-served problem with that text.
-            i = min(targets, key=lambda t: len(out[t]))
-            out[i].append(_completion_text(row, column))
-    missing = [problems[i].problem_id for i, c in enumerate(out) if not c]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} of {len(problems)} problems have no prediction (first: {', '.join(missing[:3])})."
-        )
-    return out
-
-
-def _completion_text(row: dict[str, Any], column: str) -> str:
-    value = row[column]
-    if isinstance(value, list):  # a conversational completion: [{"role": "assistant", "content": ...}]
-        value = "".join(m.get("content", "") for m in value if isinstance(m, dict))
-    return "" if value is None else str(value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -838,6 +496,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     from lema_hub.run_guard import RequestOutcome, RequestsFailed, earlier_requests, guard_publish
 
     if cfg.checkpoints:
+        from lema_hub.sweep import evaluate_checkpoints  # deferred: lema_hub.sweep imports this module
+
         return evaluate_checkpoints(cfg)
     _validate(cfg)
     problems = load_problems(cfg)
@@ -968,139 +628,3 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         "model_cards": cards,
         "pushed": pushed,
     }
-
-
-# ---------------------------------------------------------------------------------------------
-# Model selection: every checkpoint of a run
-# ---------------------------------------------------------------------------------------------
-
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
-    """(step, folder) of every `checkpoint-<step>` in a run folder, by step."""
-    run = Path(run_dir).expanduser()
-    if not run.is_dir():
-        raise ValueError(f"checkpoints: {run} is not a folder (give a training run's output_dir).")
-    found = []
-    for child in run.iterdir():
-        m = _CHECKPOINT.match(child.name)
-        if m and child.is_dir():
-            found.append((int(m.group(1)), child))
-    if not found:
-        raise ValueError(f"checkpoints: {run} has no checkpoint-* folders (train with save_strategy: steps).")
-    return sorted(found)
-
-
-def sweep_summary(points: Sequence[dict[str, Any]], top_k: int = 3) -> dict[str, Any]:
-    """Best (ties: the earliest step), mean of the best `top_k` and last of per-step results."""
-    if not points:
-        raise ValueError("sweep_summary needs at least one checkpoint result.")
-    by_step = sorted(points, key=lambda p: p["step"])
-    ranked = sorted(by_step, key=lambda p: (-p["accuracy"], p["step"]))
-    top = ranked[:top_k]
-    return {
-        "points": by_step,
-        "best": ranked[0],
-        "best3_mean": sum(p["accuracy"] for p in top) / len(top),
-        "best3_steps": [p["step"] for p in top],
-        "last": by_step[-1],
-    }
-
-
-def _dev_selection(select_on: str, benchmark_points: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """The step that is best on a dev sweep (from its output folder), with this split's accuracy at that step."""
-    from lema_hub.schema import SWEEP_FILE
-
-    path = Path(select_on).expanduser() / SWEEP_FILE
-    if not path.is_file():
-        raise ValueError(f"select_on: {path} does not exist (run the dev sweep into that output_dir first).")
-    dev_sweeps = json.loads(path.read_text())
-    if len(dev_sweeps) != 1:
-        raise ValueError(f"select_on: {path} holds sweeps for {sorted(dev_sweeps)}; use a folder with one.")
-    dev = next(iter(dev_sweeps.values()))
-    step = dev["best"]["step"]
-    if step not in benchmark_points:
-        raise ValueError(f"select_on: the dev sweep's best step {step} was not evaluated here.")
-    return {
-        "step": step,
-        "dev_accuracy": dev["best"]["accuracy"],
-        "accuracy": benchmark_points[step]["accuracy"],
-        "problems_split": dev["problems_split"],
-        "num_problems": dev["num_problems"],
-        "benchmark": dev["benchmark"],
-    }
-
-
-def evaluate_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
-    """Evaluate every `checkpoint-*` of `cfg.checkpoints` (one details config each, each resumable
-    from its own generation cache), then write the sweep to `checkpoint_sweep.json` in the output folder
-    and, when the run folder is a lema_hub model folder, onto its card (curve, best, best-3 mean, last)."""
-    from lema_hub.cards.sweep import write_checkpoint_sweep
-
-    run = Path(cfg.checkpoints).expanduser()
-    found = list_checkpoints(run)
-    if cfg.prompt_templates is not None and len(cfg.prompt_templates) != 1:
-        raise ValueError("With checkpoints, give one prompt template (every checkpoint is the same model).")
-    prefix = model_short_name(str(run))
-    style = cfg.prompt_style
-    if style == "auto":  # the run's prompt style, not a guess from each checkpoint's tokenizer
-        trained = read_model_meta(run).get("prompt_style")
-        style = trained if trained in PROMPT_STYLES else AUTO
-    sub = dataclasses.replace(
-        cfg,
-        checkpoints=None,
-        models=[str(path) for _, path in found],
-        model_labels=[f"{prefix}-step-{step}" for step, _ in found],
-        prompt_style=style,
-        update_model_card=False,  # checkpoints have no card; the sweep goes on the run's card below
-    )
-    summary = evaluate(sub)
-    benchmark = summary["benchmark"]
-    points = []
-    for (step, path), label in zip(found, sub.model_labels):
-        entry = summary["results"][f"{label}-{benchmark}{_shard_suffix(cfg)}"]
-        points.append(
-            {
-                "step": step,
-                "checkpoint": path.name,
-                "accuracy": entry["accuracy"],
-                "ci_low": entry["ci_low"],
-                "ci_high": entry["ci_high"],
-                "details_config": entry["details_config"],
-            }
-        )
-    first = summary["results"][points[0]["details_config"]]
-    sweep = {
-        "benchmark": benchmark,
-        "benchmark_dataset": first["benchmark_dataset"],
-        "problems_split": cfg.problems_split,
-        "num_problems": first["num_problems"],
-        "protocol_notes": protocol_notes(first["protocol"]),
-        "selection_protocol": "best on this split (the paper's; optimistic on a test split)",
-        **sweep_summary(points),
-    }
-    if cfg.select_on:
-        sweep["selected_on_dev"] = _dev_selection(cfg.select_on, {p["step"]: p for p in points})
-    out_dir = Path(cfg.output_dir)
-    write_checkpoint_sweep_json(out_dir, benchmark, sweep)
-    card = owned_model_folder(str(run))
-    if card is not None and cfg.update_model_card and not cfg.shard:
-        write_checkpoint_sweep(card, benchmark, sweep)
-    summary["sweep"] = sweep
-    summary["model_cards"] = [str(card)] if card is not None and cfg.update_model_card else []
-    return summary
-
-
-def _shard_suffix(cfg: EvalConfig) -> str:
-    return f"-shard-{cfg.shard.replace('/', '-of-')}" if cfg.shard else ""
-
-
-def write_checkpoint_sweep_json(out_dir: Path, benchmark: str, sweep: dict[str, Any]) -> None:
-    """`<output_dir>/checkpoint_sweep.json`: {benchmark: sweep} (what `select_on` reads)."""
-    from lema_hub.schema import SWEEP_FILE
-
-    path = out_dir / SWEEP_FILE
-    sweeps = json.loads(path.read_text()) if path.is_file() else {}
-    sweeps[benchmark] = sweep
-    path.write_text(json.dumps(sweeps, indent=2, ensure_ascii=False) + "\n")

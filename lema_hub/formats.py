@@ -12,7 +12,10 @@ No other module writes these strings; they import them from here.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from lema_hub.schema import PROMPT_STYLES
@@ -420,3 +423,63 @@ def to_prompt_completion(prompt: str, completion: str | None, style: PromptStyle
             else [{"role": "assistant", "content": completion.strip()}],
         }
     raise ValueError(f"unknown prompt style {style!r}; expected one of {PROMPT_STYLES}")
+
+
+# --------------------------------------------------------------------------------- evaluation prompts
+# Base models continue past their answer with a new "Question:"; cut there (chat models stop at EOS).
+PLAIN_STOP = ["\nQuestion:", "\n\nPlease solve the following math problem."]
+# Named evaluation prompt templates ({question} is replaced by the normalized question).
+# lema: the paper's CoT prompt (formats.COT_PROMPT). alpaca: the Alpaca template the paper used for
+# WizardMath models, with its "Let's think step by step." (as quoted in the LeMa paper).
+ALPACA_TEMPLATE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the "
+    "request.\n\n### Instruction:\n{question}\n\n### Response: Let's think step by step.\n"
+)
+NAMED_TEMPLATES = ("lema", "alpaca")
+# Where a base model starts a new example after its answer, per template (plain prompts only).
+TEMPLATE_STOPS = {"alpaca": ["\n### Instruction:", "\n\nBelow is an instruction"]}
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """An evaluation prompt: `name` as recorded (lema-cot, alpaca, file:<name>), its text, its hash."""
+
+    name: str
+    text: str
+    sha256: str
+
+    def render(self, question: str) -> str:
+        # str.replace, not format: a template file may hold other braces (LaTeX, JSON examples).
+        return self.text.replace("{question}", normalize_question(question))
+
+    def stops(self) -> list[str]:
+        """Default stop strings for plain prompts: where a base model starts the next example."""
+        if self.name == "lema-cot":
+            return list(PLAIN_STOP)
+        if self.name in TEMPLATE_STOPS:
+            return list(TEMPLATE_STOPS[self.name])
+        first = self.text.split("{question}", 1)[0].strip().split("\n", 1)[0].strip()
+        return ["\n" + first] if first else []
+
+    def record(self) -> dict[str, str]:
+        return {"prompt": self.name, "prompt_template": self.text, "prompt_template_sha256": self.sha256}
+
+
+def load_prompt_template(spec: str | None) -> PromptTemplate:
+    """`lema` (default) | `alpaca` | a text file with `{question}` -> PromptTemplate."""
+    spec = spec or "lema"
+    if spec == "lema":
+        name, text = "lema-cot", COT_PROMPT
+    elif spec == "alpaca":
+        name, text = "alpaca", ALPACA_TEMPLATE
+    else:
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"prompt template {spec!r} is neither a named template ({', '.join(NAMED_TEMPLATES)}) nor a file."
+            )
+        text = path.read_text(encoding="utf-8")
+        if "{question}" not in text:
+            raise ValueError(f"prompt template file {path.name}: it has no {{question}} placeholder.")
+        name = f"file:{path.name}"
+    return PromptTemplate(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest())

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from lema_hub.evaluate import EvalConfig, evaluate, list_checkpoints, sweep_summary
+from lema_hub.evaluate import EvalConfig, evaluate
+from lema_hub.sweep import list_checkpoints, sweep_summary
 
 
 def _pt(step: int, acc: float) -> dict:

@@ -11,19 +11,16 @@ import pytest
 import torch
 import yaml
 
-from lema_hub.evaluate import (
-    EvalConfig,
+from lema_hub.evaluate import EvalConfig, evaluate, model_short_name, owned_model_folder
+from lema_hub.metrics import (
     accuracy_with_interval,
     bootstrap_interval,
     comparison_table,
-    evaluate,
-    match_predictions,
-    model_short_name,
-    owned_model_folder,
     pass_at_k,
     summarize_rows,
     wilson_interval,
 )
+from lema_hub.predictions import match_predictions
 from lema_hub.problems import Problem, ProblemArgs, load_problems
 
 TINY_MODEL = "tiny:smollm2"
@@ -398,8 +395,7 @@ def test_lora_adapter_folder_is_evaluated_over_its_base(tmp_path, tiny_model):
 
 
 def test_named_and_file_prompt_templates(tmp_path):
-    from lema_hub.evaluate import load_prompt_template
-    from lema_hub.formats import cot_prompt
+    from lema_hub.formats import cot_prompt, load_prompt_template
 
     lema = load_prompt_template("lema")
     assert lema.name == "lema-cot" and lema.render("What is  2 + 2?") == cot_prompt("What is 2 + 2?")
