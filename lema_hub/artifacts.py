@@ -28,6 +28,7 @@ import yaml
 
 from lema_hub.configs import TOKEN_RE, is_secret, scrub_secrets, secret_values
 from lema_hub.errors import InvalidInputError, MissingInputError
+from lema_hub.filemodes import honour_umask
 from lema_hub.models import is_hub_id
 from lema_hub.schema import CONFIG_FILE, DATA_DIR, README, SUMMARY_FILE
 
@@ -210,30 +211,6 @@ def _read_card(folder: Path) -> tuple[dict[str, Any], str]:
     if not isinstance(meta, dict):
         raise ValueError(f"{path}: the YAML header is not a mapping.")
     return meta, m.group(2)
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def honour_umask(path: str | os.PathLike) -> None:
-    """Give a `mkstemp` file (0600) or `mkdtemp` folder (0700) the mode a plain open/mkdir would have.
-
-    Artifacts are read by other users (a demo container under another uid), so they get
-    0666/0777 minus the umask like every other file, not the temp-file defaults.
-    """
-    base = 0o777 if os.path.isdir(path) else 0o666
-    os.chmod(path, base & ~current_umask())
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

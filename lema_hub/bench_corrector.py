@@ -28,7 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lema_hub.artifacts import read_run_record, save_dataset_config
+from lema_hub.cards.plots import _plot
+from lema_hub.cards.stats import _all_values, _column
 from lema_hub.correct import CorrectConfig
+from lema_hub.corrector import claims
 from lema_hub.corrector.parse import parse_correction
 from lema_hub.corrector.prompt import (
     CorrectorPrompt,
@@ -37,6 +41,7 @@ from lema_hub.corrector.prompt import (
     split_demonstrations,
 )
 from lema_hub.corrector.reference import reference_rules_ref, reference_step
+from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 from lema_hub.models import is_hub_id
 from lema_hub.publish import finish
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, TASKS
@@ -280,7 +285,6 @@ def _scored(item: dict, protocol: str, pred: dict) -> dict:
 
 
 def _reference_rows(items: list[dict], protocol: str) -> list[dict]:
-    from lema_hub.corrector import claims
 
     ref = f"{reference_rules_ref()}+{claims.rules_ref()}"
     rows = []
@@ -322,8 +326,6 @@ def bench_rows(
         for protocol in cfg.protocols:
             rows += _reference_rows([it for p, it in jobs if p == protocol], protocol)
         return rows, tokens
-
-    from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 
     prompts: dict[tuple[str, str], CorrectorPrompt] = {}
 
@@ -500,7 +502,6 @@ def _default_output_dir(cfg: BenchCorrectorConfig) -> Path:
 
 
 def _check_output_dir(output_dir: Path) -> None:
-    from lema_hub.artifacts import read_run_record
 
     _, summaries = read_run_record(output_dir) if output_dir.is_dir() else ({}, {})
     others = sorted(k for k in summaries if k != RECIPE)
@@ -513,7 +514,6 @@ def _check_output_dir(output_dir: Path) -> None:
 
 def bench_corrector(cfg: BenchCorrectorConfig) -> dict[str, Any]:
     """Run the corrector on the labelled items; write details per protocol, a summary and a card."""
-    from lema_hub.artifacts import save_dataset_config
 
     t0 = time.time()
     output_dir = Path(cfg.output_dir) if cfg.output_dir else _default_output_dir(cfg)
@@ -621,8 +621,6 @@ def _pct(x: float | None) -> str:
 
 def card_stats(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
     """`write_dataset_card` statistics for kind `corrector_bench`, computed from the parquet details."""
-    from lema_hub.cards.plots import _plot
-    from lema_hub.cards.stats import _all_values, _column
 
     rows = []
     for config, splits in tables.items():

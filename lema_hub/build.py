@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub.artifacts import HubArgs
+from lema_hub import formats
+from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
 from lema_hub.formats import corrected_solution
-from lema_hub.problems import ProblemArgs
+from lema_hub.problems import ProblemArgs, load_problems
 from lema_hub.publish import finish
 from lema_hub.schema import PROMPT_STYLES, conform, training_row_features
 
@@ -115,7 +116,6 @@ def _lines_without(text: str, label: str) -> str:
 
 def correction_completion(row: dict, view: str = "lema") -> tuple[str, str]:
     """(prompt, completion) of one accepted correction in the paper's format, or an ablation of it."""
-    from lema_hub import formats
 
     steps = list(row["steps"])
     prompt = formats.correction_prompt(row["question"], steps)
@@ -137,14 +137,12 @@ def correction_completion(row: dict, view: str = "lema") -> tuple[str, str]:
 
 def cot_completion(question: str, steps: list[str], answer: str) -> tuple[str, str]:
     """(prompt, completion) of a CoT row: steps joined as a rationale + `The answer is X.`."""
-    from lema_hub import formats
 
     body = formats.steps_with_answer(list(steps), answer)[:-1]
     return formats.cot_prompt(question), formats.cot_target(" ".join(s.strip() for s in body), answer)
 
 
 def _row(kind: str, origin: str, src: dict, prompt: str, completion: str, style: str) -> dict:
-    from lema_hub import formats
 
     row = formats.to_prompt_completion(prompt, completion, style)
     return {
@@ -160,7 +158,6 @@ def _row(kind: str, origin: str, src: dict, prompt: str, completion: str, style:
 
 
 def gold_cot_rows(problems: list[Any], style: str) -> list[dict]:
-    from lema_hub import formats
 
     rows = []
     for p in problems:
@@ -236,7 +233,6 @@ def ngrams(text: str, n: int = 8) -> set[tuple[str, ...]]:
 
 def load_test_questions(spec: str, path: str | None = None, split: str = "test") -> list[str]:
     """Questions of a held-out set: a TEST_SETS name, a Hub id, or a local file."""
-    from lema_hub.problems import load_problems
 
     problems, psplit = TEST_SETS.get(spec, (spec, split))
     args = ProblemArgs(problems=problems, problems_split=psplit, problems_path=path)
@@ -264,8 +260,6 @@ def decontaminate(rows: list[dict], test_questions: list[str], n: int = 8) -> tu
 
 def build(cfg: BuildConfig) -> dict[str, Any]:
     """Write `<task>-<view>` configs of training rows; returns the summary (with `output_dir`)."""
-    from lema_hub.artifacts import load_rows, main_config, save_dataset_config
-    from lema_hub.problems import load_problems
 
     t0 = time.time()
     if not cfg.corrections and "cot" not in cfg.views:

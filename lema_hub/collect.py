@@ -29,11 +29,23 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from lema_hub import distributed
-from lema_hub.artifacts import HubArgs
+from lema_hub.artifacts import HubArgs, discover_configs, load_artifact, read_run_record, save_dataset_config
 from lema_hub.distributed import shard_dir
+from lema_hub.errors import InvalidInputError
+from lema_hub.formats import cot_prompt, split_steps
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.problems import ProblemArgs, parse_shard
+from lema_hub.grading import (
+    CORRECT,
+    EXTRACTIONS,
+    NO_ANSWER,
+    TRUNCATED,
+    VERDICTS,
+    WRONG,
+    format_ok,
+    grade_rows,
+)
+from lema_hub.problems import ProblemArgs, load_problems, parse_shard, task_of
 from lema_hub.publish import finish
 from lema_hub.run_guard import RequestOutcome, guard_publish
 from lema_hub.schema import BACKENDS, DEFAULT_MODEL, TRAIN_TASKS, conform, mistake_features, sample_features
@@ -161,7 +173,6 @@ class CollectConfig(ProblemArgs, HubArgs, EndpointArgs):
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
         if self.merge_shards and self.shard:
             raise ValueError("merge_shards merges every shard: run it without --shard.")
-        from lema_hub.grading import EXTRACTIONS
 
         if self.extraction not in EXTRACTIONS:
             raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)}, got {self.extraction!r}.")
@@ -205,7 +216,6 @@ def config_name_for(cfg: CollectConfig, problems: list) -> str:
         return cfg.dataset_config_name
     if cfg.problems in TRAIN_TASKS:
         return cfg.problems
-    from lema_hub.problems import task_of
 
     return task_of(problems[0]) if problems else "default"
 
@@ -217,7 +227,6 @@ def normalise(text: str) -> str:
 
 def mistake_verdicts(include_unfinished: bool = False) -> tuple[str, ...]:
     """The verdicts a mistakes config holds: ``wrong``, plus ``no_answer`` / ``truncated`` on request."""
-    from lema_hub.grading import NO_ANSWER, TRUNCATED, WRONG
 
     return (WRONG, NO_ANSWER, TRUNCATED) if include_unfinished else (WRONG,)
 
@@ -243,7 +252,6 @@ def select_mistakes(samples: list[dict], include_unfinished: bool = False) -> tu
 def _grade_rows(rows: list[dict], tasks: list[str], extraction: str = "flexible") -> None:
     """Fill verdict / predicted_answer / format_ok in place. A path cut at max_tokens that does not
     grade correct is ``truncated``: whatever its last sentence says, it did not finish."""
-    from lema_hub.grading import CORRECT, TRUNCATED, format_ok, grade_rows
 
     task_at = {id(r): t for r, t in zip(rows, tasks)}
     verdicts = grade_rows(rows, extraction=extraction, task=lambda r: task_at[id(r)])
@@ -267,7 +275,6 @@ def _add_pass_rates(rows: list[dict]) -> None:
 
 
 def _verdict_counts(rows: list[dict]) -> dict[str, int]:
-    from lema_hub.grading import VERDICTS
 
     counts = dict.fromkeys(VERDICTS, 0)
     for r in rows:
@@ -280,16 +287,12 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     """Run the collection (or merge finished shards); returns the summary with `output_dir`."""
     if cfg.merge_shards:
         return merge_shards(cfg)
-    from lema_hub.formats import cot_prompt, split_steps
-    from lema_hub.problems import load_problems, task_of
 
     start = time.perf_counter()
     shard = parse_shard(cfg.shard) if cfg.shard else None
     out_dir = shard_dir(cfg.output_dir, *shard) if shard else Path(cfg.output_dir)
     problems = load_problems(cfg)
     if not problems and not shard:
-        from lema_hub.errors import InvalidInputError
-
         raise InvalidInputError(f"No problems to collect from (problems={cfg.problems!r}).")
     config_name = config_name_for(cfg, problems)
     gens = generator_configs(cfg)
@@ -356,7 +359,6 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
 def merge_shards(cfg: CollectConfig) -> CollectSummary:
     """Concatenate finished shard folders (in shard order) into `output_dir`."""
-    from lema_hub.artifacts import discover_configs, load_artifact, read_run_record
 
     base = Path(cfg.output_dir)
     expected = distributed.finished_shards(base)
@@ -394,7 +396,6 @@ def merge_shards(cfg: CollectConfig) -> CollectSummary:
 
 def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
     """Rows in the order an unsharded run writes them: generator, then problem, then sample index."""
-    from lema_hub.problems import load_problems
 
     try:
         order = {p.problem_id: i for i, p in enumerate(load_problems(dataclasses.replace(cfg, shard=None)))}
@@ -415,7 +416,6 @@ def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
 def _write(
     out_dir: Path, config_name: str, rows: list[dict], cfg: CollectConfig, extra: dict[str, Any]
 ) -> CollectSummary:
-    from lema_hub.artifacts import save_dataset_config
 
     features = sample_features()
     rows = conform(rows, features)
@@ -470,7 +470,6 @@ def set_aside_text(summary: dict[str, Any]) -> str:
 
 
 def _log_summary(s: dict[str, Any]) -> None:
-    from lema_hub.grading import VERDICTS
 
     merged = f" (merged {s['merged_shards']} shards)" if "merged_shards" in s else ""
     counts = ", ".join(f"{s.get(v, 0)} {v}" for v in VERDICTS if s.get(v) or v in ("correct", "wrong"))

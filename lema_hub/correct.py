@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub import distributed
-from lema_hub.artifacts import HubArgs, load_rows, main_config
+from lema_hub import distributed, formats
+from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
+from lema_hub.corrector.claims import first_false_step
 from lema_hub.corrector.parse import ParsedCorrection, parse_correction
 from lema_hub.corrector.prompt import (
     DEFAULT_PROMPTS,
@@ -26,8 +27,13 @@ from lema_hub.corrector.prompt import (
 )
 from lema_hub.corrector.prompt import sha12 as _sha12
 from lema_hub.corrector.reference import reference_correction, reference_rules_ref, reference_step
+from lema_hub.errors import InvalidInputError
+from lema_hub.generation import GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
+from lema_hub.grading import CORRECT, grade_rows
+from lema_hub.problems import task_of
 from lema_hub.publish import finish
+from lema_hub.run_guard import RequestOutcome, guard_publish
 from lema_hub.schema import CORRECTOR_BACKENDS as BACKENDS
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
 
@@ -114,14 +120,12 @@ class CorrectConfig(HubArgs, EndpointArgs):
 
 
 def _row_task(row: dict) -> str:
-    from lema_hub.problems import task_of
 
     return task_of(row)
 
 
 def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path) -> tuple[list[dict], dict]:
     """One row per (mistake, attempt), with parsed fields but before grading."""
-    from lema_hub import formats
 
     tokens = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
     rows: list[dict] = []
@@ -137,8 +141,6 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
                 # Same path as an LLM's output: the rendered text is parsed back and graded.
                 parsed = parse_correction(raw, len(m["steps"]), _row_task(m))
             else:
-                from lema_hub.corrector.claims import first_false_step
-
                 # No gold steps to rewrite from; the arithmetic check may still locate the error.
                 located = first_false_step(list(m["steps"]))
                 parsed = ParsedCorrection(
@@ -149,9 +151,6 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
                 )
             rows.append(_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
         return rows, tokens
-
-    from lema_hub.generation import GenerationRequest, SamplingParams
-    from lema_hub.run_guard import RequestOutcome
 
     prompts: dict[str, CorrectorPrompt] = {}
 
@@ -240,7 +239,6 @@ _REJECT_FOR_VERDICT = {"wrong": "wrong_answer", "no_answer": "no_answer"}
 
 def _grade(rows: list[dict], workers: int | None) -> None:
     """accepted iff the corrected answer grades `correct` against gold."""
-    from lema_hub.grading import CORRECT, grade_rows
 
     todo = [r for r in rows if r["reject_reason"] is None]
     # The corrected solution itself is graded: the same extraction as the CoT evaluation.
@@ -265,7 +263,6 @@ def check_corrections_arithmetic(rows: list[dict]) -> int:
     The paper checks only a correction's final answer; a right answer reached through a false
     `a op b = c` would teach the wrong step. Returns how many were rejected.
     """
-    from lema_hub.corrector.claims import first_false_step
 
     n = 0
     for r in rows:
@@ -335,10 +332,6 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`)."""
     import datasets
 
-    from lema_hub.artifacts import save_dataset_config
-    from lema_hub.errors import InvalidInputError
-    from lema_hub.run_guard import guard_publish
-
     if not cfg.mistakes:
         raise InvalidInputError(
             "correct: set `mistakes` to a mistakes folder or Hub dataset id (from `lema-hub collect`)."
@@ -363,7 +356,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
 
     quality = None
     if cfg.corrector_benchmark:  # read before any request is sent: a bad path fails fast
-        from lema_hub.bench_corrector import headline
+        from lema_hub.bench_corrector import headline  # deferred: bench_corrector builds on this module
 
         quality = headline(cfg.corrector_benchmark)
     rows, tokens = _correction_rows(cfg, mistakes, output_dir)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lema_hub.grading import extract_answer
+
 CSQA_PROMPT = (
     "Please answer the following commonsense question. Please first explain each candidate answer, then "
     "select only one answer that is most relevant to the question and provide reasons.\n"
@@ -106,7 +108,6 @@ def map_to_candidate(answer: str, candidates: Sequence[str]) -> tuple[str, bool]
 
 def grade_csqa(completion: str | None, gold: str, candidates: Sequence[str]) -> dict[str, Any]:
     """Verdict of one completion: the text after the last "The answer is", mapped to a candidate."""
-    from lema_hub.grading import extract_answer
 
     answer = extract_answer(completion) if completion else None
     if answer is None:

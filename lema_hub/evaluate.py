@@ -28,14 +28,30 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub import distributed
-from lema_hub.artifacts import HubArgs
-from lema_hub.formats import NAMED_TEMPLATES, PromptTemplate, load_prompt_template
+from lema_hub.answers import gsm8k_number  # the same number reading as exact grading
+from lema_hub.artifacts import HubArgs, save_dataset_config
+from lema_hub.cards.model import write_eval_results, write_model_card
+from lema_hub.configs import config_to_dict
+from lema_hub.formats import NAMED_TEMPLATES, PromptTemplate, as_messages, cot_prompt, load_prompt_template
+from lema_hub.generation import GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
+from lema_hub.grading import EXTRACTIONS, grade_rows
 from lema_hub.metrics import comparison_table, model_card_table, protocol_notes, summarize_rows
-from lema_hub.models import is_hub_id, read_model_meta, resolve_prompt_style
+from lema_hub.models import (
+    base_model_hub_id,
+    cache_dir,
+    is_adapter,
+    is_hub_id,
+    load_model,
+    load_tokenizer,
+    read_model_meta,
+    resolve_model,
+    resolve_prompt_style,
+)
 from lema_hub.predictions import match_predictions, read_records
-from lema_hub.problems import Problem, ProblemArgs, eval_only_source
+from lema_hub.problems import Problem, ProblemArgs, eval_only_source, load_problems, load_report, task_of
 from lema_hub.publish import finish
+from lema_hub.run_guard import RequestOutcome, RequestsFailed, earlier_requests, guard_publish
 from lema_hub.schema import (
     BACKENDS,
     DEFAULT_MODEL,
@@ -213,7 +229,6 @@ def public_model_name(name: str) -> str:
 
 def owned_model_folder(name: str) -> Path | None:
     """The model's folder when it is a local folder written by lema_hub (never a cache or a user's download)."""
-    from lema_hub.models import cache_dir
 
     if name.startswith((EMBEDDED_PREFIX, TINY_PREFIX)):
         return None
@@ -226,8 +241,6 @@ def owned_model_folder(name: str) -> Path | None:
 
 
 def _write_minimal_model_card(folder: Path) -> None:
-    from lema_hub.cards.model import write_model_card
-    from lema_hub.models import base_model_hub_id, is_adapter
 
     meta = read_model_meta(folder)
     write_model_card(
@@ -251,7 +264,6 @@ def model_templates(cfg: EvalConfig) -> list[PromptTemplate]:
 
 
 def _build_prompt(question: str, style: str, template: PromptTemplate | None = None) -> str | list[dict]:
-    from lema_hub.formats import as_messages, cot_prompt
 
     text = template.render(question) if template is not None else cot_prompt(question)
     return as_messages(text) if style == "chat" else text
@@ -273,7 +285,6 @@ def _validate(cfg: EvalConfig) -> None:
         raise ValueError(f"model_labels has {len(cfg.model_labels)} names for {len(cfg.models)} models.")
     if cfg.num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}.")
-    from lema_hub.grading import EXTRACTIONS
 
     if cfg.extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {cfg.extraction!r}.")
@@ -329,7 +340,6 @@ def _protocol(cfg: EvalConfig, style: str, stop: list[str] | None, predictions: 
 
 def merged_adapter_folder(model: str, target: Path) -> str:
     """A LoRA adapter merged into its base and saved once (vLLM loads full checkpoints only)."""
-    from lema_hub.models import is_adapter, load_model, load_tokenizer, resolve_model
 
     resolved = resolve_model(model)
     if not is_adapter(resolved):
@@ -353,7 +363,6 @@ def _generate(
     template: PromptTemplate | None = None,
 ):
     """Per problem, its samples; `outcome` (a `run_guard.RequestOutcome`) counts the failures."""
-    from lema_hub.generation import GenerationRequest, SamplingParams
 
     sampling = SamplingParams(
         temperature=cfg.temperature,
@@ -387,7 +396,6 @@ def _generate(
 
 def _grade_rows(rows: list[dict[str, Any]], workers: int | None, extraction: str = "strict") -> None:
     """Fill predicted_answer / verdict / grade_reason in place, grading each task's rows together."""
-    from lema_hub.grading import grade_rows
 
     todo = []
     for r in rows:
@@ -408,7 +416,6 @@ def _details_rows(
     sampling: dict[str, Any],
     template: PromptTemplate | None = None,
 ) -> list[dict[str, Any]]:
-    from lema_hub.formats import cot_prompt
 
     rows = []
     for p, outs in zip(problems, outputs):
@@ -443,8 +450,6 @@ def apply_answer_rounding(rows: list[dict[str, Any]], digits: int) -> int:
 
     Only numeric-task rows with an extracted answer are looked at; MATH rows are left alone.
     """
-    from lema_hub.answers import gsm8k_number  # the same number reading as exact grading
-    from lema_hub.problems import task_of
 
     changed = 0
     for r in rows:
@@ -461,7 +466,6 @@ def apply_answer_rounding(rows: list[dict[str, Any]], digits: int) -> int:
 
 def _source_report(cfg: EvalConfig) -> dict[str, Any] | None:
     """What an evaluation-only source dropped on loading (ASDiv's non-numeric answers), for the results."""
-    from lema_hub.problems import load_report
 
     name = eval_only_source(cfg.problems)
     return load_report(name) if name else None
@@ -489,11 +493,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     Returns {"output_dir", "benchmark", "results": {config_name: metrics}, "comparison": markdown,
     "model_cards": [folders updated]}.
     """
-    from lema_hub.artifacts import save_dataset_config
-    from lema_hub.cards.model import write_eval_results
-    from lema_hub.configs import config_to_dict
-    from lema_hub.problems import load_problems
-    from lema_hub.run_guard import RequestOutcome, RequestsFailed, earlier_requests, guard_publish
 
     if cfg.checkpoints:
         from lema_hub.sweep import evaluate_checkpoints  # deferred: lema_hub.sweep imports this module

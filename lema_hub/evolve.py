@@ -21,11 +21,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from lema_hub import distributed
-from lema_hub.artifacts import HubArgs
+from lema_hub import distributed, formats
+from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
+from lema_hub.generation import GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
-from lema_hub.problems import ProblemArgs
+from lema_hub.grading import answer_key, extract_answer
+from lema_hub.problems import ProblemArgs, load_problems, task_of
 from lema_hub.publish import finish
+from lema_hub.run_guard import RequestOutcome, guard_publish
 from lema_hub.schema import BACKENDS, DEFAULT_MODEL, PROMPT_STYLES
 
 logger = logging.getLogger(__name__)
@@ -146,7 +149,6 @@ def similarity(a: str, b: str) -> float:
 def majority(answers: list[str | None], task: str = "gsm8k") -> tuple[str | None, int]:
     """(majority answer, votes): the largest group of equivalent answers if it is strictly the
     largest and has at least 2 votes; else (None, votes of the largest group)."""
-    from lema_hub.grading import answer_key
 
     keys = [answer_key(a, task) if a else None for a in answers]
     counts = Counter(k for k in keys if k is not None)
@@ -161,15 +163,11 @@ def majority(answers: list[str | None], task: str = "gsm8k") -> tuple[str | None
 def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
     rng = random.Random(cfg.seed)
     if cfg.strategy == "correction_centric":
-        from lema_hub.artifacts import load_rows, main_config
-
         config = cfg.corrections_config or main_config(cfg.corrections)
         pool = [r for r in load_rows(cfg.corrections, config, missing_ok=True) if r.get("accepted", True)]
         # One entry per accepted correction: a question corrected more often is drawn more often.
         name = config
     else:
-        from lema_hub.problems import load_problems
-
         pool = [p.to_dict() for p in load_problems(cfg)]
         name = cfg.problems.replace("/", "_")
     if not pool:
@@ -188,7 +186,6 @@ def _sha(text: str) -> str:
 
 def gsm8k_style_solution(completion: str, answer: str) -> str:
     """A sampled CoT answer as a GSM8K-layout gold solution (steps on lines, `#### answer`)."""
-    from lema_hub import formats
 
     steps = formats.steps_with_answer(formats.split_steps(completion), answer)[:-1]
     return "\n".join(steps + [f"#### {answer}"])
@@ -197,12 +194,6 @@ def gsm8k_style_solution(completion: str, answer: str) -> str:
 @distributed.stage
 def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     """Write evolved `Problem` rows (config `<task>`); returns the summary (with `output_dir`)."""
-    from lema_hub import formats
-    from lema_hub.artifacts import save_dataset_config
-    from lema_hub.generation import GenerationRequest, SamplingParams
-    from lema_hub.grading import extract_answer
-    from lema_hub.problems import task_of
-    from lema_hub.run_guard import RequestOutcome, guard_publish
 
     t0 = time.time()
     seeds, seed_config = _seeds(cfg)

@@ -3,10 +3,8 @@
 from lema_hub.artifacts import (
     HubArgs,
     clean_leftovers,
-    current_umask,
     discover_configs,
     find_leaks,
-    honour_umask,
     leftover_work_dirs,
     load_artifact,
     load_rows,
@@ -24,6 +22,7 @@ from lema_hub.cards.model import (
     write_space_card,
 )
 from lema_hub.cards.sweep import checkpoint_sweep_section, write_checkpoint_sweep
+from lema_hub.filemodes import current_umask, honour_umask
 from lema_hub.push import PUSH_IGNORE, PushConfig, maybe_push, push, push_folder
 from lema_hub.schema import (
     CONFIG_FILE,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lema_hub.filemodes import honour_umask
 from lema_hub.schema import (
     AUTO,
     EMBEDDED_MODEL_HUB_ID,
@@ -119,8 +120,6 @@ def _publish_atomically(build, target: Path) -> Path:
             return target
         tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
         try:
-            from lema_hub.artifacts import honour_umask
-
             honour_umask(tmp)  # mkdtemp makes it 0700; other users (a demo container) read it
             build(tmp)
             if target.exists():

@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from lema_hub.artifacts import load_artifact
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import gsm8k_answer, last_boxed
 from lema_hub.schema import NUMERIC_TASKS, TASKS
@@ -176,8 +177,6 @@ def _hub_rows(repo_id: str, config: str | None, split: str) -> list[dict[str, An
     import datasets
 
     if Path(repo_id).is_dir():  # a Hub-layout folder written by a lema_hub stage
-        from lema_hub.artifacts import load_artifact
-
         return [dict(r) for r in load_artifact(repo_id, config or "default", split)]
     try:
         ds = datasets.load_dataset(repo_id, config, split=split)

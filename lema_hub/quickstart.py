@@ -20,10 +20,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub.collect import CollectSummary, set_aside_text
+from lema_hub.build import BuildConfig, build
+from lema_hub.cards.model import add_model_card_datasets
+from lema_hub.collect import CollectConfig, CollectSummary, collect, set_aside_text
 from lema_hub.configs import config_to_dict, redact
+from lema_hub.correct import CorrectConfig, correct
+from lema_hub.evaluate import EvalConfig, evaluate
 from lema_hub.models import resolve_prompt_style
+from lema_hub.push import push_folder
 from lema_hub.schema import AUTO, DEFAULT_MODEL
+from lema_hub.sft import SFTScriptArguments, train
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +302,6 @@ def format_stage_line(name: str, result: dict[str, Any], seconds: float | None) 
 
 
 def _collect_config(cfg: QuickstartConfig, layout: _Layout):
-    from lema_hub.collect import CollectConfig
 
     return CollectConfig(
         problems=cfg.problems,
@@ -316,7 +321,6 @@ def _collect_config(cfg: QuickstartConfig, layout: _Layout):
 
 
 def _correct_config(cfg: QuickstartConfig, layout: _Layout):
-    from lema_hub.correct import CorrectConfig
 
     return CorrectConfig(
         mistakes=str(layout.mistakes),
@@ -331,7 +335,6 @@ def _correct_config(cfg: QuickstartConfig, layout: _Layout):
 
 
 def _build_config(cfg: QuickstartConfig, layout: _Layout, prompt_style: str):
-    from lema_hub.build import BuildConfig
 
     return BuildConfig(
         problems=cfg.problems,
@@ -348,8 +351,6 @@ def _build_config(cfg: QuickstartConfig, layout: _Layout, prompt_style: str):
 
 def _sft_configs(cfg: QuickstartConfig, layout: _Layout, task: str, view: str):
     from trl import ModelConfig, SFTConfig
-
-    from lema_hub.sft import SFTScriptArguments
 
     script = SFTScriptArguments(dataset_name=str(layout.mixture), task=task, view=view, merge_adapter=True)
     training = SFTConfig(
@@ -385,7 +386,6 @@ def _sft_configs(cfg: QuickstartConfig, layout: _Layout, task: str, view: str):
 
 
 def _eval_config(cfg: QuickstartConfig, layout: _Layout):
-    from lema_hub.evaluate import EvalConfig
 
     return EvalConfig(
         models=[cfg.model, str(layout.model("cot")), str(layout.model("lema"))],
@@ -409,8 +409,6 @@ def _model_repo_id(cfg: QuickstartConfig, task: str, view: str) -> str:
 
 
 def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, str]:
-    from lema_hub.cards.model import add_model_card_datasets
-    from lema_hub.push import push_folder
 
     ns = cfg.hub_namespace
     for view in ("cot", "lema"):  # the adapters' cards name the mixture they were trained on
@@ -437,11 +435,6 @@ def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, st
 
 def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     """Run (or resume) every stage and print the summary; returns it."""
-    from lema_hub.build import build
-    from lema_hub.collect import collect
-    from lema_hub.correct import correct
-    from lema_hub.evaluate import evaluate
-    from lema_hub.sft import train
 
     quiet_console()
     layout = _Layout(Path(cfg.output_dir))

@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lema_hub.artifacts import (
+    _scrub_string,  # configured keys and credential-named env values too
+    read_run_record,
+)
 from lema_hub.generation.retry import RETRYABLE_STATUS, failure_cause
 
 _HTTP_RE = re.compile(r"^HTTP (\d{3})\b")
@@ -59,7 +63,6 @@ def is_permanent(cause: str) -> bool:
 
 def _scrub(text: str) -> str:
     """`text` without the values of secret-looking environment variables or token-like strings."""
-    from lema_hub.artifacts import _scrub_string  # configured keys and credential-named env values too
 
     text = _scrub_string(" ".join(text.split()))
     return text[:_EXAMPLE_CHARS] + ("..." if len(text) > _EXAMPLE_CHARS else "")
@@ -138,7 +141,6 @@ class RequestOutcome:
 
 def earlier_requests(folder: str | os.PathLike, recipe: str, key: str) -> dict[str, Any] | None:
     """The `requests` record an earlier run of `recipe` wrote for `key` into the folder, if any."""
-    from lema_hub.artifacts import read_run_record
 
     try:
         _, summaries = read_run_record(folder)

@@ -19,8 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub.models import has_chat_template, is_hub_id, resolve_prompt_style, write_model_meta
+from lema_hub.artifacts import load_artifact
+from lema_hub.cards.model import write_model_card
+from lema_hub.configs import config_to_dict
+from lema_hub.models import (
+    base_model_hub_id,
+    has_chat_template,
+    is_hub_id,
+    load_model,
+    load_tokenizer,
+    resolve_model,
+    resolve_prompt_style,
+    write_model_meta,
+)
 from lema_hub.publish import MODEL, finish
+from lema_hub.push import push_folder
 from lema_hub.schema import EMBEDDED_MODEL, EMBEDDED_PREFIX, PROMPT_STYLE_CHOICES
 
 logger = logging.getLogger(__name__)
@@ -113,8 +126,6 @@ def build_trainer(script_args: SFTScriptArguments, training_args, model_args) ->
     """Data, tokenizer, model -> (`SFTTrainer`, prompt style). `train` runs it; tests inspect its collator."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
     from trl import SFTTrainer, get_peft_config, get_quantization_config
-
-    from lema_hub.models import resolve_model
 
     _check_args(script_args, training_args, model_args)
     _move_hub_token_to_env(training_args)
@@ -268,8 +279,6 @@ def load_mixture(script_args: SFTScriptArguments, seed: int = 42):
     config = script_args.config_name
     folder = Path(name).expanduser()
     if folder.is_dir():
-        from lema_hub.artifacts import load_artifact
-
         try:
             dataset = load_artifact(str(folder), config, script_args.dataset_train_split)
         except (ValueError, FileNotFoundError) as exc:
@@ -469,7 +478,6 @@ def command_line() -> str:
 def model_card_info(
     script_args, training_args, model_args, trainer, prompt_style: str, metrics: dict
 ) -> dict:
-    from lema_hub.models import base_model_hub_id
 
     world = trainer.accelerator.num_processes
     global_batch = (
@@ -558,7 +566,6 @@ def finalize_model_folder(
     output_dir: Path, info: dict, script_args, training_args, model_args, tokenizer
 ) -> None:
     """Make the saved folder self-describing: base name in the adapter config, metadata, run record, card."""
-    from lema_hub.configs import config_to_dict
 
     adapter_config = output_dir / "adapter_config.json"
     if adapter_config.is_file():
@@ -602,8 +609,6 @@ def merge_adapter(output_dir: Path, model_args, info: dict) -> Path:
 
     A sibling folder, not a subfolder, so pushing the adapter never uploads a full copy of the weights.
     """
-    from lema_hub.cards.model import write_model_card
-    from lema_hub.models import load_model, load_tokenizer
 
     merged_dir = output_dir.with_name(output_dir.name + "-merged")
     dtype = _torch_dtype(model_args.dtype)
@@ -622,7 +627,6 @@ def merge_adapter(output_dir: Path, model_args, info: dict) -> Path:
 
 def push_model(output_dir: Path, training_args) -> str:
     """One final commit of the finished folder (card included) to `hub_model_id`."""
-    from lema_hub.push import push_folder
 
     if not training_args.hub_model_id:
         raise ValueError("push_to_hub needs hub_model_id (e.g. <ns>/lema-smollm2-135m-gsm8k).")

@@ -20,6 +20,10 @@ from typing import Any
 
 from lema_hub.configs import register_secret, scrub_secrets, secret_values
 from lema_hub.generation.backends.base import api_key
+from lema_hub.generation.backends.openai_backend import OpenAIBackend
+from lema_hub.generation.backends.tgi_backend import TGIBackend
+from lema_hub.generation.backends.transformers_backend import TransformersBackend
+from lema_hub.generation.backends.vllm_backend import VLLMBackend
 from lema_hub.generation.cache import RequestCache, request_key
 from lema_hub.generation.retry import (
     RETRYABLE_STATUS,
@@ -288,18 +292,11 @@ def make_engine(config: EngineConfig, cache_path: str | Path | None = None) -> E
 # --------------------------------------------------------------------- helpers
 def _make_backend(config: EngineConfig):
     if config.backend == "openai":
-        from lema_hub.generation.backends.openai_backend import OpenAIBackend
-
         return OpenAIBackend(config)
     if config.backend == "tgi":
-        from lema_hub.generation.backends.tgi_backend import TGIBackend
-
         return TGIBackend(config)
     if config.backend == "transformers":
-        from lema_hub.generation.backends.transformers_backend import TransformersBackend
-
         return TransformersBackend(config)
-    from lema_hub.generation.backends.vllm_backend import VLLMBackend
 
     return VLLMBackend(config)
 

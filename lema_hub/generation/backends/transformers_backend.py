@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from lema_hub.generation.backends.base import Backend
-from lema_hub.models import resolve_prompt_style
+from lema_hub.models import load_model, load_tokenizer, resolve_prompt_style
 
 
 class TransformersBackend(Backend):
@@ -27,8 +27,6 @@ class TransformersBackend(Backend):
     @property
     def tokenizer(self):
         if self._tok is None:
-            from lema_hub.models import load_tokenizer
-
             tok = load_tokenizer(self.config.model)
             tok.padding_side = "left"
             if tok.pad_token is None:
@@ -39,8 +37,6 @@ class TransformersBackend(Backend):
     @property
     def model(self):
         if self._model is None:
-            from lema_hub.models import load_model
-
             self._model = load_model(self.config.model).eval()
         return self._model
 

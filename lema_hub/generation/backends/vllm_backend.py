@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from lema_hub.generation.backends.base import Backend
-from lema_hub.models import resolve_prompt_style
+from lema_hub.models import resolve_model, resolve_prompt_style
 
 
 class VLLMBackend(Backend):
@@ -30,8 +30,6 @@ class VLLMBackend(Backend):
     def llm(self):
         if self._llm is None:
             from vllm import LLM
-
-            from lema_hub.models import resolve_model
 
             self._llm = LLM(model=resolve_model(self.config.model), **(self.config.extra_body or {}))
         return self._llm
