@@ -21,6 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from lema_hub.configs import parse_config
+from lema_hub.errors import UserError
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -151,7 +154,6 @@ def debug_enabled() -> bool:
 
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message for an input error, or None when `exc` looks like a bug."""
-    from lema_hub.errors import UserError
 
     hint = " (--debug for the traceback)"
     if isinstance(exc, UserError) or _caused_by_user_error(exc):  # e.g. quickstart's StageFailed
@@ -170,7 +172,6 @@ def user_error_message(exc: BaseException) -> str | None:
 
 def _caused_by_user_error(exc: BaseException) -> bool:
     """Raised `from` bad input: a UserError, or a Hub look-up error (transformers wraps those)."""
-    from lema_hub.errors import UserError
 
     seen: set[int] = set()
     cause = exc.__cause__
@@ -212,7 +213,6 @@ def run_stage(name: str, args: Sequence[str] | None = None, debug: bool | None =
 
     An input error prints one line and exits 2 (`--debug`: with its traceback); see the module doc.
     """
-    from lema_hub.configs import parse_config
 
     stage = STAGES[name]
     args = list(sys.argv[1:] if args is None else args)

@@ -211,7 +211,7 @@ def _run_slice(
     w: World,
 ) -> dict[str, Any]:
     """Generate this rank's slice with its own engine; the shard that goes to the main process."""
-    from lema_hub.generation import make_engine
+    from lema_hub.generation import make_engine  # inside: this module's own make_engine shadows the name
 
     mine = rank_slice(requests, w)
     shard: dict[str, Any] = {

@@ -40,7 +40,7 @@ def _subexpression_values(expr: str) -> list[float]:
 
 def _computed_numbers(step: str) -> list[float]:
     """The numbers a step computes: the first number after each `=`."""
-    from lema_hub.calculator import numbers_in
+    from lema_hub.calculator import numbers_in  # inside: this source is part of reference_rules_ref's hash
 
     out = []
     for segment in step.split("=")[1:]:
@@ -61,6 +61,7 @@ class _Reference:
 def _reference(problem: dict) -> _Reference | None:
     from types import SimpleNamespace
 
+    # Imports inside: this function's source is hashed into reference_rules_ref (the recorded rules).
     from lema_hub import formats
     from lema_hub.calculator import annotations, numbers_in
 
