@@ -23,14 +23,12 @@ import json
 import logging
 import re
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lema_hub.artifacts import read_run_record, save_dataset_config
-from lema_hub.cards.plots import _plot
-from lema_hub.cards.stats import _all_values, _column
 from lema_hub.correct import CorrectConfig
 from lema_hub.corrector import claims
 from lema_hub.corrector.parse import parse_correction
@@ -40,6 +38,13 @@ from lema_hub.corrector.prompt import (
     corrector_prompt,
     split_demonstrations,
 )
+from lema_hub.corrector.quality import (
+    PROCESSBENCH_SPLITS,
+    PROTOCOLS,
+    RECIPE,
+    accuracy_by_position,
+    metrics,
+)
 from lema_hub.corrector.reference import reference_rules_ref, reference_step
 from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 from lema_hub.models import is_hub_id
@@ -48,10 +53,7 @@ from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, TASKS
 
 logger = logging.getLogger(__name__)
 
-RECIPE = "bench-corrector"
-PROTOCOLS = ("lema", "processbench")
 PROCESSBENCH = TASKS["processbench"].hub_id
-PROCESSBENCH_SPLITS = TASKS["processbench"].splits
 # What a row's `prediction` says: a step, "no error", or why there is no usable answer.
 PREDICTIONS = ("step", "no_error", "parse_failure", "generation_failed")
 NO_ERROR_INSTRUCTION = (
@@ -393,105 +395,6 @@ def bench_rows(
 
 
 # --------------------------------------------------------------------------------------------------
-# Metrics
-# --------------------------------------------------------------------------------------------------
-
-
-def _mean(xs: list[bool]) -> float | None:
-    return round(sum(xs) / len(xs), 4) if xs else None
-
-
-def lema_metrics(rows: list[dict]) -> dict[str, Any]:
-    """LeMa protocol on erroneous items: exact and within-one first-error accuracy, deltas, parse failures."""
-    err = [r for r in rows if r["labelled_step"] is not None]
-    deltas = Counter(r["delta"] for r in err if r["delta"] is not None)
-    return {
-        "n": len(err),
-        "exact": _mean([r["correct"] for r in err]),
-        "within_one": _mean([r["delta"] is not None and abs(r["delta"]) <= 1 for r in err]),
-        "parse_failure_rate": _mean([r["prediction"] in ("parse_failure", "generation_failed") for r in err]),
-        "no_error_rate": _mean([r["prediction"] == "no_error" for r in err]),
-        "delta_distribution": {str(d): deltas[d] for d in sorted(deltas)},
-        "parse_failures": dict(
-            Counter(
-                r["parse_reason"] for r in err if r["prediction"] in ("parse_failure", "generation_failed")
-            )
-        ),
-    }
-
-
-def processbench_metrics(rows: list[dict]) -> dict[str, Any]:
-    """ProcessBench protocol: accuracy on erroneous items, on correct items, and their harmonic mean."""
-    err = [r["correct"] for r in rows if r["labelled_step"] is not None]
-    ok = [r["correct"] for r in rows if r["labelled_step"] is None]
-    e, c = _mean(err), _mean(ok)
-    f1 = (
-        round(2 * e * c / (e + c), 4)
-        if e is not None and c is not None and e + c > 0
-        else (0.0 if e is not None and c is not None else None)
-    )
-    return {
-        "n": len(rows),
-        "n_error": len(err),
-        "n_correct": len(ok),
-        "error_acc": e,
-        "correct_acc": c,
-        "f1": f1,
-        "parse_failure_rate": _mean(
-            [r["prediction"] in ("parse_failure", "generation_failed") for r in rows]
-        ),
-        "parse_failures": dict(
-            Counter(
-                r["parse_reason"] for r in rows if r["prediction"] in ("parse_failure", "generation_failed")
-            )
-        ),
-    }
-
-
-def metrics(rows: list[dict]) -> dict[str, Any]:
-    """{protocol: {split: metrics, ...}} (+ `all` for lema, `average_f1` for processbench)."""
-    out: dict[str, Any] = {}
-    by: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for r in rows:
-        by[(r["protocol"], r["split"])].append(r)
-    for protocol in PROTOCOLS:
-        splits = sorted({s for p, s in by if p == protocol}, key=_split_order)
-        if not splits:
-            continue
-        fn = lema_metrics if protocol == "lema" else processbench_metrics
-        out[protocol] = {s: fn(by[(protocol, s)]) for s in splits}
-        if protocol == "lema":
-            out[protocol]["all"] = fn([r for s in splits for r in by[(protocol, s)]])
-        else:
-            f1s = [out[protocol][s]["f1"] for s in splits if out[protocol][s]["f1"] is not None]
-            out[protocol]["average_f1"] = round(sum(f1s) / len(f1s), 4) if f1s else None
-    return out
-
-
-def _split_order(name: str) -> tuple[int, str]:
-    return (
-        PROCESSBENCH_SPLITS.index(name) if name in PROCESSBENCH_SPLITS else len(PROCESSBENCH_SPLITS),
-        name,
-    )
-
-
-def accuracy_by_position(rows: list[dict], cap: int = 10) -> dict[str, dict[str, float | int]]:
-    """Per protocol: exact accuracy on erroneous items by the labelled step (steps >= `cap` pooled)."""
-    out: dict[str, dict[str, Any]] = {}
-    for protocol in PROTOCOLS:
-        groups: dict[int, list[bool]] = defaultdict(list)
-        for r in rows:
-            if r["protocol"] == protocol and r["labelled_step"] is not None:
-                groups[min(r["labelled_step"], cap)].append(bool(r["correct"]))
-        if groups:
-            out[protocol] = {
-                (f"{k}+" if k == cap else str(k)): {"n": len(v), "acc": round(sum(v) / len(v), 4)}
-                for k, v in sorted(groups.items())
-            }
-    return out
-
-
-# --------------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------------
 
@@ -559,152 +462,11 @@ def bench_corrector(cfg: BenchCorrectorConfig) -> dict[str, Any]:
     return summary
 
 
-# --------------------------------------------------------------------------------------------------
-# Headline numbers (for the corrections card) and the card's statistics
-# --------------------------------------------------------------------------------------------------
-
-
-def headline(folder_or_repo: str) -> dict[str, Any]:
-    """The benchmark's headline numbers from its `run_summary.json` (a folder, or a Hub dataset repo)."""
-    path = Path(folder_or_repo)
-    if path.is_dir():
-        summary_file = path / "run_summary.json"
-    elif not re.fullmatch(r"[\w.\-]+/[\w.\-]+", folder_or_repo) or folder_or_repo.startswith("."):
-        raise ValueError(f"corrector_benchmark {folder_or_repo!r} is neither a folder nor a Hub dataset id.")
-    else:
-        from huggingface_hub import hf_hub_download
-
-        try:
-            summary_file = Path(hf_hub_download(folder_or_repo, "run_summary.json", repo_type="dataset"))
-        except Exception as exc:  # noqa: BLE001 - offline, missing repo, no such file: one clear line
-            raise ValueError(
-                f"corrector_benchmark {folder_or_repo!r}: no such folder, and the Hub dataset could not "
-                f"be read ({type(exc).__name__})."
-            ) from None
-    try:
-        summary = json.loads(summary_file.read_text())[RECIPE]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(
-            f"corrector_benchmark {folder_or_repo!r} is not a `lema-hub bench-corrector` output "
-            "(no bench-corrector entry in its run_summary.json)."
-        ) from None
-    lema, pb = summary.get("lema", {}), summary.get("processbench", {})
-    splits = [s for s in summary.get("splits", {}) if s in lema or s in pb]
-    table = []
-    for s in splits:
-        lm, pm = lema.get(s, {}), pb.get(s, {})
-        table.append(
-            {
-                "split": s,
-                "lema_exact": lm.get("exact"),
-                "lema_within_one": lm.get("within_one"),
-                "lema_parse_failure_rate": lm.get("parse_failure_rate"),
-                "error_acc": pm.get("error_acc"),
-                "correct_acc": pm.get("correct_acc"),
-                "f1": pm.get("f1"),
-            }
-        )
-    return {
-        "source": folder_or_repo,
-        "data": summary.get("data"),
-        "corrector": summary.get("corrector"),
-        "corrector_prompt": summary.get("corrector_prompt"),
-        "splits": table,
-        "lema_exact": lema.get("all", {}).get("exact"),
-        "average_f1": pb.get("average_f1"),
-    }
-
-
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}"
-
-
-def card_stats(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
-    """`write_dataset_card` statistics for kind `corrector_bench`, computed from the parquet details."""
-
-    rows = []
-    for config, splits in tables.items():
-        for split, t in splits.items():
-            cols = {
-                c: _column(t, c)
-                for c in ("labelled_step", "prediction", "predicted_step", "correct", "delta", "parse_reason")
-            }
-            for i in range(t.num_rows):
-                rows.append(
-                    {c: (v[i] if v else None) for c, v in cols.items()} | {"split": split, "protocol": config}
-                )
-    scores = metrics(rows)
-    table = []
-    for s, m in scores.get("processbench", {}).items():
-        if s == "average_f1":
-            continue
-        lm = scores.get("lema", {}).get(s, {})
-        table.append(
-            {
-                "split": s,
-                "n": m["n"],
-                "lema_exact": _pct(lm.get("exact")),
-                "lema_within_one": _pct(lm.get("within_one")),
-                "lema_parse": _pct(lm.get("parse_failure_rate")),
-                "error_acc": _pct(m["error_acc"]),
-                "correct_acc": _pct(m["correct_acc"]),
-                "f1": _pct(m["f1"]),
-            }
-        )
-    if not table:  # lema protocol only
-        for s, lm in scores.get("lema", {}).items():
-            if s != "all":
-                table.append(
-                    {
-                        "split": s,
-                        "n": lm["n"],
-                        "lema_exact": _pct(lm["exact"]),
-                        "lema_within_one": _pct(lm["within_one"]),
-                        "lema_parse": _pct(lm["parse_failure_rate"]),
-                        "error_acc": "n/a",
-                        "correct_acc": "n/a",
-                        "f1": "n/a",
-                    }
-                )
-    ctx["bench_table"] = table
-    ctx["average_f1"] = _pct(scores.get("processbench", {}).get("average_f1"))
-    lema_all = scores.get("lema", {}).get("all")
-    ctx["lema_all"] = (
-        {k: _pct(lema_all[k]) for k in ("exact", "within_one", "parse_failure_rate", "no_error_rate")}
-        | {"n": lema_all["n"]}
-        if lema_all
-        else None
-    )
-    ctx["delta_distribution"] = lema_all["delta_distribution"] if lema_all else {}
-    ctx["parse_failures"] = sorted(Counter(str(r) for r in _all_values(tables, "parse_reason") if r).items())
-    ctx["prediction_counts"] = sorted(Counter(str(p) for p in _all_values(tables, "prediction")).items())
-    positions = accuracy_by_position(rows)
-    if positions:
-
-        def draw(ax):
-            for protocol, marker in (("lema", "o"), ("processbench", "s")):
-                if protocol in positions:
-                    pts = positions[protocol]
-                    ax.plot(list(pts), [100 * v["acc"] for v in pts.values()], marker=marker, label=protocol)
-            ax.set_title("First-error accuracy by position of the wrong step")
-            ax.set_xlabel("labelled first wrong step (1-based)")
-            ax.set_ylabel("% exact")
-            ax.set_ylim(0, 100)
-            ax.legend(frameon=False)
-
-        ctx["images"].append(
-            ("Accuracy by position of the wrong step", _plot(folder, "accuracy_by_position", draw))
-        )
-
-
 __all__ = [
     "BenchCorrectorConfig",
     "PROTOCOLS",
-    "accuracy_by_position",
     "bench_corrector",
-    "headline",
     "load_items",
-    "metrics",
     "no_error_prompt",
     "read_prediction",
 ]

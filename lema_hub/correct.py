@@ -26,6 +26,7 @@ from lema_hub.corrector.prompt import (
     corrector_prompt,
 )
 from lema_hub.corrector.prompt import sha12 as _sha12
+from lema_hub.corrector.quality import headline
 from lema_hub.corrector.reference import reference_correction, reference_rules_ref, reference_step
 from lema_hub.errors import InvalidInputError
 from lema_hub.generation import GenerationRequest, SamplingParams
@@ -356,8 +357,6 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
 
     quality = None
     if cfg.corrector_benchmark:  # read before any request is sent: a bad path fails fast
-        from lema_hub.bench_corrector import headline  # deferred: bench_corrector builds on this module
-
         quality = headline(cfg.corrector_benchmark)
     rows, tokens = _correction_rows(cfg, mistakes, output_dir)
     outcome = tokens.pop("outcome", None)

@@ -19,11 +19,11 @@ from lema_hub.bench_corrector import (
     NO_ERROR_INSTRUCTION,
     BenchCorrectorConfig,
     bench_corrector,
-    processbench_metrics,
     read_prediction,
 )
 from lema_hub.correct import CorrectConfig, correct
 from lema_hub.corrector.claims import claims_in, first_false_step
+from lema_hub.corrector.quality import processbench_metrics
 from lema_hub.corrector.reference import reference_step
 from tests.fake_openai_server import FakeOpenAIServer
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub.cards.plots import (
+    _plot,
     acceptance_plot,
     accuracy_plot,
     incorrect_step_position_plot,
@@ -14,6 +15,7 @@ from lema_hub.cards.plots import (
     verdicts_by_generator_plot,
     wrong_path_steps_plot,
 )
+from lema_hub.corrector.quality import accuracy_by_position, metrics
 from lema_hub.grading import VERDICTS
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, TokenColumns
 
@@ -299,10 +301,86 @@ def _stats_eval(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
         )
 
 
-def _stats_corrector_bench(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
-    from lema_hub.bench_corrector import card_stats  # deferred: corrector_bench imports the cards
+def _pct_or_na(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}"
 
-    card_stats(folder, tables, main, ctx)
+
+def _stats_corrector_bench(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
+    """`write_dataset_card` statistics for kind `corrector_bench`, computed from the parquet details."""
+
+    rows = []
+    for config, splits in tables.items():
+        for split, t in splits.items():
+            cols = {
+                c: _column(t, c)
+                for c in ("labelled_step", "prediction", "predicted_step", "correct", "delta", "parse_reason")
+            }
+            for i in range(t.num_rows):
+                rows.append(
+                    {c: (v[i] if v else None) for c, v in cols.items()} | {"split": split, "protocol": config}
+                )
+    scores = metrics(rows)
+    table = []
+    for s, m in scores.get("processbench", {}).items():
+        if s == "average_f1":
+            continue
+        lm = scores.get("lema", {}).get(s, {})
+        table.append(
+            {
+                "split": s,
+                "n": m["n"],
+                "lema_exact": _pct_or_na(lm.get("exact")),
+                "lema_within_one": _pct_or_na(lm.get("within_one")),
+                "lema_parse": _pct_or_na(lm.get("parse_failure_rate")),
+                "error_acc": _pct_or_na(m["error_acc"]),
+                "correct_acc": _pct_or_na(m["correct_acc"]),
+                "f1": _pct_or_na(m["f1"]),
+            }
+        )
+    if not table:  # lema protocol only
+        for s, lm in scores.get("lema", {}).items():
+            if s != "all":
+                table.append(
+                    {
+                        "split": s,
+                        "n": lm["n"],
+                        "lema_exact": _pct_or_na(lm["exact"]),
+                        "lema_within_one": _pct_or_na(lm["within_one"]),
+                        "lema_parse": _pct_or_na(lm["parse_failure_rate"]),
+                        "error_acc": "n/a",
+                        "correct_acc": "n/a",
+                        "f1": "n/a",
+                    }
+                )
+    ctx["bench_table"] = table
+    ctx["average_f1"] = _pct_or_na(scores.get("processbench", {}).get("average_f1"))
+    lema_all = scores.get("lema", {}).get("all")
+    ctx["lema_all"] = (
+        {k: _pct_or_na(lema_all[k]) for k in ("exact", "within_one", "parse_failure_rate", "no_error_rate")}
+        | {"n": lema_all["n"]}
+        if lema_all
+        else None
+    )
+    ctx["delta_distribution"] = lema_all["delta_distribution"] if lema_all else {}
+    ctx["parse_failures"] = sorted(Counter(str(r) for r in _all_values(tables, "parse_reason") if r).items())
+    ctx["prediction_counts"] = sorted(Counter(str(p) for p in _all_values(tables, "prediction")).items())
+    positions = accuracy_by_position(rows)
+    if positions:
+
+        def draw(ax):
+            for protocol, marker in (("lema", "o"), ("processbench", "s")):
+                if protocol in positions:
+                    pts = positions[protocol]
+                    ax.plot(list(pts), [100 * v["acc"] for v in pts.values()], marker=marker, label=protocol)
+            ax.set_title("First-error accuracy by position of the wrong step")
+            ax.set_xlabel("labelled first wrong step (1-based)")
+            ax.set_ylabel("% exact")
+            ax.set_ylim(0, 100)
+            ax.legend(frameon=False)
+
+        ctx["images"].append(
+            ("Accuracy by position of the wrong step", _plot(folder, "accuracy_by_position", draw))
+        )
 
 
 _KIND_STATS = {
