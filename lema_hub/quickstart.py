@@ -3,6 +3,11 @@
 collect mistakes -> correct them -> build `cot` and `lema` views -> two LoRA adapters with the
 same budget -> evaluate base / CoT-only / LeMa on the held-out sample -> cards -> (push).
 
+Each stage's config is its recipe under `recipes/smollm2-135m/` (`recipes_dir`), parsed by the
+same `parse_config` as `lema-hub <stage> --config`, plus the quickstart's overrides (output paths
+under `output_dir`, model, limits, budget, seed, corrector, push); the merged YAML of each stage is
+written to `<output_dir>/.quickstart/<stage>.yaml`.
+
 Each finished stage leaves a marker in `<output_dir>/.quickstart/` holding a hash of the
 stage's config; a re-run skips stages whose marker matches, and the stages themselves resume
 half-finished work through the generation cache. `--fresh true` starts over.
@@ -20,16 +25,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub.build import BuildConfig, build
+from lema_hub.build import build
 from lema_hub.cards.model import add_model_card_datasets
-from lema_hub.collect import CollectConfig, CollectSummary, collect, set_aside_text
+from lema_hub.collect import CollectSummary, collect, set_aside_text
 from lema_hub.configs import config_to_dict, redact
-from lema_hub.correct import CorrectConfig, correct
-from lema_hub.evaluate import EvalConfig, evaluate
-from lema_hub.models import resolve_prompt_style
+from lema_hub.correct import correct
+from lema_hub.evaluate import evaluate
 from lema_hub.push import push_folder
-from lema_hub.schema import AUTO, DEFAULT_MODEL
-from lema_hub.sft import SFTScriptArguments, train
+from lema_hub.quickstart_configs import (
+    SFT_HASHED,
+    build_config,
+    check_recipes,
+    collect_config,
+    correct_config,
+    eval_config,
+    model_repo_id,
+    prompt_style_of,
+    sft_configs,
+)
+from lema_hub.schema import DEFAULT_MODEL
+from lema_hub.sft import train
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +53,21 @@ STAGE_ORDER = ("collect", "correct", "build", "sft_cot", "sft_lema", "evaluate",
 
 @dataclass
 class QuickstartConfig:
-    """Options of `lema-hub quickstart` (defaults: ~10 minutes on 2 CPU cores)."""
+    """Options of `lema-hub quickstart` (defaults: ~10 minutes on 2 CPU cores).
+
+    Each stage's config is its recipe under `recipes_dir` (parsed as `lema-hub <stage> --config`
+    parses it) with these fields laid over it; every other value is the recipe's.
+    """
 
     output_dir: str = field(
         default="outputs/quickstart", metadata={"help": "Where every artifact folder goes."}
+    )
+    recipes_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Folder of the stage recipes the quickstart starts from (<stage>/config_*.yaml); "
+            "default: the repository's recipes/smollm2-135m."
+        },
     )
     model: str = field(
         default=DEFAULT_MODEL,
@@ -61,7 +87,6 @@ class QuickstartConfig:
         default=None, metadata={"help": "Evaluate on the first N held-out problems."}
     )
     num_samples: int = field(default=2, metadata={"help": "Sampled paths per training problem."})
-    temperature: float = field(default=0.8, metadata={"help": "Sampling temperature for mistake collection."})
     max_tokens: int = field(default=192, metadata={"help": "Max new tokens per sampled path."})
     include_unfinished: bool = field(
         default=False,
@@ -89,10 +114,6 @@ class QuickstartConfig:
         default=24, metadata={"help": "Optimizer steps for EACH adapter (same budget)."}
     )
     sft_batch_size: int = field(default=2, metadata={"help": "Per-device train batch size."})
-    sft_learning_rate: float = field(default=3e-4, metadata={"help": "LoRA learning rate (constant)."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
-    sft_max_length: int = field(default=512, metadata={"help": "Max tokens per training row."})
     eval_max_new_tokens: int = field(default=256, metadata={"help": "Max new tokens per evaluation answer."})
     seed: int = field(default=0, metadata={"help": "Seed for sampling and training."})
     fresh: bool = field(default=False, metadata={"help": "Delete output_dir and start over."})
@@ -301,113 +322,6 @@ def format_stage_line(name: str, result: dict[str, Any], seconds: float | None) 
     return f"{label:<9} {body} · {when}"
 
 
-def _collect_config(cfg: QuickstartConfig, layout: _Layout):
-
-    return CollectConfig(
-        problems=cfg.problems,
-        problems_split=cfg.train_split,
-        problems_limit=cfg.train_limit,
-        output_dir=str(layout.mistakes),
-        model=cfg.model,
-        backend="transformers",
-        num_samples=cfg.num_samples,
-        temperature=cfg.temperature,
-        max_tokens=cfg.max_tokens,
-        include_unfinished=cfg.include_unfinished,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        progress=cfg.progress,
-    )
-
-
-def _correct_config(cfg: QuickstartConfig, layout: _Layout):
-
-    return CorrectConfig(
-        mistakes=str(layout.mistakes),
-        output_dir=str(layout.corrections),
-        backend=cfg.corrector_backend,
-        model=cfg.corrector_model,
-        base_urls=[cfg.corrector_base_url] if cfg.corrector_base_url else None,
-        api_key_env=cfg.corrector_api_key_env,
-        prompt_style="chat" if cfg.corrector_base_url else "plain",
-        progress=cfg.progress,
-    )
-
-
-def _build_config(cfg: QuickstartConfig, layout: _Layout, prompt_style: str):
-
-    return BuildConfig(
-        problems=cfg.problems,
-        problems_split=cfg.train_split,
-        problems_limit=cfg.train_limit,
-        corrections=str(layout.corrections),
-        views=["cot", "lema"],
-        prompt_style=prompt_style,
-        output_dir=str(layout.mixture),
-        seed=cfg.seed,
-        decontaminate="sample_test" if cfg.problems == "sample" else None,
-    )
-
-
-def _sft_configs(cfg: QuickstartConfig, layout: _Layout, task: str, view: str):
-    from trl import ModelConfig, SFTConfig
-
-    script = SFTScriptArguments(dataset_name=str(layout.mixture), task=task, view=view, merge_adapter=True)
-    training = SFTConfig(
-        output_dir=str(layout.model(view)),
-        max_steps=cfg.sft_max_steps,
-        per_device_train_batch_size=cfg.sft_batch_size,
-        gradient_accumulation_steps=1,
-        learning_rate=cfg.sft_learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        max_length=cfg.sft_max_length,
-        logging_steps=4,
-        save_strategy="no",
-        report_to="none",
-        activation_checkpointing=False,
-        train_sampling_strategy="group_by_length",  # the fastest CPU setting: BENCHMARKS.md, SFT
-        seed=cfg.seed,
-        use_cpu=True,
-        bf16=False,
-        disable_tqdm=not cfg.progress,
-        # The card's snippet and model name are the repo `_push_all` pushes to (no Trainer push).
-        hub_model_id=_model_repo_id(cfg, task, view) if cfg.push_to_hub else None,
-    )
-    model = ModelConfig(
-        model_name_or_path=cfg.model,
-        use_peft=True,
-        lora_r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=0.05,
-        lora_target_modules=["all-linear"],
-    )
-    return script, training, model
-
-
-def _eval_config(cfg: QuickstartConfig, layout: _Layout):
-
-    return EvalConfig(
-        models=[cfg.model, str(layout.model("cot")), str(layout.model("lema"))],
-        model_labels=["base", "cot", "lema"],
-        problems=cfg.problems,
-        problems_split=cfg.eval_split,
-        problems_limit=cfg.eval_limit,
-        output_dir=str(layout.eval),
-        max_new_tokens=cfg.eval_max_new_tokens,
-        batch_size=cfg.batch_size,
-    )
-
-
-def _short(model: str) -> str:
-    name = model.split(":", 1)[-1].rstrip("/").split("/")[-1]
-    return name.lower().replace("_", "-")
-
-
-def _model_repo_id(cfg: QuickstartConfig, task: str, view: str) -> str:
-    return f"{cfg.hub_namespace}/lema-{_short(cfg.model)}-{task}" + ("-cot" if view == "cot" else "")
-
-
 def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, str]:
 
     ns = cfg.hub_namespace
@@ -418,8 +332,8 @@ def _push_all(cfg: QuickstartConfig, layout: _Layout, task: str) -> dict[str, st
         (layout.corrections, f"{ns}/lema-corrections", "dataset"),
         (layout.mixture, f"{ns}/lema-mixture", "dataset"),
         (layout.eval, f"{ns}/lema-eval-details", "dataset"),
-        (layout.model("cot"), _model_repo_id(cfg, task, "cot"), "model"),
-        (layout.model("lema"), _model_repo_id(cfg, task, "lema"), "model"),
+        (layout.model("cot"), model_repo_id(cfg, task, "cot"), "model"),
+        (layout.model("lema"), model_repo_id(cfg, task, "lema"), "model"),
     ]
     return {
         str(folder.relative_to(layout.root)): push_folder(
@@ -437,6 +351,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     """Run (or resume) every stage and print the summary; returns it."""
 
     quiet_console()
+    check_recipes(cfg)  # a bad key in the evaluate recipe fails now, not after training
     layout = _Layout(Path(cfg.output_dir))
     if cfg.fresh and layout.root.exists():
         shutil.rmtree(layout.root)
@@ -445,12 +360,13 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     wall = time.perf_counter()
 
-    collect_cfg = _collect_config(cfg, layout)
+    style = prompt_style_of(cfg.model)  # one style for every stage: the recipes' `chat` fits only chat models
+    collect_cfg = collect_config(cfg, layout, style)
     results["collect"] = _run_stage(
         layout, "collect", asdict(collect_cfg), lambda: collect(collect_cfg), timings
     )
 
-    correct_cfg = _correct_config(cfg, layout)
+    correct_cfg = correct_config(cfg, layout)
     results["correct"] = _run_stage(
         layout,
         "correct",
@@ -459,8 +375,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
         timings,
     )
 
-    style = resolve_prompt_style(AUTO, cfg.model)
-    build_cfg = _build_config(cfg, layout, style)
+    build_cfg = build_config(cfg, layout, style)
     results["build"] = _run_stage(
         layout,
         "build",
@@ -471,19 +386,19 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     task = results["build"].get("config_prefix") or results["build"].get("task") or cfg.problems
 
     for view in ("cot", "lema"):
-        sft = _sft_configs(cfg, layout, task, view)
+        sft = sft_configs(cfg, layout, task, view, style)
+        training = sft[1]
         spec = {
             **redact(config_to_dict(sft[0], sft[2])),
-            "steps": cfg.sft_max_steps,
-            "bs": cfg.sft_batch_size,
-            "lr": cfg.sft_learning_rate,
+            # TrainingArguments' own dict holds run-dependent values; hash the ones that shape training
+            **{k: getattr(training, k) for k in SFT_HASHED},
             "after": _digest(layout, "build"),
         }
         results[f"sft_{view}"] = _run_stage(
             layout, f"sft_{view}", spec, lambda s=sft: _quietly(train, *s), timings
         )
 
-    eval_cfg = _eval_config(cfg, layout)
+    eval_cfg = eval_config(cfg, layout)
     results["evaluate"] = _run_stage(
         layout,
         "evaluate",

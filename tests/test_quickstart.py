@@ -133,3 +133,55 @@ def test_llm_corrector_needs_model_and_url():
         QuickstartConfig(corrector_base_url="http://127.0.0.1:8000/v1", corrector_model="m").corrector_backend
         == "openai"
     )
+
+
+def test_sft_runs_the_sft_recipes_values(smoke_run, repo_root: Path):
+    """Values the quickstart does not expose come from recipes/smollm2-135m/sft/ (no second copy)."""
+    out, _ = smoke_run
+    sft_recipes = repo_root / "recipes" / "smollm2-135m" / "sft"
+    for view in ("cot", "lema"):
+        recipe = yaml.safe_load((sft_recipes / f"config_{view}_lora.yaml").read_text())
+        record = yaml.safe_load((out / "models" / view / "lema_hub_config.yaml").read_text())["sft"]
+        for key in ("learning_rate", "max_grad_norm", "lora_r", "lora_alpha", "lora_dropout"):
+            assert float(record[key]) == float(recipe[key]), key
+        # ... and the quickstart's own options are laid over them
+        assert record["max_steps"] == SMOKE["sft_max_steps"]
+        assert record["model_name_or_path"] == SMOKE["model"]
+
+
+def test_a_changed_recipe_value_reaches_its_stage_only(smoke_run, tmp_path, repo_root: Path):
+    src, first = smoke_run
+    out, recipes = tmp_path / "run", tmp_path / "recipes"
+    shutil.copytree(src, out)
+    shutil.copytree(repo_root / "recipes" / "smollm2-135m", recipes)
+    path = recipes / "evaluate" / "config_sample.yaml"
+    path.write_text(path.read_text() + "\ntop_p: 0.5\nseed: 7\n")
+    again = run_quickstart(QuickstartConfig(output_dir=str(out), recipes_dir=str(recipes), **SMOKE))
+    assert {k for k, v in again["seconds"].items() if v is not None} == {"evaluate"}  # the rest resumed
+    record = yaml.safe_load((out / "eval" / "lema_hub_config.yaml").read_text())["evaluate"]
+    assert record["top_p"] == 0.5 and record["seed"] == 7
+    assert record["max_new_tokens"] == SMOKE["eval_max_new_tokens"]  # the override still wins
+    effective = yaml.safe_load((out / ".quickstart" / "evaluate.yaml").read_text())
+    assert effective["top_p"] == 0.5 and effective["max_new_tokens"] == SMOKE["eval_max_new_tokens"]
+
+
+@pytest.mark.parametrize("stage_file", ["evaluate/config_sample.yaml", "sft/config_lema_lora.yaml"])
+def test_an_unknown_recipe_key_fails_before_any_stage_as_the_cli_does(
+    tmp_path, repo_root: Path, capsys, stage_file: str
+):
+    from lema_hub.cli import main
+
+    recipes, out = tmp_path / "recipes", tmp_path / "run"
+    shutil.copytree(repo_root / "recipes" / "smollm2-135m", recipes)
+    path = recipes / stage_file
+    path.write_text(path.read_text() + "\nbogus_knob: 1\n")
+    stage = stage_file.split("/")[0]
+    with pytest.raises(SystemExit) as cli_exit:
+        main([stage, "--config", str(path)])
+    cli_message = capsys.readouterr().err.strip().removeprefix(f"lema-hub {stage}: ")
+    with pytest.raises(SystemExit) as qs_exit:
+        main(["quickstart", "--output_dir", str(out), "--recipes_dir", str(recipes), "--model", "tiny"])
+    err = capsys.readouterr().err.strip()
+    assert cli_exit.value.code == qs_exit.value.code == 2
+    assert err == f"lema-hub quickstart: {cli_message}" and "'bogus_knob'" in err and str(path) in err
+    assert not (out / "lema-mistakes").exists()  # nothing ran
