@@ -33,7 +33,10 @@ VIEWS = ("cot", "lema")  # the two views the quickstart trains (the recipe build
 
 
 def _recipes_dir(cfg: QuickstartConfig) -> Path:
-    default = Path(__file__).resolve().parents[1] / _DEFAULT_RECIPES
+    here = Path(__file__).resolve().parent
+    # The repository's recipes, else the copy the wheel ships (pyproject's force-include).
+    repo, shipped = here.parent / _DEFAULT_RECIPES, here / "_recipes" / _DEFAULT_RECIPES.name
+    default = repo if repo.is_dir() or not shipped.is_dir() else shipped
     folder = Path(cfg.recipes_dir) if cfg.recipes_dir else default
     if not folder.is_dir():
         raise ConfigError(f"recipes_dir {folder} is not a folder (pass --recipes_dir recipes/smollm2-135m).")

@@ -185,3 +185,22 @@ def test_an_unknown_recipe_key_fails_before_any_stage_as_the_cli_does(
     assert cli_exit.value.code == qs_exit.value.code == 2
     assert err == f"lema-hub quickstart: {cli_message}" and "'bogus_knob'" in err and str(path) in err
     assert not (out / "lema-mistakes").exists()  # nothing ran
+
+
+def test_an_llm_corrector_runs_the_endpoint_recipe(tmp_path, repo_root: Path):
+    """corrector_base_url switches the correct stage to correct/config_endpoint.yaml, its values kept."""
+    from lema_hub.quickstart import _Layout
+    from lema_hub.quickstart_configs import correct_config
+
+    recipes = tmp_path / "recipes"
+    shutil.copytree(repo_root / "recipes" / "smollm2-135m", recipes)
+    path = recipes / "correct" / "config_endpoint.yaml"
+    path.write_text(path.read_text().replace("concurrency: 32", "concurrency: 3"))
+    url = "http://127.0.0.1:9/v1"
+    cfg = QuickstartConfig(recipes_dir=str(recipes), corrector_base_url=url, corrector_model="judge")
+    correct_cfg = correct_config(cfg, _Layout(tmp_path / "run"))
+    assert correct_cfg.concurrency == 3 and correct_cfg.prompt_style == "chat"  # the recipe's
+    assert (correct_cfg.backend, correct_cfg.model, correct_cfg.base_urls) == ("openai", "judge", [url])
+    assert correct_cfg.output_dir == str(tmp_path / "run" / "lema-corrections")
+    reference = correct_config(QuickstartConfig(recipes_dir=str(recipes)), _Layout(tmp_path))
+    assert reference.backend == "reference"
