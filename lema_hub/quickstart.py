@@ -31,6 +31,7 @@ from lema_hub.collect import CollectSummary, collect, set_aside_text
 from lema_hub.configs import config_to_dict, redact
 from lema_hub.correct import correct
 from lema_hub.evaluate import evaluate
+from lema_hub.models import resolve_prompt_style
 from lema_hub.push import push_folder
 from lema_hub.quickstart_configs import (
     SFT_HASHED,
@@ -40,10 +41,9 @@ from lema_hub.quickstart_configs import (
     correct_config,
     eval_config,
     model_repo_id,
-    prompt_style_of,
     sft_configs,
 )
-from lema_hub.schema import DEFAULT_MODEL
+from lema_hub.schema import AUTO, DEFAULT_MODEL
 from lema_hub.sft import train
 
 logger = logging.getLogger(__name__)
@@ -360,7 +360,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     wall = time.perf_counter()
 
-    style = prompt_style_of(cfg.model)  # one style for every stage: the recipes' `chat` fits only chat models
+    style = resolve_prompt_style(
+        AUTO, cfg.model
+    )  # one style for every stage: the recipes' `chat` fits only chat models
     collect_cfg = collect_config(cfg, layout, style)
     results["collect"] = _run_stage(
         layout, "collect", asdict(collect_cfg), lambda: collect(collect_cfg), timings

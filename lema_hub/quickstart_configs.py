@@ -202,12 +202,6 @@ SFT_HASHED = (
 )
 
 
-def prompt_style_of(model: str) -> str:
-    from lema_hub.models import has_chat_template, load_tokenizer
-
-    return "chat" if has_chat_template(load_tokenizer(model)) else "plain"
-
-
 def _short(model: str) -> str:
     name = model.split(":", 1)[-1].rstrip("/").split("/")[-1]
     return name.lower().replace("_", "-")
