@@ -123,6 +123,17 @@ class SimulatedLLM:
         return correction_target(k + 1, explanation, fixed)
 
 
+def list_schedule(latencies: list[float], slots: int) -> float:
+    """Makespan of `slots` workers taking the attempts in arrival order: the ideal with its tail."""
+    import heapq
+
+    free = [0.0] * slots
+    end = 0.0
+    for lat in latencies:
+        end = max(end, heapq.heapreplace(free, free[0] + lat) + lat)
+    return end
+
+
 def serve(port: int, latency_scale: float, seed: int) -> None:
     from aiohttp import web
 
@@ -132,8 +143,9 @@ def serve(port: int, latency_scale: float, seed: int) -> None:
 
     def reset() -> None:
         stats.clear()
-        stats.update(attempts=0, ok=0, r429=0, latency_s=0.0, max_in_flight=0, in_flight=0)
+        stats.update(attempts=0, ok=0, r429=0, latency_s=0.0, max_in_flight=0, in_flight=0, first_at=None)
         stats["ok_keys"] = Counter()
+        stats["latencies"] = []  # per attempt, in arrival order
 
     reset()
 
@@ -143,12 +155,14 @@ def serve(port: int, latency_scale: float, seed: int) -> None:
         payload = await request.json()
         text = payload["messages"][-1]["content"] if "messages" in payload else str(payload.get("prompt", ""))
         stats["attempts"] += 1
+        stats["first_at"] = stats["first_at"] or time.time()
         stats["in_flight"] += 1
         stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
         try:
             if rng.random() < RATE_429:
                 delay = 0.05 * latency_scale
                 stats["latency_s"] += delay
+                stats["latencies"].append(delay)
                 await asyncio.sleep(delay)
                 stats["r429"] += 1
                 return web.json_response(
@@ -158,6 +172,7 @@ def serve(port: int, latency_scale: float, seed: int) -> None:
                 )
             delay = min(30.0, rng.lognormvariate(math.log(MEDIAN_S), SIGMA)) * latency_scale
             stats["latency_s"] += delay
+            stats["latencies"].append(delay)
             if delay:
                 await asyncio.sleep(delay)
             if "Original Solution:" in text:
@@ -182,12 +197,17 @@ def serve(port: int, latency_scale: float, seed: int) -> None:
 
     async def get_stats(request: web.Request) -> web.Response:
         keys = stats["ok_keys"]
-        out = {k: v for k, v in stats.items() if k != "ok_keys"}
+        out = {k: v for k, v in stats.items() if k not in ("ok_keys", "latencies")}
         out.update(distinct_ok=len(keys), asked_twice=sum(1 for v in keys.values() if v > 1))
+        if request.query.get("concurrency"):
+            out["list_schedule_s"] = list_schedule(stats["latencies"], int(request.query["concurrency"]))
         return web.json_response(out)
 
     async def post_reset(request: web.Request) -> web.Response:
-        reset()
+        if request.query.get("keep_counts"):  # only restart the clock of the first request
+            stats["first_at"] = None
+        else:
+            reset()
         return web.json_response({})
 
     app = web.Application(client_max_size=16 * 2**20)
@@ -231,16 +251,20 @@ def start_server(latency_scale: float, seed: int) -> tuple[subprocess.Popen, str
     return proc, root
 
 
-def server_stats(root: str, reset: bool = False) -> dict:
-    if reset:
-        urllib.request.urlopen(urllib.request.Request(f"{root}/reset", method="POST"), timeout=10).read()
+def server_stats(root: str, reset: bool = False, keep_counts: bool = False, concurrency: int = 0) -> dict:
+    if reset or keep_counts:
+        url = f"{root}/reset" + ("?keep_counts=1" if keep_counts else "")
+        urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10).read()
         return {}
-    return json.loads(urllib.request.urlopen(f"{root}/stats", timeout=10).read())
+    query = f"?concurrency={concurrency}" if concurrency else ""
+    return json.loads(urllib.request.urlopen(f"{root}/stats{query}", timeout=30).read())
 
 
-def run_stage(name: str, argv: list[str], root: str, log: Path, concurrency: int) -> dict:
+def run_stage(name: str, argv: list[str], root: str, log: Path, concurrency: int, reset: bool = True) -> dict:
     """Run one stage in its own process; its wall time, rusage and the server's counts."""
-    server_stats(root, reset=True)
+    if reset:
+        server_stats(root, reset=True)
+    t0 = time.time()
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     start = time.perf_counter()
     with log.open("w") as fh:
@@ -252,7 +276,7 @@ def run_stage(name: str, argv: list[str], root: str, log: Path, concurrency: int
         raise SystemExit(
             f"stage {name} failed (exit {proc.returncode}); see {log}:\n{log.read_text()[-3000:]}"
         )
-    s = server_stats(root)
+    s = server_stats(root, concurrency=concurrency)
     cpu = ru.ru_utime + ru.ru_stime
     ideal = s["latency_s"] / concurrency if s["attempts"] else 0.0
     return {
@@ -263,12 +287,28 @@ def run_stage(name: str, argv: list[str], root: str, log: Path, concurrency: int
         "r429": s["r429"],
         "ideal_s": round(ideal, 1),
         "of_ideal": round(ideal / wall, 3) if ideal else None,
+        "ideal_with_tail_s": round(s.get("list_schedule_s", 0.0), 1),
         "max_in_flight": s["max_in_flight"],
         "cpu_s": round(cpu, 1),
         "cpu_ms_per_request": round(1000 * cpu / s["attempts"], 2) if s["attempts"] else None,
         "peak_rss_mib": round(ru.ru_maxrss / 1024),
         "asked_twice": s["asked_twice"],
+        "first_request_after_s": round(s["first_at"] - t0, 2) if s["first_at"] and reset else None,
     }
+
+
+def engine_wall(name: str, work: Path) -> float | None:
+    """Seconds the stage spent in `engine.generate` (its own record), where the stage records it."""
+    try:
+        if name.startswith("collect"):
+            s = json.loads((work / "mistakes" / "run_summary.json").read_text())["collect"]
+            return sum(g["wall_s"] for g in s["generators"].values())
+        if name == "correct":
+            s = json.loads((work / "corrections" / "run_summary.json").read_text())["correct"]
+            return s["tokens"]["engine"]["wall_s"]
+    except (OSError, KeyError, ValueError):
+        return None
+    return 0.0 if name in ("build", "cards") else None
 
 
 def cli(stage: str, *args: object) -> list[str]:
@@ -300,26 +340,35 @@ def stage_commands(work: Path, url: str, n: int, c: int, latency_scale: float) -
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| stage | wall s | requests (attempts, 429) | ideal s | % of ideal rate | client CPU s "
-            "| CPU ms / request | peak RSS MiB |")  # fmt: skip
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    head = ("| stage | wall s | requests (attempts, 429) | ideal s | % of ideal rate | ideal with its tail s | client CPU s "
+            "| CPU ms / request | peak RSS MiB | outside the engine s |")  # fmt: skip
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         pct = f"{r['of_ideal']:.0%}" if r["of_ideal"] else "-"
         reqs = f"{r['requests']:,} ({r['attempts']:,}, {r['r429']})" if r["attempts"] else "-"
         per = r["cpu_ms_per_request"] if r["cpu_ms_per_request"] is not None else "-"
         ideal = r["ideal_s"] if r["attempts"] else "-"
-        lines.append(
-            f"| {r['stage']} | {r['wall_s']} | {reqs} | {ideal} | {pct} | {r['cpu_s']} | {per} | {r['peak_rss_mib']} |"
-        )
+        outside = r.get("outside_engine_s")
+        tail = r["ideal_with_tail_s"] if r["attempts"] else "-"
+        cells = [r["stage"], r["wall_s"], reqs, ideal, pct, tail, r["cpu_s"], per, r["peak_rss_mib"]]
+        cells.append("-" if outside is None else outside)
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
 
 def pipeline(args: argparse.Namespace, root: str, work: Path) -> list[dict]:
     rows = []
     for name, argv in stage_commands(work, f"{root}/v1", args.problems, args.concurrency, args.latency_scale):
+        if args.stages and name not in args.stages:
+            continue
         r = run_stage(name, argv, root, work / f"{name}.log", args.concurrency)
+        gen = engine_wall(name, work)
+        r["engine_s"] = gen
+        r["outside_engine_s"] = round(r["wall_s"] - gen, 1) if gen is not None else None
         print(json.dumps(r), flush=True)
         rows.append(r)
+    if args.stages and "correct" not in args.stages:
+        return rows
     summary = json.loads((work / "corrections" / "run_summary.json").read_text())["correct"]
     print(json.dumps({"corrections": {k: summary.get(k) for k in ("n", "accepted", "reject_reasons")}}))
     return rows
@@ -332,26 +381,35 @@ def resume_test(args: argparse.Namespace, root: str, work: Path) -> dict:
     server_stats(root, reset=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     with (work / "killed.log").open("w") as fh:
+        start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
         while server_stats(root)["ok"] < total // 2:
             time.sleep(0.05)
-        in_flight = server_stats(root)["in_flight"]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        killed_at = time.perf_counter() - start
+    while server_stats(root)["in_flight"]:  # the requests in flight at the kill finish server-side
+        time.sleep(0.1)
     before = server_stats(root)
     cache = next((work / "mistakes" / ".cache" / "requests").glob("*.jsonl"))
     cached = sum(1 for _ in cache.open())
-    rerun = run_stage("collect (resumed)", argv, root, work / "resumed.log", args.concurrency)
+    server_stats(root, keep_counts=True)
+    t0 = time.time()
+    rerun = run_stage("collect (resumed)", argv, root, work / "resumed.log", args.concurrency, reset=False)
     after = server_stats(root)
     out = {
-        "killed_after_ok": before["ok"],
-        "in_flight_at_kill": in_flight,
+        "killed_after_s": round(killed_at, 1),
+        "answered_before_kill": before["ok"],
         "cached_lines_at_kill": cached,
-        "resume_requests": rerun["requests"],
+        "lost_in_flight": before["ok"] - cached,
+        "resume_requests": after["ok"] - before["ok"],
         "expected_resume_requests": total - cached,
+        "resume_first_request_after_s": round(after["first_at"] - t0, 2) if after["first_at"] else None,
         "resume_wall_s": rerun["wall_s"],
-        "resume_ideal_s": rerun["ideal_s"],
-        "asked_twice_in_resume": after["asked_twice"],
+        "keys_answered_twice": after["asked_twice"],
+        "samples_in_dataset": json.loads((work / "mistakes" / "run_summary.json").read_text())["collect"][
+            "samples"
+        ],
     }
     print(json.dumps(out), flush=True)
     return out
@@ -364,6 +422,7 @@ def main() -> None:
     ap.add_argument("--latency_scale", type=float, default=1.0, help="0 = answer at once (non-LLM work)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume_test", action="store_true")
+    ap.add_argument("--stages", nargs="+", default=None, help="only these (each needs the ones before it)")
     ap.add_argument("--work_dir", default=None, help="keep the stage folders here (default: a temp dir)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

@@ -400,7 +400,8 @@ def _write(
     from lema_hub.hub import maybe_push, save_dataset_config, write_dataset_card, write_run_record
 
     features = sample_features()
-    rows = [{k: r.get(k) for k in features} for r in rows]
+    for i, r in enumerate(rows):  # in place: the caller's list would keep a second copy alive
+        rows[i] = {k: r.get(k) for k in features}
     mistakes, dupes = select_mistakes(rows)
     save_dataset_config(out_dir, f"{config_name}-samples", {"train": _dataset(rows, features)})
     save_dataset_config(out_dir, config_name, {"train": _dataset(mistakes, features)})

@@ -94,10 +94,13 @@ class RequestCache:
                 self._fh.flush()  # in the kernel now: survives SIGKILL of this process
 
     def close(self) -> None:
+        """Close the file and drop the in-memory copy (a stage keeps its results, not the cache's)."""
         with self._lock:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+            if self.path is not None:
+                self._data = {}
 
     def __enter__(self) -> RequestCache:
         return self
