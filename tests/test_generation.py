@@ -358,3 +358,15 @@ def test_against_real_transformers_serve(tiny_model):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_without_base_urls_the_sdk_environment_is_used(monkeypatch, transport):
+    """No `base_urls`: OPENAI_BASE_URL (else api.openai.com), as the SDK does, on both transports."""
+    with FakeOpenAIServer() as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+        with make_engine(_fast([], base_urls=None, http_transport=transport)) as engine:
+            results = engine.generate(_requests(3))
+        assert all(r.ok for r in results)
+        assert srv.total_requests == 3 and set(srv.auth_headers) == {"Bearer sk-env"}

@@ -109,10 +109,19 @@ class OpenAIBackend(Backend):
         key = api_key(self.config.api_key_env) or "EMPTY"
         base = self.config.base_urls or [os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL]
         self.urls = [u.rstrip("/") for u in base]
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        # The SDK's other client-level headers, from the same environment variables.
+        for env, header in (
+            ("OPENAI_ORG_ID", "OpenAI-Organization"),
+            ("OPENAI_PROJECT_ID", "OpenAI-Project"),
+        ):
+            if os.environ.get(env):
+                headers[header] = os.environ[env]
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0),  # the engine's workers bound the connections
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
-            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            headers=headers,
+            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as the SDK's httpx client honours them
         )
         self.in_flight = [0] * len(self.urls)
 
