@@ -16,7 +16,8 @@ three cards re-rendered -> `evaluate` on the test problems), each timed with its
     python benchmarks/scale.py                                   # 7,473 x 4, c=512, full latency
     python benchmarks/scale.py --problems 500 --latency_scale 0.1   # a quick run
     python benchmarks/scale.py --latency_scale 0                 # non-LLM work only
-    python benchmarks/scale.py --resume_test --problems 2000     # SIGKILL collect at 50 %, resume
+    python benchmarks/scale.py --resume_test --latency_scale 0.25   # SIGKILL collect at 50 %, resume
+    python benchmarks/scale.py --stages build cards --work_dir DIR   # rerun stages on a kept folder
 """
 
 from __future__ import annotations
@@ -332,6 +333,7 @@ def stage_commands(work: Path, url: str, n: int, c: int, latency_scale: float) -
         ("correct", cli("correct", "--mistakes", work / "mistakes", "--model", "sim-corrector",
                         "--output_dir", work / "corrections", *endpoint)),
         ("build", cli("build", "--corrections", work / "corrections", "--output_dir", work / "mixture",
+                      "--problems", "gsm8k", "--problems_path", train, "--problems_limit", n,
                       "--decontaminate", test)),
         ("cards", [sys.executable, "-c", cards]),
         ("evaluate", cli("evaluate", "--models", "sim-generator", "--problems", "gsm8k", "--problems_path", test,
@@ -371,6 +373,9 @@ def pipeline(args: argparse.Namespace, root: str, work: Path) -> list[dict]:
         return rows
     summary = json.loads((work / "corrections" / "run_summary.json").read_text())["correct"]
     print(json.dumps({"corrections": {k: summary.get(k) for k in ("n", "accepted", "reject_reasons")}}))
+    if (work / "mixture" / "run_summary.json").is_file():
+        mix = next(iter(json.loads((work / "mixture" / "run_summary.json").read_text()).values()))
+        print(json.dumps({"mixture": {k: mix.get(k) for k in ("gold_cot_rows", "correction_rows")}}))
     return rows
 
 
