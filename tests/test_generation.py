@@ -370,3 +370,19 @@ def test_without_base_urls_the_sdk_environment_is_used(monkeypatch, transport):
             results = engine.generate(_requests(3))
         assert all(r.ok for r in results)
         assert srv.total_requests == 3 and set(srv.auth_headers) == {"Bearer sk-env"}
+
+
+def test_results_finishing_together_share_one_flush(tmp_path):
+    """Every result is on disk when `generate` returns, with fewer writes to the OS than results."""
+    cache = tmp_path / "c.jsonl"
+    with FakeOpenAIServer(latency_s=0.02) as srv:
+        with make_engine(_fast([srv.base_url], concurrency=16), cache) as engine:
+            results = engine.generate(_requests(64))
+            flushes = engine.cache.flushes
+        assert all(r.ok for r in results)
+        assert len(cache.read_text().splitlines()) == 64
+        assert flushes < 64  # the answers of a round arrive together: one flush per loop iteration
+        with make_engine(_fast([srv.base_url]), cache) as engine:
+            engine.generate(_requests(64))
+            assert engine.last_summary["cached"] == 64
+        assert srv.total_requests == 64
