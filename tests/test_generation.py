@@ -386,3 +386,16 @@ def test_results_finishing_together_share_one_flush(tmp_path):
             engine.generate(_requests(64))
             assert engine.last_summary["cached"] == 64
         assert srv.total_requests == 64
+
+
+def test_the_proxy_comes_from_the_environment_once_per_url(monkeypatch):
+    from lema_hub.generation.backends.openai_backend import _env_proxy
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert _env_proxy("http://example.com/v1") is None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.local:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert _env_proxy("http://example.com/v1") == "http://proxy.local:3128"
+    assert _env_proxy("http://127.0.0.1:8000/v1") is None  # NO_PROXY wins
+    assert _env_proxy("https://example.com/v1") is None  # no HTTPS_PROXY set

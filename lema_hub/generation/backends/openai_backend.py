@@ -56,6 +56,19 @@ def use_aiohttp(transport: str) -> bool:
     return True
 
 
+def _env_proxy(url: str) -> str | None:
+    """The proxy the environment sets for `url` (HTTP(S)_PROXY, minus NO_PROXY), or None."""
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy
+
+
 def make_http_client(transport: str):
     """The `http_client` for `AsyncOpenAI`: openai's aiohttp client, or None (the SDK's default)."""
     if transport == "httpx":
@@ -80,6 +93,7 @@ class OpenAIBackend(Backend):
         self.in_flight: list[int] = []
         self.session = None  # the aiohttp session (direct transport)
         self.urls: list[str] = []
+        self.proxies: list[str | None] = []
 
     async def astart(self) -> None:
         if use_aiohttp(self.config.http_transport):
@@ -121,8 +135,11 @@ class OpenAIBackend(Backend):
             connector=aiohttp.TCPConnector(limit=0),  # the engine's workers bound the connections
             timeout=aiohttp.ClientTimeout(total=self.config.request_timeout),
             headers=headers,
-            trust_env=True,  # HTTP(S)_PROXY / NO_PROXY, as the SDK's httpx client honours them
         )
+        # HTTP(S)_PROXY / NO_PROXY as the SDK's httpx client honours them, looked up once per URL:
+        # aiohttp's `trust_env` looks them (and ~/.netrc) up on every request, which cost a
+        # fifth of the throughput at 64 in flight.
+        self.proxies = [_env_proxy(u) for u in self.urls]
         self.in_flight = [0] * len(self.urls)
 
     async def astop(self) -> None:
@@ -179,7 +196,8 @@ class OpenAIBackend(Backend):
         url = self.urls[i] + ("/chat/completions" if chat else "/completions")
         data = json.dumps(self.payload(unit), ensure_ascii=False).encode()
         # An idempotency key: servers ignore it; our test server counts requests by it.
-        async with self.session.post(url, data=data, headers={"X-Lema-Request-Key": unit.key}) as r:
+        headers = {"X-Lema-Request-Key": unit.key}
+        async with self.session.post(url, data=data, headers=headers, proxy=self.proxies[i]) as r:
             if r.status >= 300:
                 raise HTTPStatusError(r.status, r.headers, (await r.text(errors="replace"))[:300])
             return json.loads(await r.read())  # not JSON: ValueError, retried as malformed
