@@ -458,10 +458,44 @@ def _concat_parquet(folder: Path, files: list[str]):
     return pa.concat_tables([pq.read_table(folder / f) for f in files])
 
 
+class _ParquetColumns:
+    """A split's parquet shards for the card's statistics, read one column at a time.
+
+    The card needs a few columns of every row (verdicts, ids, token counts); reading whole tables
+    held every text column of every row in memory at once, so the card's peak memory grew with
+    the dataset. `columns_read` counts the columns actually read.
+    """
+
+    def __init__(self, paths: list[Path]) -> None:
+        import pyarrow.parquet as pq
+
+        self.paths = paths
+        files = [pq.ParquetFile(p) for p in paths]
+        self.column_names = list(files[0].schema_arrow.names) if files else []
+        self.num_rows = sum(f.metadata.num_rows for f in files)
+        self.columns_read: list[str] = []
+
+    def column(self, name: str):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.columns_read.append(name)
+        return pa.concat_tables([pq.read_table(p, columns=[name]) for p in self.paths]).column(name)
+
+    def slice(self, offset: int, length: int):
+        """Rows [offset, offset + length) with every column (the card's example row)."""
+        import pyarrow.parquet as pq
+
+        first = pq.ParquetFile(self.paths[0])  # the example row is at the start: one row group suffices
+        if offset + length <= first.metadata.row_group(0).num_rows:
+            return first.read_row_group(0).slice(offset, length)
+        return _concat_parquet(Path("/"), [str(p) for p in self.paths]).slice(offset, length)
+
+
 def _read_tables(folder: Path) -> dict[str, dict[str, Any]]:
-    """{config: {split: pyarrow.Table}} for every parquet config in the folder."""
+    """{config: {split: table}} for every parquet config in the folder (columns read on demand)."""
     return {
-        config: {split: _concat_parquet(folder, files) for split, files in splits.items()}
+        config: {split: _ParquetColumns([folder / f for f in files]) for split, files in splits.items()}
         for config, splits in discover_configs(folder).items()
     }
 

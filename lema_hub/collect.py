@@ -48,7 +48,14 @@ from lema_hub.grading import (
 from lema_hub.problems import ProblemArgs, load_problems, parse_shard, task_of
 from lema_hub.publish import finish
 from lema_hub.run_guard import RequestOutcome, guard_publish
-from lema_hub.schema import BACKENDS, DEFAULT_MODEL, TRAIN_TASKS, conform, mistake_features, sample_features
+from lema_hub.schema import (
+    BACKENDS,
+    DEFAULT_MODEL,
+    TRAIN_TASKS,
+    conform_in_place,
+    mistake_features,
+    sample_features,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -418,7 +425,7 @@ def _write(
 ) -> CollectSummary:
 
     features = sample_features()
-    rows = conform(rows, features)
+    rows = conform_in_place(rows, features)  # the caller's list would keep a second copy alive
     mistakes, dupes = select_mistakes(rows, cfg.include_unfinished)
     save_dataset_config(out_dir, f"{config_name}-samples", {"train": _dataset(rows, features)})
     save_dataset_config(out_dir, config_name, {"train": _dataset(mistakes, mistake_features())})

@@ -269,10 +269,12 @@ class FakeOpenAIServer:
             self._send(writer, 200, b'{"id": "cmpl-x", "object": "chat.completion", "choices": [{"ind')
         else:
             text = self.responder(payload)
-            self._send(writer, 200, json.dumps(self._completion(kind, payload, text)).encode())
+            # Counted before the write: once written, the client thread may read the answer and
+            # its test check the counts before this thread gets the GIL back.
             with self._lock:
                 self.success_counts[key] += 1
                 self.payloads.append(payload)
+            self._send(writer, 200, json.dumps(self._completion(kind, payload, text)).encode())
         await writer.drain()
         return True
 

@@ -53,7 +53,7 @@ def _requests(k: int, n: int = 1, **sp) -> list[GenerationRequest]:
 def test_faults_every_request_finishes_exactly_once(tmp_path, transport, monkeypatch):
     from lema_hub.generation.backends import openai_backend
 
-    made = []  # the http_client each AsyncOpenAI got: openai's aiohttp client, or None (httpx)
+    made = []  # the http_client each AsyncOpenAI got (httpx: None); aiohttp posts without the SDK
     real = openai_backend.make_http_client
     monkeypatch.setattr(openai_backend, "make_http_client", lambda t: made.append(real(t)) or made[-1])
     with FakeOpenAIServer(fault_rate=0.3, seed=3, hang_s=1.5) as srv:
@@ -70,9 +70,7 @@ def test_faults_every_request_finishes_exactly_once(tmp_path, transport, monkeyp
         assert len(srv.success_counts) == 60 and set(srv.success_counts.values()) == {1}
         assert srv.total_requests == 60 + sum(srv.fault_counts.values())
         if transport == "aiohttp":
-            from openai import DefaultAioHttpClient
-
-            assert made and all(isinstance(c, DefaultAioHttpClient) for c in made), made
+            assert made == []  # no AsyncOpenAI client was built: one aiohttp session did the work
         else:
             assert made and all(c is None for c in made), made
         # A rerun is served from the cache: no request reaches the server.
@@ -360,3 +358,44 @@ def test_against_real_transformers_serve(tiny_model):
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_without_base_urls_the_sdk_environment_is_used(monkeypatch, transport):
+    """No `base_urls`: OPENAI_BASE_URL (else api.openai.com), as the SDK does, on both transports."""
+    with FakeOpenAIServer() as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-env")
+        with make_engine(_fast([], base_urls=None, http_transport=transport)) as engine:
+            results = engine.generate(_requests(3))
+        assert all(r.ok for r in results)
+        assert srv.total_requests == 3 and set(srv.auth_headers) == {"Bearer sk-env"}
+
+
+def test_results_finishing_together_share_one_flush(tmp_path):
+    """Every result is on disk when `generate` returns, with fewer writes to the OS than results."""
+    cache = tmp_path / "c.jsonl"
+    with FakeOpenAIServer(latency_s=0.02) as srv:
+        with make_engine(_fast([srv.base_url], concurrency=16), cache) as engine:
+            results = engine.generate(_requests(64))
+            flushes = engine.cache.flushes
+        assert all(r.ok for r in results)
+        assert len(cache.read_text().splitlines()) == 64
+        assert flushes < 64  # the answers of a round arrive together: one flush per loop iteration
+        with make_engine(_fast([srv.base_url]), cache) as engine:
+            engine.generate(_requests(64))
+            assert engine.last_summary["cached"] == 64
+        assert srv.total_requests == 64
+
+
+def test_the_proxy_comes_from_the_environment_once_per_url(monkeypatch):
+    from lema_hub.generation.backends.openai_backend import _env_proxy
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert _env_proxy("http://example.com/v1") is None
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.local:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert _env_proxy("http://example.com/v1") == "http://proxy.local:3128"
+    assert _env_proxy("http://127.0.0.1:8000/v1") is None  # NO_PROXY wins
+    assert _env_proxy("https://example.com/v1") is None  # no HTTPS_PROXY set

@@ -1,7 +1,8 @@
 """Append-only JSONL request cache: a killed run resumes without repeating finished requests.
 
 Each finished sample is one line `{"key": ..., "result": {...}}`, flushed to the OS as soon as it
-is known, so it survives SIGKILL. A line torn by a kill mid-write is detected (no trailing newline
+is known (the async engine flushes once per event-loop iteration for all the results that
+finished in it), so it survives SIGKILL. A line torn by a kill mid-write is detected (no trailing newline
 or invalid JSON) and cut off when the cache is reopened. Failures are never cached: a rerun retries
 them.
 """
@@ -50,6 +51,7 @@ class RequestCache:
         self._lock = threading.Lock()
         self._fh = None
         self.dropped_lines = 0
+        self.flushes = 0  # write calls that reached the OS (counted for tests)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -85,19 +87,32 @@ class RequestCache:
     def get(self, key: str) -> dict[str, Any] | None:
         return self._data.get(key)
 
-    def put(self, key: str, result: dict[str, Any]) -> None:
+    def put(self, key: str, result: dict[str, Any], flush: bool = True) -> None:
+        """Record one result; `flush=False` leaves the line buffered until the next `flush()`."""
         line = json.dumps({"key": key, "result": result}, ensure_ascii=False) + "\n"
         with self._lock:
             self._data[key] = result
             if self._fh is not None:
                 self._fh.write(line)
-                self._fh.flush()  # in the kernel now: survives SIGKILL of this process
+                if flush:
+                    self._fh.flush()  # in the kernel now: survives SIGKILL of this process
+                    self.flushes += 1
+
+    def flush(self) -> None:
+        """Hand every buffered line to the OS (one write for all of them)."""
+        with self._lock:
+            if self._fh is not None:
+                self._fh.flush()
+                self.flushes += 1
 
     def close(self) -> None:
+        """Close the file and drop the in-memory copy (a stage keeps its results, not the cache's)."""
         with self._lock:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
+            if self.path is not None:
+                self._data = {}
 
     def __enter__(self) -> RequestCache:
         return self
