@@ -186,7 +186,7 @@ def _assert_two_ranks(calls: list[list[dict]], cache_dir: Path, total: int) -> N
 @pytest.mark.slow
 def test_collect_and_correct_on_two_ranks_equal_one_process(tmp_path):
     from lema_hub.collect import CollectConfig, collect
-    from lema_hub.correction import CorrectConfig, correct
+    from lema_hub.correct import CorrectConfig, correct
 
     (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
