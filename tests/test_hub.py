@@ -611,12 +611,14 @@ def test_hub_shim_still_imports_the_moved_names():
     import lema_hub.cards.dataset
     import lema_hub.cards.model
     import lema_hub.cards.sweep
+    import lema_hub.filemodes
     import lema_hub.push
     import lema_hub.schema
     from lema_hub import hub
 
     homes = [
         lema_hub.artifacts,
+        lema_hub.filemodes,
         lema_hub.push,
         lema_hub.cards.dataset,
         lema_hub.cards.model,
