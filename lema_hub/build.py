@@ -142,7 +142,7 @@ def cot_completion(question: str, steps: list[str], answer: str) -> tuple[str, s
     return formats.cot_prompt(question), formats.cot_target(" ".join(s.strip() for s in body), answer)
 
 
-def _row(kind: str, origin: str, src: dict, prompt: str, completion: str, style: str) -> dict:
+def _training_row(kind: str, origin: str, src: dict, prompt: str, completion: str, style: str) -> dict:
 
     row = formats.to_prompt_completion(prompt, completion, style)
     return {
@@ -164,7 +164,7 @@ def gold_cot_rows(problems: list[Any], style: str) -> list[dict]:
         d = p.to_dict() if hasattr(p, "to_dict") else dict(p)
         rationale, answer = formats.gold_rationale(d["gold_solution"])
         rows.append(
-            _row(
+            _training_row(
                 "cot",
                 "gold",
                 d,
@@ -176,25 +176,25 @@ def gold_cot_rows(problems: list[Any], style: str) -> list[dict]:
     return rows
 
 
-def _norm(text: str) -> str:
+def _word_key(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
 def sample_cot_rows(samples: list[dict], existing: list[dict], style: str) -> tuple[list[dict], int]:
     """CoT rows from correct sampled paths, minus duplicates (of each other and of `existing` rows)."""
-    seen = {(r["problem_id"], _norm(_text(r["completion"]))) for r in existing}
+    seen = {(r["problem_id"], _word_key(_text(r["completion"]))) for r in existing}
     rows, dupes = [], 0
     for s in samples:
         if s.get("verdict") != "correct" or not s.get("steps"):
             continue
         answer = s.get("predicted_answer") or s.get("gold_answer")
         prompt, completion = cot_completion(s["question"], list(s["steps"]), str(answer))
-        key = (s.get("problem_id"), _norm(completion))
+        key = (s.get("problem_id"), _word_key(completion))
         if key in seen:
             dupes += 1
             continue
         seen.add(key)
-        rows.append(_row("cot", "sample", s, prompt, completion, style))
+        rows.append(_training_row("cot", "sample", s, prompt, completion, style))
     return rows, dupes
 
 
@@ -212,12 +212,12 @@ def view_rows(view: str, cot: list[dict], corrections: list[dict], style: str) -
             k = int(c["incorrect_step"])
             full = corrected_solution(list(c["steps"]), list(c["corrected_steps"]), k)
             prompt, completion = cot_completion(c["question"], full, str(c["corrected_answer"]))
-            extra.append(_row("cot", "correction", c, prompt, completion, style))
+            extra.append(_training_row("cot", "correction", c, prompt, completion, style))
         return list(cot) + extra
     rows = []
     for c in corrections:
         prompt, completion = correction_completion(c, view)
-        rows.append(_row("correction", "correction", c, prompt, completion, style))
+        rows.append(_training_row("correction", "correction", c, prompt, completion, style))
     return list(cot) + rows
 
 

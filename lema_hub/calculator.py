@@ -52,7 +52,7 @@ _LEADING_ZEROS = re.compile(r"(?<![\d.])0+(?=\d)")
 _DOLLAR = re.compile(r"(?<![\d.])\$(?=[\d.])")
 
 
-def _normalize(expr: str) -> str:
+def _plain_expression(expr: str) -> str:
     text = _DOLLAR.sub("", expr.translate(_TRANSLATE)).strip()  # "$5.50" -> "5.50"
     text = _THOUSANDS.sub("", text)  # "1,200" -> "1200"
     return _LEADING_ZEROS.sub("", text)  # "05" is a SyntaxError in Python 3
@@ -140,7 +140,7 @@ def safe_eval(expr: str) -> float:
         raise CalculatorError(f"expression must be a string, got {type(expr).__name__}")
     if len(expr) > MAX_EXPRESSION_CHARS:
         raise CalculatorError(f"expression is longer than {MAX_EXPRESSION_CHARS} characters")
-    text = _normalize(expr)
+    text = _plain_expression(expr)
     if not text:
         raise CalculatorError("empty expression")
     try:

@@ -227,7 +227,7 @@ def config_name_for(cfg: CollectConfig, problems: list) -> str:
     return task_of(problems[0]) if problems else "default"
 
 
-def normalise(text: str) -> str:
+def dedup_key(text: str) -> str:
     """Text key for de-duplication: case and whitespace do not make a new mistake."""
     return " ".join(text.lower().split())
 
@@ -247,7 +247,7 @@ def select_mistakes(samples: list[dict], include_unfinished: bool = False) -> tu
     for row in samples:
         if row["verdict"] not in keep:
             continue
-        key = (row["problem_id"], normalise(row["completion"]))
+        key = (row["problem_id"], dedup_key(row["completion"]))
         if key in seen:
             dupes += 1
             continue

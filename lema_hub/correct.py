@@ -150,7 +150,7 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
                     detail="no calculator annotations in the gold solution, or no steps"
                     + (f"; arithmetic check: step {located[0]}: {located[1].describe()}" if located else ""),
                 )
-            rows.append(_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
+            rows.append(_correction_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
         return rows, tokens
 
     prompts: dict[str, CorrectorPrompt] = {}
@@ -199,11 +199,11 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
             parsed = ParsedCorrection(reject_reason="generation_failed", detail=res.error or "no text")
         else:
             parsed = parse_correction(res.text, len(m["steps"]), _row_task(m))
-        rows.append(_row(m, cfg.model or "", p.ref, res.sample_index, res.text, parsed, res))
+        rows.append(_correction_row(m, cfg.model or "", p.ref, res.sample_index, res.text, parsed, res))
     return rows, tokens
 
 
-def _row(
+def _correction_row(
     m: dict,
     corrector: str,
     prompt_ref: str,
@@ -238,7 +238,7 @@ def _row(
 _REJECT_FOR_VERDICT = {"wrong": "wrong_answer", "no_answer": "no_answer"}
 
 
-def _grade(rows: list[dict], workers: int | None) -> None:
+def _grade_corrections(rows: list[dict], workers: int | None) -> None:
     """accepted iff the corrected answer grades `correct` against gold."""
 
     todo = [r for r in rows if r["reject_reason"] is None]
@@ -365,7 +365,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     if cfg.reference_qa:
         for r in rows:
             r["reference_step"] = reference_step(r, list(r["steps"]))
-    _grade(rows, cfg.grading_workers)
+    _grade_corrections(rows, cfg.grading_workers)
     if cfg.check_arithmetic:
         check_corrections_arithmetic(rows)
 

@@ -88,7 +88,7 @@ def edit_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
-def _norm(text: str) -> str:
+def _choice_key(text: str) -> str:
     return " ".join(re.sub(r"[\"'`.,;:!?()\[\]{}]", " ", text.lower()).split())
 
 
@@ -98,11 +98,11 @@ def map_to_candidate(answer: str, candidates: Sequence[str]) -> tuple[str, bool]
     An answer equal to a candidate (case, quotes and punctuation aside) needs none; otherwise the
     candidate with the smallest edit distance wins (ties: the first candidate), as in the paper.
     """
-    norm = _norm(answer)
+    norm = _choice_key(answer)
     for c in candidates:
-        if _norm(c) == norm:
+        if _choice_key(c) == norm:
             return c, False
-    best = min(candidates, key=lambda c: edit_distance(norm, _norm(c)))
+    best = min(candidates, key=lambda c: edit_distance(norm, _choice_key(c)))
     return best, True
 
 

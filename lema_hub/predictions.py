@@ -43,7 +43,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
     raise ValueError(f"Predictions file {path} must be .jsonl, .json or .parquet.")
 
 
-def _norm(text: str) -> str:
+def _squash_spaces(text: str) -> str:
     return " ".join(str(text).split())
 
 
@@ -71,14 +71,14 @@ def match_predictions(
     elif "question" in cols or "prompt" in cols:
         index = defaultdict(list)
         for i, p in enumerate(problems):
-            index[_norm(p.question)].append(i)
+            index[_squash_spaces(p.question)].append(i)
         keys = []
         for r in rows:
             if "question" in cols:
-                keys.append(_norm(r["question"]))
+                keys.append(_squash_spaces(r["question"]))
             else:
                 m = _QUESTION_IN_PROMPT.search(str(r["prompt"]))
-                keys.append(_norm(m.group(1) if m else r["prompt"]))
+                keys.append(_squash_spaces(m.group(1) if m else r["prompt"]))
     else:
         if len(rows) != len(problems):
             raise ValueError(

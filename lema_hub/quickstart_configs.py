@@ -202,10 +202,10 @@ SFT_HASHED = (
 )
 
 
-def _short(model: str) -> str:
+def _model_slug(model: str) -> str:
     name = model.split(":", 1)[-1].rstrip("/").split("/")[-1]
     return name.lower().replace("_", "-")
 
 
 def model_repo_id(cfg: QuickstartConfig, task: str, view: str) -> str:
-    return f"{cfg.hub_namespace}/lema-{_short(cfg.model)}-{task}" + ("-cot" if view == "cot" else "")
+    return f"{cfg.hub_namespace}/lema-{_model_slug(cfg.model)}-{task}" + ("-cot" if view == "cot" else "")

@@ -48,7 +48,7 @@ def _size_category(n: int) -> str:
     return "1M<n<10M" if n < 10_000_000 else "10M<n<100M"
 
 
-def _short(text: Any, limit: int = 1200) -> str:
+def _card_excerpt(text: Any, limit: int = 1200) -> str:
     text = "" if text is None else str(text)
     text = text.replace("```", "'''")
     return text if len(text) <= limit else text[:limit].rstrip() + " [...]"
@@ -109,13 +109,13 @@ def _sample_record_md(config: str, row: dict[str, Any]) -> str:
     for key in _SCALAR_FIELDS:
         if key in row and row[key] is not None:
             val = str(row[key]).replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| `{key}` | {_short(val, 200)} |")
+            lines.append(f"| `{key}` | {_card_excerpt(val, 200)} |")
     for key, title, fmt in _TEXT_FIELDS:
         if key == "completion" and row.get("steps"):
             continue  # a sampled path is shown as its steps already
         if key in row and row[key] not in (None, "", []):
             text = fmt(row[key]) if fmt else str(row[key])
-            lines += ["", f"**{title}**", "", "```text", _short(text), "```"]
+            lines += ["", f"**{title}**", "", "```text", _card_excerpt(text), "```"]
     return "\n".join(lines)
 
 

@@ -83,7 +83,7 @@ _NUM_BINOP_NUM = re.compile(r"[\d.)]\s*(?:\*\*|[-+*/^])\s*[-(]*\s*[\d.]")
 _IMPLICIT_MUL = re.compile(r"(?<=[\d)])\s*(?=\()|(?<=\))\s*(?=\d)")
 
 
-def normalize(text: str) -> str:
+def latex_to_arithmetic(text: str) -> str:
     """A step's text with LaTeX arithmetic rewritten into plain `+ - * / ^ ( )` notation."""
     for _ in range(4):  # nested fractions
         new = _FRAC.sub(r"((\1)/(\2))", text)
@@ -159,7 +159,7 @@ def _rhs_number(segment: str) -> str | None:
 
 def claims_in(step: str) -> list[Claim]:
     """Every checkable `lhs = number` claim of a step, in order (false ones included)."""
-    text = normalize(step)
+    text = latex_to_arithmetic(step)
     if "=" not in text:
         return []
     parts = re.split(r"(?<![<>!=])=(?!=)", text)

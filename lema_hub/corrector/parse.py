@@ -77,7 +77,7 @@ _PARSER_PATTERNS = (
 )
 
 
-def _normalize(raw: str) -> str:
+def _clean_output(raw: str) -> str:
     """Unify line ends, drop markdown bold, and cut where a continuation runs into a new demonstration."""
     text = _BOLD_RE.sub("", raw.replace("\r\n", "\n").replace("\r", "\n"))
     m = _NEXT_DEMO_RE.search(text)
@@ -186,7 +186,7 @@ def _parse(raw: str | None, num_steps: int, task: str) -> ParsedCorrection:
         return ParsedCorrection(
             reject_reason="generation_failed" if raw is None else "parse_error", detail="empty output"
         )
-    text = _normalize(raw)
+    text = _clean_output(raw)
     first = _NON_SPACE_RE.search(text)
     m = _INCORRECT_LABEL_RE.match(text, text.rfind("\n", 0, first.start()) + 1) if first else None
     if m:  # the model repeated the `Incorrect Step:` label

@@ -41,7 +41,7 @@ def guess_task(gold: str | None) -> str:
     return "math" if gold and not re.fullmatch(r"[-\d.,/ ]+", gold) else "gsm8k"
 
 
-def _grade(text: str, gold: str | None, task: str) -> tuple[str | None, str | None]:
+def _grade_answer(text: str, gold: str | None, task: str) -> tuple[str | None, str | None]:
     if gold:
         v = grade(text, gold, task)
         return v.predicted_answer, v.verdict
@@ -58,7 +58,7 @@ def _panel(runner: ModelRunner, gen: Generation | None, gold: str | None, task: 
         return head + render_step_cards(steps, cursor=True) + _status(f"generating… {gen.elapsed:.0f} s")
     if gen.error:
         return head + render_step_cards(steps) + _notice(f"Generation failed: {gen.error}", "error")
-    predicted, verdict = _grade(gen.text, gold, task)
+    predicted, verdict = _grade_answer(gen.text, gold, task)
     return head + render_step_cards(steps) + render_verdict(predicted, gold, verdict) + _stopped_line(gen)
 
 

@@ -210,7 +210,7 @@ class Engine:
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
                 status = status_of(exc)
                 if status is not None and status not in RETRYABLE_STATUS and 400 <= status < 500:
-                    return self._fail(u, f"HTTP {status}: {_short(exc, secrets=self._secrets)}")
+                    return self._fail(u, f"HTTP {status}: {_error_text(exc, secrets=self._secrets)}")
                 reason = _describe(exc, status, self._secrets)
                 retry_after = parse_retry_after(headers_of(exc))
                 if attempt < self.policy.max_retries:
@@ -371,7 +371,7 @@ def _endpoint_secrets(config: EngineConfig) -> set[str]:
     return {v for v in found if v} | set(secret_values())
 
 
-def _short(exc: BaseException, limit: int = 200, secrets: Any = ()) -> str:
+def _error_text(exc: BaseException, limit: int = 200, secrets: Any = ()) -> str:
     # Scrubbed before the cut: a truncated key would no longer match its value.
     text = scrub_secrets(str(exc).replace("\n", " "), secrets)
     return text[:limit] + ("..." if len(text) > limit else "")
@@ -391,16 +391,16 @@ def _connection_error(exc: BaseException) -> BaseException | None:
 
 def _describe(exc: BaseException, status: int | None, secrets: Any = ()) -> str:
     if status is not None:
-        return f"HTTP {status}: {_short(exc, secrets=secrets)}"
+        return f"HTTP {status}: {_error_text(exc, secrets=secrets)}"
     conn = _connection_error(exc)
     if conn is not None:  # the endpoint is down or dropped us (aiohttp's client calls it a timeout)
-        return f"connection failed: {type(conn).__name__}: {_short(conn, secrets=secrets)}"
+        return f"connection failed: {type(conn).__name__}: {_error_text(conn, secrets=secrets)}"
     if isinstance(exc, MalformedResponse | ValueError):
-        return f"malformed response: {type(exc).__name__}: {_short(exc, secrets=secrets)}"
+        return f"malformed response: {type(exc).__name__}: {_error_text(exc, secrets=secrets)}"
     name = type(exc).__name__
     if "Timeout" in name or isinstance(exc, TimeoutError):
         return f"timeout: {name}"
-    return f"{name}: {_short(exc, secrets=secrets)}"
+    return f"{name}: {_error_text(exc, secrets=secrets)}"
 
 
 def _run_coroutine(coro) -> Any:
