@@ -199,6 +199,11 @@ def test_mistakes_card(collected):
         f"| `fake-model` | {n} | {c} | {verdicts['wrong']} | {verdicts['ungradeable']} | {100 * c / n:.1f}% |"
         in text
     )
+    kept = {r["verdict"] for r in wrong}
+    for verdict, count in verdicts.items():  # the verdict breakdown, and what the main config keeps
+        head, keep = f"| `{verdict}` | {count} | {100 * count / n:.1f}% |", "yes" if verdict in kept else "no"
+        assert [line.endswith(f"| {keep} |") for line in text.splitlines() if line.startswith(head)] == [True]
+    assert kept == {"wrong"}
     assert 'load_dataset("your-username/lema-mistakes", "gsm8k", split="train")' in text
     assert "Replace `your-username`" in text
     assert any(r["question"] in text for r in wrong)  # one record rendered
