@@ -63,6 +63,11 @@ _MATH = [  # MATH's original format; answers are plain numbers so one responder 
     }
     for a, b, lvl in [(2, 3, 1), (11, 4, 2), (20, 7, 3)]
 ]
+_ASDIV = [  # ASDiv's format (CC BY-NC 4.0 data: its licence must reach the card)
+    {"id": f"t-{a}", "body": f"Ana has {a} red pens and {b} blue pens.", "question": "How many pens does she have?",
+     "answer": f"{a + b} (pens)", "formula": f"{a}+{b}={a + b}", "grade": 1}
+    for a, b in [(4, 5), (12, 3)]
+]  # fmt: skip
 _SPOILED = {_GSM8K[-1].question, _MATH[-1]["problem"]}  # "spoiling-corrector" gets these wrong
 
 
@@ -119,6 +124,9 @@ def _lema_responder(payload: dict) -> str:
         return " ".join([f"{steps[0]} Plus 1000.", f"The answer is {float(p.gold_answer) + 1000:g}."])
     if (i := _find(last, [r["problem"] for r in _MATH])) is not None:
         answer = int(last_boxed(_MATH[i]["solution"])) + (0 if right else 1)
+        return f"Adding them gives {answer}. The answer is {answer}."
+    if (i := _find(last, [r["body"] for r in _ASDIV])) is not None:
+        answer = int(_ASDIV[i]["answer"].split()[0]) + (0 if right else 1)
         return f"Adding them gives {answer}. The answer is {answer}."
     i = _find(last, [p.question for p in _TEST])
     return f"Let me compute. The answer is {_TEST[i].gold_answer if i % 2 == 0 else -1}."
@@ -213,6 +221,17 @@ def test_mistakes_card(collected):
     assert "unknown" in text  # a served model without a price
     _images(text, collected)
     _assert_clean(collected, collected.parent)
+
+
+def test_mistakes_card_carries_its_sources_licence(lema_server, tmp_path):
+    path = tmp_path / "asdiv.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _ASDIV))
+    folder = _collect(lema_server, tmp_path / "lema-mistakes", "asdiv", str(path))
+    assert {r["source"] for r in _rows(folder, "gsm8k-samples")} == {"asdiv"}  # a numeric task
+    card = DatasetCard.load(folder / "README.md")
+    assert card.data.license == "cc-by-nc-4.0" and card.data.source_datasets == ["EleutherAI/asdiv"]
+    assert "ASDiv is CC BY-NC 4.0" in card.text
+    _assert_clean(folder, tmp_path)
 
 
 def test_corrections_card_numbers_and_reference_corrector(reference_corrections):
