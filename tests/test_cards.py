@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -10,21 +13,24 @@ import yaml
 from huggingface_hub import DatasetCard, ModelCard, SpaceCard, parse_eval_result_entries
 
 from lema_hub import PAPER_CITATION, formats
-from lema_hub.artifacts import find_leaks, load_rows, save_dataset_config, write_run_record
+from lema_hub.artifacts import find_leaks, load_rows
+from lema_hub.build import BuildConfig, build
 from lema_hub.cards.dataset import write_dataset_card
 from lema_hub.cards.model import write_eval_results, write_model_card, write_space_card
 from lema_hub.collect import CollectConfig, collect
 from lema_hub.correct import CorrectConfig, correct
 from lema_hub.corrector.reference import reference_correction
+from lema_hub.evaluate import EvalConfig, evaluate
+from lema_hub.evolve import EvolveConfig, evolve
+from lema_hub.formats import last_boxed
 from lema_hub.problems import load_sample
-from lema_hub.schema import CORRECTOR_TOKENS
+from lema_hub.schema import CORRECTOR_TOKENS, GENERATOR_TOKENS, REFERENCE_CORRECTOR
 from tests.fake_openai_server import FakeOpenAIServer
 from tests.hub_emulator import TOKEN
-from tests.test_hub import build_corrections, build_mistakes, correction_rows, problem, sample_rows
 
 
 def _assert_clean(folder: Path, tmp_path: Path) -> None:
-    """No token and no local absolute path in any file of the artifact (binary files included)."""
+    """No token and no local path (`tmp_path`) in any file of the artifact (binary files included)."""
     assert find_leaks(folder) == []
     for path in folder.rglob("*"):
         if path.is_file():
@@ -41,127 +47,340 @@ def _images(card_text: str, folder: Path) -> list[str]:
     return refs
 
 
-def test_mistakes_card(tmp_path):
-    folder = tmp_path / "lema-mistakes"
-    samples = build_mistakes(folder, n_problems=4)
-    card = DatasetCard.load(folder / "README.md")
+# ------------------------------------------------------------------- folders written by the stages
+# Every dataset card below renders a folder that a stage wrote (collect, correct, build, evolve,
+# evaluate) against a loopback OpenAI-compatible server; expected numbers come from its parquet.
+PRICE = {"input": 2.5, "output": 10.0}  # $ per million tokens
+GSM8K_FILE = str(resources.files("lema_hub").joinpath("data", "sample_train.jsonl"))  # GSM8K's format
+_GSM8K = load_sample("train")[:4]
+_TEST = load_sample("test")
+_MATH = [  # MATH's original format; answers are plain numbers so one responder can answer them all
+    {
+        "problem": f"What is ${a} + {b}$?",
+        "solution": f"Adding the two numbers gives ${a} + {b} = {a + b}$, so the sum is $\\boxed{{{a + b}}}$.",
+        "level": f"Level {lvl}",
+        "type": "Prealgebra",
+    }
+    for a, b, lvl in [(2, 3, 1), (11, 4, 2), (20, 7, 3)]
+]
+_ASDIV = [  # ASDiv's format (CC BY-NC 4.0 data: its licence must reach the card)
+    {"id": f"t-{a}", "body": f"Ana has {a} red pens and {b} blue pens.", "question": "How many pens does she have?",
+     "answer": f"{a + b} (pens)", "formula": f"{a}+{b}={a + b}", "grade": 1}
+    for a, b in [(4, 5), (12, 3)]
+]  # fmt: skip
+_SPOILED = {_GSM8K[-1].question, _MATH[-1]["problem"]}  # "spoiling-corrector" gets these wrong
+
+
+def _last_question(text: str) -> str:
+    return text.rsplit("Question: ", 1)[-1]
+
+
+def _find(text: str, questions: list[str]) -> int | None:
+    return next((i for i, q in enumerate(questions) if q in text), None)
+
+
+def _correction(text: str, model: str) -> str:
+    block = _last_question(text)
+    if model == "broken-corrector":
+        return "I am not sure what is wrong here."
+    spoil = model == "spoiling-corrector" and any(q in block for q in _SPOILED)
+    i = _find(block, [p.question for p in _GSM8K])
+    if i is not None:
+        steps = [s for _, s in formats.parse_rendered_steps(block.split("Original Solution:", 1)[1])]
+        fix = reference_correction(_GSM8K[i].to_dict(), steps)
+        corrected = list(fix.corrected_steps)
+        if spoil:
+            corrected[-1] = formats.cot_target("", "123456")
+        return formats.correction_target(fix.incorrect_step, fix.explanation, corrected)
+    m = _MATH[_find(block, [r["problem"] for r in _MATH])]
+    answer = "123456" if spoil else last_boxed(m["solution"])
+    return formats.correction_target(1, "The two numbers were added wrongly.", [f"The answer is {answer}."])
+
+
+def _lema_responder(payload: dict) -> str:
+    """A loopback LLM for every stage.
+
+    Collection: sample k (seed k) of a problem is right for even k, wrong for odd k. Correction:
+    reference-quality corrections (none parseable from "broken-corrector"; a wrong corrected answer
+    for the _SPOILED problems from "spoiling-corrector"). Evolution: one new "boxes" question per
+    seed, answered consistently. Evaluation: the bundled test problems, right for even positions.
+    """
+    text = payload["messages"][-1]["content"] if "messages" in payload else payload["prompt"]
+    if "Original Solution:" in text:
+        return _correction(text, payload["model"])
+    if "Seed Problem:" in text:
+        i = _find(text.rsplit("Seed Problem:", 1)[1], [p.question for p in _GSM8K])
+        return f"New Problem: Priya packs {i + 3} boxes with 6 pens in each box. How many pens does she pack?"
+    last = _last_question(text)
+    if "boxes with 6 pens" in last:
+        n = int(re.search(r"\d+", last).group(0))
+        return f"She packs {n} * 6 = {n * 6} pens. The answer is {n * 6}."
+    right = (payload.get("seed") or 0) % 2 == 0
+    if (i := _find(last, [p.question for p in _GSM8K])) is not None:
+        p = _GSM8K[i]
+        steps = formats.gold_steps(p)
+        if right:
+            return " ".join(steps)
+        return " ".join([f"{steps[0]} Plus 1000.", f"The answer is {float(p.gold_answer) + 1000:g}."])
+    if (i := _find(last, [r["problem"] for r in _MATH])) is not None:
+        answer = int(last_boxed(_MATH[i]["solution"])) + (0 if right else 1)
+        return f"Adding them gives {answer}. The answer is {answer}."
+    if (i := _find(last, [r["body"] for r in _ASDIV])) is not None:
+        answer = int(_ASDIV[i]["answer"].split()[0]) + (0 if right else 1)
+        return f"Adding them gives {answer}. The answer is {answer}."
+    i = _find(last, [p.question for p in _TEST])
+    return f"Let me compute. The answer is {_TEST[i].gold_answer if i % 2 == 0 else -1}."
+
+
+@pytest.fixture(scope="module")
+def lema_server():
+    with FakeOpenAIServer(responder=_lema_responder) as srv:
+        yield srv
+
+
+def _collect(server, out: Path, problems: str, path: str) -> Path:
+    collect(
+        CollectConfig(
+            problems=problems, problems_path=path, problems_limit=4, output_dir=str(out), backend="openai",
+            model="fake-model", base_urls=[server.base_url], prompt_style="chat", num_samples=2,
+            temperature=0.7, max_tokens=128, progress=False,
+        )
+    )  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def collected(lema_server, tmp_path_factory) -> Path:
+    """A mistakes folder written by `collect` (4 GSM8K-format problems, 2 samples each)."""
+    return _collect(lema_server, tmp_path_factory.mktemp("collect") / "lema-mistakes", "gsm8k", GSM8K_FILE)
+
+
+@pytest.fixture(scope="module")
+def math_mistakes(lema_server, tmp_path_factory) -> Path:
+    """A mistakes folder written by `collect` on 3 MATH-format problems (with levels)."""
+    root = tmp_path_factory.mktemp("collect-math")
+    path = root / "math.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _MATH))
+    return _collect(lema_server, root / "lema-mistakes", "math", str(path))
+
+
+@pytest.fixture(scope="module")
+def reference_corrections(collected, tmp_path_factory) -> Path:
+    """A corrections folder written by `correct` with the rule-based reference corrector."""
+    out = tmp_path_factory.mktemp("correct-ref") / "lema-corrections"
+    correct(
+        CorrectConfig(mistakes=str(collected), output_dir=str(out), hub_repo_id="someone/lema-corrections")
+    )
+    return out
+
+
+def _correct(server, mistakes: Path, out: Path, model: str, **kw) -> dict:
+    return correct(
+        CorrectConfig(
+            mistakes=str(mistakes), output_dir=str(out), backend="openai", model=model,
+            base_urls=[server.base_url], prompt_style="chat", progress=False, **kw,
+        )
+    )  # fmt: skip
+
+
+def _rows(folder: Path, config: str) -> list[dict]:
+    return load_rows(str(folder), config, missing_ok=True)
+
+
+def test_mistakes_card(collected):
+    samples, wrong = _rows(collected, "gsm8k-samples"), _rows(collected, "gsm8k")
+    verdicts = Counter(r["verdict"] for r in samples)
+    assert len(samples) == 8 and verdicts["correct"] and verdicts["wrong"] == len(wrong) > 0
+    card = DatasetCard.load(collected / "README.md")
     text = card.text
     data = card.data.to_dict()
     assert data["license"] == "mit" and data["source_datasets"] == ["openai/gsm8k"]
     assert data["size_categories"] == ["n<1K"] and "text-generation" in data["task_categories"]
-    assert data["pretty_name"] and [c["config_name"] for c in data["configs"]] == ["gsm8k-samples", "gsm8k"]
-    n_wrong = sum(r["verdict"] == "wrong" for r in samples)
+    assert data["pretty_name"] and sorted(c["config_name"] for c in data["configs"]) == [
+        "gsm8k",
+        "gsm8k-samples",
+    ]
+    assert f"| `gsm8k` | train | {len(wrong)} |" in text
+    assert f"| `gsm8k-samples` | train | {len(samples)} |" in text
+    n, c = len(samples), verdicts["correct"]
     assert (
-        f"| `gsm8k` | train | {n_wrong} |" in text and f"| `gsm8k-samples` | train | {len(samples)} |" in text
+        f"| `fake-model` | {n} | {c} | {verdicts['wrong']} | {verdicts['ungradeable']} | {100 * c / n:.1f}% |"
+        in text
     )
-    assert "| `HuggingFaceTB/SmolLM2-135M-Instruct` | 8 | 4 | 4 | 0 | 50.0% |" in text
+    kept = {r["verdict"] for r in wrong}
+    for verdict, count in verdicts.items():  # the verdict breakdown, and what the main config keeps
+        head, keep = f"| `{verdict}` | {count} | {100 * count / n:.1f}% |", "yes" if verdict in kept else "no"
+        assert [line.endswith(f"| {keep} |") for line in text.splitlines() if line.startswith(head)] == [True]
+    assert kept == {"wrong"}
     assert 'load_dataset("your-username/lema-mistakes", "gsm8k", split="train")' in text
     assert "Replace `your-username`" in text
-    assert samples[0]["question"] in text  # one record rendered
+    assert any(r["question"] in text for r in wrong)  # one record rendered
     assert PAPER_CITATION in text
-    prompt_tokens = sum(r["prompt_tokens"] for r in samples)
-    assert f"| {prompt_tokens:,} |" in text and "unknown" in text  # a Hub model without a price
-    _images(text, folder)
+    prompt_tokens = sum(r[GENERATOR_TOKENS.prompt] for r in samples)
+    assert prompt_tokens > 0 and f"| {prompt_tokens:,} |" in text
+    assert "unknown" in text  # a served model without a price
+    _images(text, collected)
+    _assert_clean(collected, collected.parent)
+
+
+def test_mistakes_card_carries_its_sources_licence(lema_server, tmp_path):
+    path = tmp_path / "asdiv.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in _ASDIV))
+    folder = _collect(lema_server, tmp_path / "lema-mistakes", "asdiv", str(path))
+    assert {r["source"] for r in _rows(folder, "gsm8k-samples")} == {"asdiv"}  # a numeric task
+    card = DatasetCard.load(folder / "README.md")
+    assert card.data.license == "cc-by-nc-4.0" and card.data.source_datasets == ["EleutherAI/asdiv"]
+    assert "ASDiv is CC BY-NC 4.0" in card.text
     _assert_clean(folder, tmp_path)
 
 
-def test_corrections_card_numbers_and_reference_corrector(tmp_path):
-    mistakes = tmp_path / "lema-mistakes"
-    folder = tmp_path / "lema-corrections"
-    samples = build_mistakes(mistakes, n_problems=4)
-    accepted, rejected = build_corrections(folder, samples, repo_id="someone/lema-corrections")
+def test_corrections_card_numbers_and_reference_corrector(reference_corrections):
+    folder = reference_corrections
+    accepted, rejected = _rows(folder, "gsm8k"), _rows(folder, "gsm8k-rejected")
+    assert accepted and {r[CORRECTOR_TOKENS.model] for r in accepted + rejected} == {REFERENCE_CORRECTOR}
     text = (folder / "README.md").read_text()
-    assert f"**Accepted:** {len(accepted)}; **rejected:** {len(rejected)}; **acceptance rate:** 75.0%" in text
-    assert "| corrected answer 9 != gold | 1 | 100.0% |" in text
+    rate = 100 * len(accepted) / (len(accepted) + len(rejected))
+    assert (
+        f"**Accepted:** {len(accepted)}; **rejected:** {len(rejected)}; **acceptance rate:** {rate:.1f}%"
+        in text
+    )
     assert "rule-based reference corrector" in text
     assert 'load_dataset("someone/lema-corrections", "gsm8k", split="train")' in text
-    assert "`lema-gsm8k@sha256:3f2a9c1b7d4e`" in text
+    assert f"`{accepted[0]['corrector_prompt']}`" in text
     assert "Position of the first incorrect step" not in text  # the caption, not the plot title
     refs = _images(text, folder)
     assert "images/incorrect_step_position.png" in refs
-    # With a price table the cost is estimated; the rule-based corrector costs nothing.
-    write_dataset_card(folder, "corrections", prices={"gpt-4o-2024-08-06": {"input": 2.5, "output": 10.0}})
+    # With a price table the cost of an LLM is estimated; the rule-based corrector costs nothing.
+    write_dataset_card(folder, "corrections", prices={"gpt-4o-fake": PRICE})
     text = (folder / "README.md").read_text()
-    assert "$0.01 (at $2.5/$10.0 per M in/out tokens)" in text
     assert "$0 (rule-based, no model)" in text
+    _assert_clean(folder, folder.parent)
+
+
+def test_corrections_card_shows_the_llm_corrector_tokens_and_cost(lema_server, collected, tmp_path):
+    folder = tmp_path / "lema-corrections"
+    summary = _correct(lema_server, collected, folder, "gpt-4o-fake", price_table={"gpt-4o-fake": PRICE})
+    rows = _rows(folder, "gsm8k") + _rows(folder, "gsm8k-rejected")
+    assert summary["accepted"] == len(rows) > 0  # the server's corrections reach gold
+    prompt = sum(r[CORRECTOR_TOKENS.prompt] for r in rows)
+    completion = sum(r[CORRECTOR_TOKENS.completion] for r in rows)
+    tokens = summary["tokens"]
+    assert (prompt, completion) == (tokens["prompt_tokens"], tokens["completion_tokens"])
+    assert prompt > 500 * len(rows) and completion > 0  # the few-shot prompt went in
+    cost = (prompt * PRICE["input"] + completion * PRICE["output"]) / 1e6
+    text = (folder / "README.md").read_text()
+    assert (
+        f"| `gpt-4o-fake` | {len(rows)} | {prompt:,} | {completion:,} | complete | "
+        f"${cost:,.2f} (at $2.5/$10.0 per M in/out tokens) |"
+    ) in text
+    assert "Token usage: unknown" not in text
+    assert "The main configs (`gsm8k`) hold the **accepted** corrections" in text
     _assert_clean(folder, tmp_path)
 
 
-def test_card_follows_the_data_and_keeps_configs(tmp_path):
+def test_corrections_card_when_nothing_was_accepted(lema_server, collected, tmp_path):
     folder = tmp_path / "lema-corrections"
-    build_corrections(folder, build_mistakes(tmp_path / "m", 4))
-    more = sample_rows(3, 2)
-    for r in more:
-        r.update(source="math", problem_id=r["problem_id"].replace("gsm8k", "math"), level=2)
-    acc, rej = correction_rows([r for r in more if r["verdict"] == "wrong"])
-    save_dataset_config(folder, "math", {"train": acc})
-    save_dataset_config(folder, "math-rejected", {"train": rej})
-    write_dataset_card(folder, "corrections")
+    summary = _correct(lema_server, collected, folder, "broken-corrector")
+    assert summary["accepted"] == 0 and summary["reject_reasons"] == {"parse_error": summary["n"]}
+    text = (folder / "README.md").read_text()
+    assert "(``)" not in text and "hold the **accepted** corrections" not in text
+    assert "**No correction was accepted**" in text and "(`gsm8k-rejected`)" in text
+    assert f"| `gsm8k` | `broken-corrector` | 0 | {summary['n']} | 0.0% |" in text
+    assert f"| `broken-corrector` | {summary['n']} |" in text  # tokens are still counted
+    _assert_clean(folder, tmp_path)
+
+
+def test_card_follows_the_data_and_keeps_configs(lema_server, collected, math_mistakes, tmp_path):
+    folder = tmp_path / "lema-corrections"
+    _correct(lema_server, collected, folder, "spoiling-corrector")
+    first = DatasetCard.load(folder / "README.md")
+    assert sorted(first.data.source_datasets) == ["openai/gsm8k"]
+    _correct(lema_server, math_mistakes, folder, "spoiling-corrector")  # a second task, same folder
     card = DatasetCard.load(folder / "README.md")
-    assert [c["config_name"] for c in card.data.configs] == [
-        "gsm8k",
-        "gsm8k-rejected",
-        "math",
-        "math-rejected",
-    ]
+    configs = ["gsm8k", "gsm8k-rejected", "math", "math-rejected"]
+    assert [c["config_name"] for c in card.data.configs] == configs
+    rows = {c: _rows(folder, c) for c in configs}
+    assert all(rows.values())  # each task has accepted and rejected corrections
     assert sorted(card.data.source_datasets) == ["EleutherAI/hendrycks_math", "openai/gsm8k"]
-    assert "| `math` | train | 2 |" in card.text and "**acceptance rate:** 71.4%" in card.text  # 5 of 7
+    assert f"| `math` | train | {len(rows['math'])} |" in card.text
+    n_acc = len(rows["gsm8k"]) + len(rows["math"])
+    n_rej = len(rows["gsm8k-rejected"]) + len(rows["math-rejected"])
+    assert f"**acceptance rate:** {100 * n_acc / (n_acc + n_rej):.1f}%" in card.text
+    reasons = Counter(r["reject_reason"] for c in configs[1::2] for r in rows[c])
+    for reason, n in reasons.items():
+        assert f"| {reason} | {n} | {100 * n / n_rej:.1f}% |" in card.text
+    assert {r["level"] for r in rows["math"] + rows["math-rejected"]} >= {3}
     assert "images/acceptance_by_level.png" in card.text
 
 
-def _training_rows(kind_counts: dict[str, int], chat: bool) -> list[dict]:
-    rows = []
-    for kind, n in kind_counts.items():
-        for i in range(n):
-            p = problem(i)
-            prompt = f"Please solve the following math problem.\nQuestion: {p['question']}\nAnswer: Let's think step by step.\n"
-            completion = f"Step one. The answer is {p['gold_answer']}."
-            rows.append(
-                {
-                    "kind": kind,
-                    "problem_id": p["problem_id"],
-                    "source": "sample",
-                    "prompt": [{"role": "user", "content": prompt}] if chat else prompt,
-                    "completion": [{"role": "assistant", "content": completion}] if chat else completion,
-                }
-            )
-    return rows
+def _build(server, corrections: Path, out: Path, kind: str) -> Path:
+    views = {"mixture": ["lema", "cot"], "cot": ["cot"]}[kind]
+    build(
+        BuildConfig(
+            problems="gsm8k", problems_path=GSM8K_FILE, problems_limit=4, output_dir=str(out), views=views,
+            corrections=str(corrections) if kind == "mixture" else None,
+            prompt_style="chat" if kind == "mixture" else "plain",
+        )
+    )  # fmt: skip
+    if kind == "cot":  # no stage writes a `cot` card; the kind renders a build folder of CoT rows
+        write_dataset_card(out, "cot")
+    return out
+
+
+def _evolve(server, corrections: Path, out: Path) -> Path:
+    evolve(
+        EvolveConfig(
+            strategy="correction_centric", corrections=str(corrections), problems="gsm8k",
+            problems_path=GSM8K_FILE, problems_limit=4, num_seeds=4, seed=1, backend="openai",
+            model="fake-model", base_urls=[server.base_url], prompt_style="chat", output_dir=str(out),
+            progress=False,
+        )
+    )  # fmt: skip
+    return out
+
+
+def _evaluate(server, out: Path) -> Path:
+    evaluate(
+        EvalConfig(
+            models=["fake-model"], backend="openai", base_urls=[server.base_url], problems="sample",
+            problems_limit=4, output_dir=str(out), max_retries=1,
+        )
+    )  # fmt: skip
+    return out
 
 
 @pytest.mark.parametrize("kind", ["cot", "mixture", "evolved", "eval_details"])
-def test_other_dataset_cards_render(tmp_path, kind):
+def test_other_dataset_cards_render(lema_server, reference_corrections, tmp_path, kind):
     folder = tmp_path / kind
-    if kind == "mixture":
-        save_dataset_config(
-            folder, "sample-lema", {"train": _training_rows({"cot": 3, "correction": 2}, True)}
-        )
-        save_dataset_config(folder, "sample-cot", {"train": _training_rows({"cot": 3}, True)})
-    elif kind == "cot":
-        save_dataset_config(folder, "sample", {"train": _training_rows({"cot": 4}, False)})
+    if kind in ("cot", "mixture"):
+        _build(lema_server, reference_corrections, folder, kind)
     elif kind == "evolved":
-        save_dataset_config(
-            folder,
-            "gsm8k",
-            {"train": [dict(problem(i), problem_id=f"evolved/{i:08x}", source="evolved") for i in range(3)]},
-        )
+        _evolve(lema_server, reference_corrections, folder)
     else:
-        rows = [
-            dict(
-                problem(i), model="tiny", completion="The answer is 1.", predicted_answer="1", correct=i == 0
-            )
-            for i in range(4)
-        ]
-        save_dataset_config(folder, "tiny-sample", {"test": rows})
-    write_run_record(folder, {"output_dir": str(folder)}, {"rows": 1}, kind)
-    write_dataset_card(folder, kind)
+        _evaluate(lema_server, folder)
     card = DatasetCard.load(folder / "README.md")
     assert card.data.pretty_name and card.data.configs and PAPER_CITATION in card.text
     _images(card.text, folder)
+    configs = [c["config_name"] for c in card.data.configs]
+    if kind in ("cot", "mixture"):
+        for config in configs:
+            rows = _rows(folder, config)
+            kinds = Counter(r["kind"] for r in rows)
+            style = "conversational (messages)" if kind == "mixture" else "plain text"
+            row = f"| `{config}` | {len(rows)} | {kinds['cot']} | {kinds['correction']} | {style} |"
+            assert rows and row in card.text
     if kind == "mixture":
-        assert "| `sample-lema` | 5 | 3 | 2 | conversational (messages) |" in card.text
-        assert "[assistant]" in card.text
+        assert sorted(configs) == ["gsm8k-cot", "gsm8k-lema"] and "[assistant]" in card.text
+        assert Counter(r["kind"] for r in _rows(folder, "gsm8k-lema"))["correction"] > 0
+    if kind == "evolved":
+        rows = _rows(folder, configs[0])
+        assert rows and all(r["source"] == "evolved" for r in rows)
     if kind == "eval_details":
-        assert "| `tiny-sample` | 4 | 25.0% |" in card.text and 'split="test"' in card.text
+        for config in configs:
+            rows = load_rows(str(folder), config, split="test")
+            acc = 100 * sum(r["verdict"] == "correct" for r in rows) / len(rows)
+            assert 0 < acc < 100 and f"| `{config}` | {len(rows)} | {acc:.1f}% |" in card.text
+        assert 'split="test"' in card.text
     _assert_clean(folder, tmp_path)
 
 
@@ -237,91 +456,4 @@ def test_space_card(tmp_path):
     assert card.data.sdk == "gradio" and card.data.sdk_version == gradio.__version__
     assert card.data.app_file == "app.py" and card.data.models == ["someone/lema-smollm2-135m-gsm8k"]
     assert card.data.datasets == ["someone/lema-corrections"]
-    _assert_clean(folder, tmp_path)
-
-
-# ------------------------------------------------------------- corrections cards from stage-written folders
-PRICE = {"input": 2.5, "output": 10.0}  # $ per million tokens
-_SAMPLE = {p.question: p for p in load_sample("train")}
-
-
-def _lema_responder(payload: dict) -> str:
-    """A loopback LLM: a wrong CoT path for each problem; LeMa-format corrections from the corrector.
-
-    The corrector named "broken-corrector" answers no correction at all (every row is rejected).
-    """
-    text = payload["messages"][-1]["content"] if "messages" in payload else payload["prompt"]
-    if "Original Solution:" not in text:  # a CoT prompt: a wrong first step, a wrong answer
-        p = _SAMPLE[text.split("Question: ", 1)[1].rsplit("\nAnswer:", 1)[0]]
-        steps = formats.gold_steps(p)
-        return " ".join([f"{steps[0]} Plus 1000.", f"The answer is {float(p.gold_answer) + 1000:g}."])
-    if payload["model"] == "broken-corrector":
-        return "I am not sure what is wrong here."
-    block = text.rsplit("\n\nQuestion: ", 1)[1]
-    p = _SAMPLE[block.split("\nOriginal Solution:", 1)[0]]
-    steps = [s for _, s in formats.parse_rendered_steps(block.split("Original Solution:", 1)[1])]
-    fix = reference_correction(p.to_dict(), steps)
-    return formats.correction_target(fix.incorrect_step, fix.explanation, fix.corrected_steps)
-
-
-@pytest.fixture(scope="module")
-def lema_server():
-    with FakeOpenAIServer(responder=_lema_responder) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def collected(lema_server, tmp_path_factory) -> Path:
-    """A mistakes folder written by `lema-hub collect` against the loopback server."""
-    out = tmp_path_factory.mktemp("collect") / "lema-mistakes"
-    collect(
-        CollectConfig(
-            problems="sample", problems_limit=4, output_dir=str(out), backend="openai", model="fake-model",
-            base_urls=[lema_server.base_url], prompt_style="chat", num_samples=1, temperature=0.0,
-            max_tokens=128, progress=False,
-        )
-    )  # fmt: skip
-    assert load_rows(str(out), "sample")
-    return out
-
-
-def _correct(server, mistakes: Path, out: Path, model: str, **kw) -> dict:
-    return correct(
-        CorrectConfig(
-            mistakes=str(mistakes), output_dir=str(out), backend="openai", model=model,
-            base_urls=[server.base_url], prompt_style="chat", progress=False, **kw,
-        )
-    )  # fmt: skip
-
-
-def test_corrections_card_shows_the_llm_corrector_tokens_and_cost(lema_server, collected, tmp_path):
-    folder = tmp_path / "lema-corrections"
-    summary = _correct(lema_server, collected, folder, "gpt-4o-fake", price_table={"gpt-4o-fake": PRICE})
-    rows = load_rows(str(folder), "sample") + load_rows(str(folder), "sample-rejected", missing_ok=True)
-    assert summary["accepted"] == len(rows) > 0  # the server's corrections reach gold
-    prompt = sum(r[CORRECTOR_TOKENS.prompt] for r in rows)
-    completion = sum(r[CORRECTOR_TOKENS.completion] for r in rows)
-    tokens = summary["tokens"]
-    assert (prompt, completion) == (tokens["prompt_tokens"], tokens["completion_tokens"])
-    assert prompt > 500 * len(rows) and completion > 0  # the few-shot prompt went in
-    cost = (prompt * PRICE["input"] + completion * PRICE["output"]) / 1e6
-    text = (folder / "README.md").read_text()
-    assert (
-        f"| `gpt-4o-fake` | {len(rows)} | {prompt:,} | {completion:,} | complete | "
-        f"${cost:,.2f} (at $2.5/$10.0 per M in/out tokens) |"
-    ) in text
-    assert "Token usage: unknown" not in text
-    assert "The main configs (`sample`) hold the **accepted** corrections" in text
-    _assert_clean(folder, tmp_path)
-
-
-def test_corrections_card_when_nothing_was_accepted(lema_server, collected, tmp_path):
-    folder = tmp_path / "lema-corrections"
-    summary = _correct(lema_server, collected, folder, "broken-corrector")
-    assert summary["accepted"] == 0 and summary["reject_reasons"] == {"parse_error": summary["n"]}
-    text = (folder / "README.md").read_text()
-    assert "(``)" not in text and "hold the **accepted** corrections" not in text
-    assert "**No correction was accepted**" in text and "(`sample-rejected`)" in text
-    assert f"| `sample` | `broken-corrector` | 0 | {summary['n']} | 0.0% |" in text
-    assert f"| `broken-corrector` | {summary['n']} |" in text  # tokens are still counted
     _assert_clean(folder, tmp_path)
