@@ -46,6 +46,7 @@ from lema_hub.corrector.quality import (
     metrics,
 )
 from lema_hub.corrector.reference import reference_rules_ref, reference_step
+from lema_hub.errors import InvalidInputError
 from lema_hub.generation import GenerationRequest, SamplingParams, make_engine
 from lema_hub.models import is_hub_id
 from lema_hub.publish import finish
@@ -107,13 +108,13 @@ class BenchCorrectorConfig(CorrectConfig):
         super().__post_init__()
         bad = [p for p in self.protocols if p not in PROTOCOLS]
         if bad or not self.protocols:
-            raise ValueError(
+            raise InvalidInputError(
                 f"protocols must be a non-empty subset of {list(PROTOCOLS)}, got {self.protocols}."
             )
         if self.label_base not in (0, 1):
-            raise ValueError(f"label_base must be 0 or 1, got {self.label_base}.")
+            raise InvalidInputError(f"label_base must be 0 or 1, got {self.label_base}.")
         if self.items_limit is not None and self.items_limit < 1:
-            raise ValueError(f"items_limit must be >= 1, got {self.items_limit}.")
+            raise InvalidInputError(f"items_limit must be >= 1, got {self.items_limit}.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -132,9 +133,9 @@ def _read_file(path: Path) -> list[dict]:
             return [json.loads(ln) for ln in text.splitlines() if ln.strip()]
         rows = json.loads(text)
     except ValueError as exc:
-        raise ValueError(f"bench-corrector: {path} is not valid JSON: {exc}") from None
+        raise InvalidInputError(f"bench-corrector: {path} is not valid JSON: {exc}") from None
     if not isinstance(rows, list):
-        raise ValueError(f"bench-corrector: {path} must hold a JSON array of items.")
+        raise InvalidInputError(f"bench-corrector: {path} must hold a JSON array of items.")
     return rows
 
 
@@ -149,17 +150,17 @@ def _raw_splits(cfg: BenchCorrectorConfig) -> dict[str, tuple[str, list[dict]]]:
             else [path]
         )
         if not files:
-            raise ValueError(f"bench-corrector: {path} has no .json/.jsonl/.parquet files.")
+            raise InvalidInputError(f"bench-corrector: {path} has no .json/.jsonl/.parquet files.")
         available = {p.stem: p for p in files}
         names = wanted or list(available)
         missing = [n for n in names if n not in available]
         if missing:
-            raise ValueError(
+            raise InvalidInputError(
                 f"bench-corrector: data_splits {missing} not in {path} (it has {sorted(available)})."
             )
         return {n: (str(available[n]), _read_file(available[n])) for n in names}
     if path.suffix in (".json", ".jsonl", ".parquet") or cfg.data.startswith((".", "/")):
-        raise ValueError(f"bench-corrector: data {cfg.data!r} does not exist.")
+        raise InvalidInputError(f"bench-corrector: data {cfg.data!r} does not exist.")
     import datasets
 
     names = wanted or (list(PROCESSBENCH_SPLITS) if cfg.data == PROCESSBENCH else None)
@@ -171,7 +172,7 @@ def _raw_splits(cfg: BenchCorrectorConfig) -> dict[str, tuple[str, list[dict]]]:
         try:
             out[n] = (f"{cfg.data}[{n}]", [dict(r) for r in datasets.load_dataset(cfg.data, split=n)])
         except Exception as exc:  # noqa: BLE001 - offline, no such repo or split: one clear line
-            raise ValueError(
+            raise InvalidInputError(
                 f"bench-corrector: could not load split {n!r} of {cfg.data!r} from the Hub "
                 f"({type(exc).__name__}: {str(exc)[:200]})."
             ) from None
@@ -188,26 +189,28 @@ def load_items(cfg: BenchCorrectorConfig) -> dict[str, list[dict]]:
         items = []
         for i, row in enumerate(rows[: cfg.items_limit] if cfg.items_limit else rows):
             if not isinstance(row, dict):
-                raise ValueError(f"bench-corrector: {where} item {i} is not an object.")
+                raise InvalidInputError(f"bench-corrector: {where} item {i} is not an object.")
             for col in (cfg.question_column, cfg.steps_column, cfg.label_column):
                 if col not in row:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"bench-corrector: {where} item {i} has no column {col!r} (columns: {sorted(row)}); "
                         "map it with --question_column/--steps_column/--label_column."
                     )
             steps, label = row[cfg.steps_column], row[cfg.label_column]
             if not isinstance(steps, list) or not steps or not all(isinstance(s, str) for s in steps):
-                raise ValueError(
+                raise InvalidInputError(
                     f"bench-corrector: {where} item {i}: {cfg.steps_column!r} must be a non-empty list of strings."
                 )
             if isinstance(label, bool) or not isinstance(label, int):
-                raise ValueError(f"bench-corrector: {where} item {i}: label {label!r} is not an integer.")
+                raise InvalidInputError(
+                    f"bench-corrector: {where} item {i}: label {label!r} is not an integer."
+                )
             if label == cfg.no_error_label:
                 labelled = None
             elif 0 <= label - cfg.label_base < len(steps):
                 labelled = label - cfg.label_base + 1
             else:
-                raise ValueError(
+                raise InvalidInputError(
                     f"bench-corrector: {where} item {i}: label {label} is not a step of its {len(steps)} "
                     f"steps (label_base {cfg.label_base}, no_error_label {cfg.no_error_label})."
                 )
@@ -225,10 +228,10 @@ def load_items(cfg: BenchCorrectorConfig) -> dict[str, list[dict]]:
                 }
             )
         if not _SPLIT_NAME.match(split):
-            raise ValueError(f"bench-corrector: split name {split!r} must be letters, digits and '_'.")
+            raise InvalidInputError(f"bench-corrector: split name {split!r} must be letters, digits and '_'.")
         out[split] = items
     if not any(out.values()):
-        raise ValueError(f"bench-corrector: {cfg.data} has no items.")
+        raise InvalidInputError(f"bench-corrector: {cfg.data} has no items.")
     return out
 
 
@@ -359,7 +362,9 @@ def bench_rows(
         rid = hashlib.sha256(repr((protocol, it["split"], it["id"], content)).encode()).hexdigest()[:16]
         rid = f"bench-{rid}"
         if rid in owners:
-            raise ValueError(f"bench-corrector: item {it['id']!r} of split {it['split']!r} appears twice.")
+            raise InvalidInputError(
+                f"bench-corrector: item {it['id']!r} of split {it['split']!r} appears twice."
+            )
         requests.append(GenerationRequest(request_id=rid, prompt=content, sampling=sampling))
         owners[rid] = (protocol, it, p, task)
     engine_cfg = cfg.engine_config(cfg.backend, cfg.model, cfg.prompt_style, progress=cfg.progress)
@@ -409,7 +414,7 @@ def _check_output_dir(output_dir: Path) -> None:
     _, summaries = read_run_record(output_dir) if output_dir.is_dir() else ({}, {})
     others = sorted(k for k in summaries if k != RECIPE)
     if others:
-        raise ValueError(
+        raise InvalidInputError(
             f"bench-corrector: output_dir {output_dir} holds a `{others[0]}` artifact; "
             "write the benchmark to its own folder (--output_dir)."
         )

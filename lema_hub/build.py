@@ -18,6 +18,7 @@ from typing import Any
 
 from lema_hub import formats
 from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
+from lema_hub.errors import InvalidInputError
 from lema_hub.formats import corrected_solution
 from lema_hub.problems import ProblemArgs, load_problems
 from lema_hub.publish import finish
@@ -98,11 +99,15 @@ class BuildConfig(ProblemArgs, HubArgs):
             parent()
         bad = [v for v in self.views if v not in VIEWS]
         if bad or not self.views:
-            raise ValueError(f"views must be a non-empty subset of {', '.join(VIEWS)}; got {self.views}.")
+            raise InvalidInputError(
+                f"views must be a non-empty subset of {', '.join(VIEWS)}; got {self.views}."
+            )
         if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"prompt_style must be {' or '.join(PROMPT_STYLES)}, got {self.prompt_style!r}.")
+            raise InvalidInputError(
+                f"prompt_style must be {' or '.join(PROMPT_STYLES)}, got {self.prompt_style!r}."
+            )
         if self.ngram < 1:
-            raise ValueError(f"ngram must be >= 1, got {self.ngram}.")
+            raise InvalidInputError(f"ngram must be >= 1, got {self.ngram}.")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -263,7 +268,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
 
     t0 = time.time()
     if not cfg.corrections and "cot" not in cfg.views:
-        raise ValueError(
+        raise InvalidInputError(
             "build: set `corrections` (a corrections folder or Hub id) or build only the `cot` view."
         )
     corrections: list[dict] = []
@@ -281,7 +286,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     summary["gold_cot_rows"] = len(cot)
     if cfg.include_correct_samples:
         if not cfg.mistakes:
-            raise ValueError(
+            raise InvalidInputError(
                 "build: include_correct_samples needs `mistakes` (the mistakes folder or Hub id)."
             )
         mconf = main_config(cfg.mistakes)

@@ -177,12 +177,14 @@ class CollectConfig(ProblemArgs, HubArgs, EndpointArgs):
         if parent is not None:
             parent()
         if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
+            raise InvalidInputError(f"num_samples must be >= 1, got {self.num_samples}.")
         if self.merge_shards and self.shard:
-            raise ValueError("merge_shards merges every shard: run it without --shard.")
+            raise InvalidInputError("merge_shards merges every shard: run it without --shard.")
 
         if self.extraction not in EXTRACTIONS:
-            raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)}, got {self.extraction!r}.")
+            raise InvalidInputError(
+                f"extraction must be one of {', '.join(EXTRACTIONS)}, got {self.extraction!r}."
+            )
 
 
 def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, SamplingParams]]:
@@ -192,16 +194,16 @@ def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, Sampl
     names: set[str] = set()
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise ValueError(f"generators[{i}] must be a mapping, got {type(entry).__name__}.")
+            raise InvalidInputError(f"generators[{i}] must be a mapping, got {type(entry).__name__}.")
         unknown = sorted(set(entry) - set(GENERATOR_KEYS))
         if unknown:
-            raise ValueError(
+            raise InvalidInputError(
                 f"generators[{i}] has unknown key(s) {unknown}; valid keys: {', '.join(GENERATOR_KEYS)}."
             )
         g = {k: entry.get(k, getattr(cfg, k, None)) for k in GENERATOR_KEYS}
         name = entry.get("name") or g["model"]
         if name in names:
-            raise ValueError(
+            raise InvalidInputError(
                 f"generators[{i}]: two generators are named {name!r}; give them distinct `name`s."
             )
         names.add(name)
@@ -379,7 +381,7 @@ def merge_shards(cfg: CollectConfig) -> CollectSummary:
         name = s.get("config_name")
         if s.get("samples"):
             if config_name is not None and name != config_name:
-                raise ValueError(f"Shard {p.name} holds config {name!r}, others {config_name!r}.")
+                raise InvalidInputError(f"Shard {p.name} holds config {name!r}, others {config_name!r}.")
             config_name = name
         problems += s.get("problems", 0)
         failed += s.get("failed_requests", 0)

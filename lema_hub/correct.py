@@ -105,17 +105,17 @@ class CorrectConfig(HubArgs, EndpointArgs):
         if parent is not None:
             parent()
         if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}.")
+            raise InvalidInputError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}.")
         if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {self.prompt_style!r}."
             )
         if self.num_attempts < 1:
-            raise ValueError(f"num_attempts must be >= 1, got {self.num_attempts}.")
+            raise InvalidInputError(f"num_attempts must be >= 1, got {self.num_attempts}.")
         if self.backend != REFERENCE_CORRECTOR and not self.model:
-            raise ValueError(f"backend {self.backend!r} needs `model` (the corrector model name).")
+            raise InvalidInputError(f"backend {self.backend!r} needs `model` (the corrector model name).")
         if self.corrector_task not in (None, *DEFAULT_PROMPTS):
-            raise ValueError(
+            raise InvalidInputError(
                 f"corrector_task must be one of {sorted(DEFAULT_PROMPTS)}, got {self.corrector_task!r}."
             )
 

@@ -32,6 +32,7 @@ from lema_hub.answers import gsm8k_number  # the same number reading as exact gr
 from lema_hub.artifacts import HubArgs, save_dataset_config
 from lema_hub.cards.model import write_eval_results, write_model_card
 from lema_hub.configs import config_to_dict
+from lema_hub.errors import InvalidInputError
 from lema_hub.formats import NAMED_TEMPLATES, PromptTemplate, as_messages, cot_prompt, load_prompt_template
 from lema_hub.generation import GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
@@ -276,36 +277,46 @@ def _build_prompt(question: str, style: str, template: PromptTemplate | None = N
 
 def _validate(cfg: EvalConfig) -> None:
     if cfg.backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}.")
+        raise InvalidInputError(f"backend must be one of {BACKENDS}, got {cfg.backend!r}.")
     if cfg.prompt_style not in PROMPT_STYLE_CHOICES:
-        raise ValueError(f"prompt_style must be one of {PROMPT_STYLE_CHOICES}, got {cfg.prompt_style!r}.")
+        raise InvalidInputError(
+            f"prompt_style must be one of {PROMPT_STYLE_CHOICES}, got {cfg.prompt_style!r}."
+        )
     if not cfg.models:
-        raise ValueError("models must name at least one model.")
+        raise InvalidInputError("models must name at least one model.")
     if cfg.model_labels is not None and len(cfg.model_labels) != len(cfg.models):
-        raise ValueError(f"model_labels has {len(cfg.model_labels)} names for {len(cfg.models)} models.")
+        raise InvalidInputError(
+            f"model_labels has {len(cfg.model_labels)} names for {len(cfg.models)} models."
+        )
     if cfg.num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}.")
+        raise InvalidInputError(f"num_samples must be >= 1, got {cfg.num_samples}.")
 
     if cfg.extraction not in EXTRACTIONS:
-        raise ValueError(f"extraction must be one of {EXTRACTIONS}, got {cfg.extraction!r}.")
+        raise InvalidInputError(f"extraction must be one of {EXTRACTIONS}, got {cfg.extraction!r}.")
     if cfg.num_samples > 1 and cfg.temperature == 0:
-        raise ValueError("num_samples > 1 needs temperature > 0 (greedy decoding gives n identical samples).")
+        raise InvalidInputError(
+            "num_samples > 1 needs temperature > 0 (greedy decoding gives n identical samples)."
+        )
     if cfg.max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}.")
+        raise InvalidInputError(f"max_new_tokens must be >= 1, got {cfg.max_new_tokens}.")
     if cfg.backend in ("openai", "tgi") and not cfg.base_urls:
-        raise ValueError(f"backend {cfg.backend!r} needs base_urls (the endpoint(s) to query).")
+        raise InvalidInputError(f"backend {cfg.backend!r} needs base_urls (the endpoint(s) to query).")
     if cfg.predictions_path is not None and len(cfg.models) > 1:
-        raise ValueError("predictions_path grades one model's completions: give exactly one entry in models.")
+        raise InvalidInputError(
+            "predictions_path grades one model's completions: give exactly one entry in models."
+        )
     if cfg.prompt_templates is not None:
         if len(cfg.prompt_templates) not in (1, len(cfg.models)):
-            raise ValueError(
+            raise InvalidInputError(
                 f"prompt_templates has {len(cfg.prompt_templates)} entries for {len(cfg.models)} models "
                 "(give one for all models or one per model)."
             )
         for t in cfg.prompt_templates:
             load_prompt_template(t)  # a bad name or file fails before any model is loaded
     if cfg.answer_rounding is not None and not 0 <= cfg.answer_rounding <= 10:
-        raise ValueError(f"answer_rounding must be a number of decimals in 0..10, got {cfg.answer_rounding}.")
+        raise InvalidInputError(
+            f"answer_rounding must be a number of decimals in 0..10, got {cfg.answer_rounding}."
+        )
 
 
 def _labels(cfg: EvalConfig) -> list[str]:
@@ -501,7 +512,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     _validate(cfg)
     problems = load_problems(cfg)
     if not problems:
-        raise ValueError(f"No problems loaded from {cfg.problems!r} split {cfg.problems_split!r}.")
+        raise InvalidInputError(f"No problems loaded from {cfg.problems!r} split {cfg.problems_split!r}.")
     source_report = _source_report(cfg)
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

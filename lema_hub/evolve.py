@@ -23,6 +23,7 @@ from typing import Any
 
 from lema_hub import distributed, formats
 from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
+from lema_hub.errors import InvalidInputError
 from lema_hub.generation import GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.grading import answer_key, extract_answer
@@ -96,13 +97,15 @@ class EvolveConfig(ProblemArgs, HubArgs, EndpointArgs):
         if parent is not None:
             parent()
         if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}.")
+            raise InvalidInputError(
+                f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}."
+            )
         if self.num_seeds < 1:
-            raise ValueError(f"num_seeds must be >= 1, got {self.num_seeds}.")
+            raise InvalidInputError(f"num_seeds must be >= 1, got {self.num_seeds}.")
         if self.num_answers < 2:
-            raise ValueError(f"num_answers must be >= 2 for a majority vote, got {self.num_answers}.")
+            raise InvalidInputError(f"num_answers must be >= 2 for a majority vote, got {self.num_answers}.")
         if self.strategy == "correction_centric" and not self.corrections:
-            raise ValueError(
+            raise InvalidInputError(
                 "strategy correction_centric needs `corrections` (a corrections folder or Hub id)."
             )
 
@@ -117,7 +120,7 @@ def evolution_prompt(prompt_file: str | None = None) -> str:
     else:
         text = resources.files("lema_hub").joinpath("prompts", "evolution.txt").read_text(encoding="utf-8")
     if _PLACEHOLDER not in text:
-        raise ValueError(f"The evolution prompt must contain the placeholder {_PLACEHOLDER}.")
+        raise InvalidInputError(f"The evolution prompt must contain the placeholder {_PLACEHOLDER}.")
     return text
 
 
@@ -171,7 +174,7 @@ def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
         pool = [p.to_dict() for p in load_problems(cfg)]
         name = cfg.problems.replace("/", "_")
     if not pool:
-        raise ValueError(f"evolve: no seed questions ({cfg.strategy}).")
+        raise InvalidInputError(f"evolve: no seed questions ({cfg.strategy}).")
     return [pool[rng.randrange(len(pool))] for _ in range(cfg.num_seeds)], name
 
 
@@ -316,7 +319,7 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
         **distributed.record(),
     }
     if not rows:
-        raise ValueError(f"evolve: every new question was dropped ({dict(drops)}); nothing to write.")
+        raise InvalidInputError(f"evolve: every new question was dropped ({dict(drops)}); nothing to write.")
     save_dataset_config(out, name, {"train": rows})
     finish(out, "evolved", cfg, summary, recipe="evolve")
     logger.info("evolved %d/%d questions (dropped: %s)", len(rows), len(seeds), dict(drops))

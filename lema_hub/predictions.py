@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lema_hub.errors import InvalidInputError
 from lema_hub.problems import Problem
 
 # ---------------------------------------------------------------------------------------------
@@ -29,18 +30,18 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
                     try:
                         rows.append(json.loads(line))
                     except json.JSONDecodeError as exc:
-                        raise ValueError(f"{path}:{i} is not valid JSON: {exc}") from None
+                        raise InvalidInputError(f"{path}:{i} is not valid JSON: {exc}") from None
         return rows
     if path.suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(data, list):
-            raise ValueError(f"{path} must hold a JSON list of objects.")
+            raise InvalidInputError(f"{path} must hold a JSON list of objects.")
         return data
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    raise ValueError(f"Predictions file {path} must be .jsonl, .json or .parquet.")
+    raise InvalidInputError(f"Predictions file {path} must be .jsonl, .json or .parquet.")
 
 
 def _squash_spaces(text: str) -> str:
@@ -60,9 +61,9 @@ def match_predictions(
     (e.g. outside `problems_limit`) are ignored; a problem without a completion is an error.
     """
     if not rows:
-        raise ValueError("The predictions file is empty.")
+        raise InvalidInputError("The predictions file is empty.")
     if column not in rows[0]:
-        raise ValueError(f"Predictions have no column {column!r} (columns: {', '.join(rows[0])}).")
+        raise InvalidInputError(f"Predictions have no column {column!r} (columns: {', '.join(rows[0])}).")
     out: list[list[str]] = [[] for _ in problems]
     cols = set(rows[0])
     if "problem_id" in cols:
@@ -81,7 +82,7 @@ def match_predictions(
                 keys.append(_squash_spaces(m.group(1) if m else r["prompt"]))
     else:
         if len(rows) != len(problems):
-            raise ValueError(
+            raise InvalidInputError(
                 f"Predictions have {len(rows)} rows for {len(problems)} problems and no problem_id/question/prompt "
                 "column to match them by."
             )
@@ -94,7 +95,7 @@ def match_predictions(
             out[i].append(_completion_text(row, column))
     missing = [problems[i].problem_id for i, c in enumerate(out) if not c]
     if missing:
-        raise ValueError(
+        raise InvalidInputError(
             f"{len(missing)} of {len(problems)} problems have no prediction (first: {', '.join(missing[:3])})."
         )
     return out

@@ -65,7 +65,7 @@ class Problem:
             if n not in d
         ]
         if missing:
-            raise ValueError(f"row is missing Problem fields {missing}")
+            raise InvalidInputError(f"row is missing Problem fields {missing}")
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -302,16 +302,16 @@ def load_report(source: str) -> dict[str, Any] | None:
 def _number_text(value: Any) -> str:
     """A gold number as text: ``51.0`` -> ``51``, ``2.5`` -> ``2.5``, ``"1,000"`` -> ``1000``."""
     if isinstance(value, bool):
-        raise ValueError(f"not a number: {value!r}")
+        raise InvalidInputError(f"not a number: {value!r}")
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise ValueError(f"not a finite number: {value!r}")
+            raise InvalidInputError(f"not a finite number: {value!r}")
         return str(int(value)) if value.is_integer() else repr(value)
     text = gsm8k_answer(str(value))
     if not re.fullmatch(r"-?\d+(\.\d+)?", text):
-        raise ValueError(f"not a number: {value!r}")
+        raise InvalidInputError(f"not a number: {value!r}")
     return text
 
 

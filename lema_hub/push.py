@@ -19,6 +19,7 @@ from lema_hub.artifacts import (
     leftover_work_dirs,
     read_run_record,
 )
+from lema_hub.errors import InvalidInputError
 from lema_hub.schema import DATA_DIR, README
 
 logger = logging.getLogger(__name__)
@@ -114,12 +115,12 @@ def push_folder(
     if not folder.is_dir():
         raise FileNotFoundError(f"push_folder: {folder} is not a folder.")
     if repo_type not in ("dataset", "model", "space"):
-        raise ValueError(f"push_folder: repo_type must be dataset, model or space, got {repo_type!r}.")
+        raise InvalidInputError(f"push_folder: repo_type must be dataset, model or space, got {repo_type!r}.")
     if not re.match(r"^[\w.\-]+/[\w.\-]+$", repo_id or ""):
-        raise ValueError(f"push_folder: repo_id must look like 'namespace/name', got {repo_id!r}.")
+        raise InvalidInputError(f"push_folder: repo_id must look like 'namespace/name', got {repo_id!r}.")
     leaks = find_leaks(folder)
     if any("token-like" in leak for leak in leaks):
-        raise ValueError("Refusing to push a folder holding credentials: " + "; ".join(leaks[:5]))
+        raise InvalidInputError("Refusing to push a folder holding credentials: " + "; ".join(leaks[:5]))
     for leak in leaks:
         logger.warning("pushing a file that mentions a local path: %s", leak)
     api = HfApi(token=token)
@@ -158,7 +159,7 @@ def maybe_push(folder: str | os.PathLike, hub: HubArgs, repo_type: str, recipe: 
     if not hub.push_to_hub:
         return None
     if not hub.hub_repo_id:
-        raise ValueError(
+        raise InvalidInputError(
             f"{recipe}: push_to_hub is set but hub_repo_id is missing (e.g. '<ns>/lema-corrections')."
         )
     meta, _ = _read_card(Path(folder))

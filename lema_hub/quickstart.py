@@ -30,6 +30,7 @@ from lema_hub.cards.model import add_model_card_datasets
 from lema_hub.collect import CollectSummary, collect, set_aside_text
 from lema_hub.configs import config_to_dict, redact
 from lema_hub.correct import correct
+from lema_hub.errors import InvalidInputError
 from lema_hub.evaluate import evaluate
 from lema_hub.models import resolve_prompt_style
 from lema_hub.push import push_folder
@@ -128,12 +129,12 @@ class QuickstartConfig:
         if self.corrector_base_url and self.corrector_backend == "reference":
             self.corrector_backend = "openai"
         if self.corrector_backend != "reference" and not (self.corrector_model and self.corrector_base_url):
-            raise ValueError("An LLM corrector needs corrector_model and corrector_base_url.")
+            raise InvalidInputError("An LLM corrector needs corrector_model and corrector_base_url.")
         if self.push_to_hub and not self.hub_namespace:
-            raise ValueError("push_to_hub needs hub_namespace (the user or org to push to).")
+            raise InvalidInputError("push_to_hub needs hub_namespace (the user or org to push to).")
         for name in ("num_samples", "sft_max_steps", "sft_batch_size", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+                raise InvalidInputError(f"{name} must be >= 1, got {getattr(self, name)}.")
 
 
 class StageFailed(RuntimeError):

@@ -22,6 +22,7 @@ from typing import Any
 from lema_hub.artifacts import load_artifact
 from lema_hub.cards.model import write_model_card
 from lema_hub.configs import config_to_dict
+from lema_hub.errors import InvalidInputError
 from lema_hub.models import (
     base_model_hub_id,
     has_chat_template,
@@ -105,17 +106,17 @@ class SFTScriptArguments:
 
     def __post_init__(self) -> None:
         if self.prompt_style not in PROMPT_STYLE_CHOICES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"prompt_style must be one of {PROMPT_STYLE_CHOICES}, got {self.prompt_style!r}."
             )
         for name in ("max_train_samples", "max_correction_samples"):
             value = getattr(self, name)
             if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}.")
+                raise InvalidInputError(f"{name} must be >= 0, got {value}.")
         for name in ("max_prompt_length", "max_completion_length"):
             value = getattr(self, name)
             if value is not None and value < 2:
-                raise ValueError(f"{name} must be >= 2 tokens, got {value}.")
+                raise InvalidInputError(f"{name} must be >= 2 tokens, got {value}.")
 
     @property
     def config_name(self) -> str:
@@ -230,15 +231,17 @@ def _check_args(script_args: SFTScriptArguments, training_args, model_args) -> N
     import torch
 
     if not script_args.dataset_name:
-        raise ValueError(
+        raise InvalidInputError(
             "dataset_name is required: a mixture folder (from `lema-hub build`) or a Hub dataset id."
         )
     if not model_args.model_name_or_path:
-        raise ValueError(f"model_name_or_path is required (a Hub id, a local folder or {EMBEDDED_MODEL}).")
+        raise InvalidInputError(
+            f"model_name_or_path is required (a Hub id, a local folder or {EMBEDDED_MODEL})."
+        )
     if (model_args.load_in_4bit or model_args.load_in_8bit) and not model_args.use_peft:
-        raise ValueError("QLoRA (load_in_4bit / load_in_8bit) trains an adapter: set use_peft: true.")
+        raise InvalidInputError("QLoRA (load_in_4bit / load_in_8bit) trains an adapter: set use_peft: true.")
     if training_args.assistant_only_loss:
-        raise ValueError(
+        raise InvalidInputError(
             "assistant_only_loss is not needed (prompt/completion rows already give completion-only loss) and "
             "fails on chat templates without {% generation %} markers; remove it."
         )
@@ -267,7 +270,7 @@ def _torch_dtype(dtype: str | None):
     if dtype in (None, "auto"):
         return dtype
     if not hasattr(torch, dtype):
-        raise ValueError(f"Unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
+        raise InvalidInputError(f"Unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
     return getattr(torch, dtype)
 
 
@@ -282,7 +285,7 @@ def load_mixture(script_args: SFTScriptArguments, seed: int = 42):
         try:
             dataset = load_artifact(str(folder), config, script_args.dataset_train_split)
         except (ValueError, FileNotFoundError) as exc:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Mixture folder {folder}: {exc} Build it with `lema-hub build` or set task/view/dataset_config."
             ) from exc
     else:
@@ -291,19 +294,19 @@ def load_mixture(script_args: SFTScriptArguments, seed: int = 42):
                 name, config, split=script_args.dataset_train_split, revision=script_args.dataset_revision
             )
         except ValueError as exc:
-            raise ValueError(
+            raise InvalidInputError(
                 f"Mixture {name!r} has no config {config!r} with split {script_args.dataset_train_split!r} "
                 f"(set task/view/dataset_config): {exc}"
             ) from exc
     missing = {"prompt", "completion"} - set(dataset.column_names)
     if missing:
-        raise ValueError(
+        raise InvalidInputError(
             f"Mixture {name!r} config {config!r} lacks column(s) {sorted(missing)}; "
             f"training rows need prompt and completion (found {dataset.column_names})."
         )
     if script_args.max_correction_samples is not None:
         if "kind" not in dataset.column_names:
-            raise ValueError("max_correction_samples needs a 'kind' column in the mixture.")
+            raise InvalidInputError("max_correction_samples needs a 'kind' column in the mixture.")
         kinds = dataset["kind"]
         corrections = [i for i, k in enumerate(kinds) if k == "correction"]
         others = [i for i, k in enumerate(kinds) if k != "correction"]
@@ -314,7 +317,7 @@ def load_mixture(script_args: SFTScriptArguments, seed: int = 42):
             sorted(_seeded_subset(range(len(dataset)), script_args.max_train_samples, seed))
         )
     if len(dataset) == 0:
-        raise ValueError(f"Mixture {name!r} config {config!r} has no training rows left.")
+        raise InvalidInputError(f"Mixture {name!r} config {config!r} has no training rows left.")
     return dataset
 
 
@@ -330,7 +333,7 @@ def _seeded_subset(indices, k: int, seed: int) -> list[int]:
 def check_chat_template(style: str, tokenizer) -> None:
     """Chat rows go through the chat template: a tokenizer without one cannot train on them."""
     if style == "chat" and not has_chat_template(tokenizer):
-        raise ValueError(
+        raise InvalidInputError(
             "prompt_style 'chat' needs a tokenizer with a chat template; use 'plain' for base models."
         )
 
@@ -389,7 +392,7 @@ def truncate_prompt_completion(
     if max_prompt_length is None and max_completion_length is None:
         return dataset
     if not getattr(tokenizer, "is_fast", False):
-        raise ValueError(
+        raise InvalidInputError(
             "max_prompt_length / max_completion_length need a fast tokenizer (character offsets); "
             f"{type(tokenizer).__name__} is not one."
         )
@@ -629,7 +632,7 @@ def push_model(output_dir: Path, training_args) -> str:
     """One final commit of the finished folder (card included) to `hub_model_id`."""
 
     if not training_args.hub_model_id:
-        raise ValueError("push_to_hub needs hub_model_id (e.g. <ns>/lema-smollm2-135m-gsm8k).")
+        raise InvalidInputError("push_to_hub needs hub_model_id (e.g. <ns>/lema-smollm2-135m-gsm8k).")
     return push_folder(
         output_dir,
         training_args.hub_model_id,

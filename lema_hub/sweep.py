@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub.cards.sweep import write_checkpoint_sweep
+from lema_hub.errors import InvalidInputError
 from lema_hub.evaluate import EvalConfig, evaluate, model_short_name, owned_model_folder
 from lema_hub.metrics import protocol_notes
 from lema_hub.models import read_model_meta
@@ -26,21 +27,23 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
     """(step, folder) of every `checkpoint-<step>` in a run folder, by step."""
     run = Path(run_dir).expanduser()
     if not run.is_dir():
-        raise ValueError(f"checkpoints: {run} is not a folder (give a training run's output_dir).")
+        raise InvalidInputError(f"checkpoints: {run} is not a folder (give a training run's output_dir).")
     found = []
     for child in run.iterdir():
         m = _CHECKPOINT.match(child.name)
         if m and child.is_dir():
             found.append((int(m.group(1)), child))
     if not found:
-        raise ValueError(f"checkpoints: {run} has no checkpoint-* folders (train with save_strategy: steps).")
+        raise InvalidInputError(
+            f"checkpoints: {run} has no checkpoint-* folders (train with save_strategy: steps)."
+        )
     return sorted(found)
 
 
 def sweep_summary(points: Sequence[dict[str, Any]], top_k: int = 3) -> dict[str, Any]:
     """Best (ties: the earliest step), mean of the best `top_k` and last of per-step results."""
     if not points:
-        raise ValueError("sweep_summary needs at least one checkpoint result.")
+        raise InvalidInputError("sweep_summary needs at least one checkpoint result.")
     by_step = sorted(points, key=lambda p: p["step"])
     ranked = sorted(by_step, key=lambda p: (-p["accuracy"], p["step"]))
     top = ranked[:top_k]
@@ -57,14 +60,18 @@ def _dev_selection(select_on: str, benchmark_points: dict[int, dict[str, Any]]) 
     """The step that is best on a dev sweep (from its output folder), with this split's accuracy at that step."""
     path = Path(select_on).expanduser() / SWEEP_FILE
     if not path.is_file():
-        raise ValueError(f"select_on: {path} does not exist (run the dev sweep into that output_dir first).")
+        raise InvalidInputError(
+            f"select_on: {path} does not exist (run the dev sweep into that output_dir first)."
+        )
     dev_sweeps = json.loads(path.read_text())
     if len(dev_sweeps) != 1:
-        raise ValueError(f"select_on: {path} holds sweeps for {sorted(dev_sweeps)}; use a folder with one.")
+        raise InvalidInputError(
+            f"select_on: {path} holds sweeps for {sorted(dev_sweeps)}; use a folder with one."
+        )
     dev = next(iter(dev_sweeps.values()))
     step = dev["best"]["step"]
     if step not in benchmark_points:
-        raise ValueError(f"select_on: the dev sweep's best step {step} was not evaluated here.")
+        raise InvalidInputError(f"select_on: the dev sweep's best step {step} was not evaluated here.")
     return {
         "step": step,
         "dev_accuracy": dev["best"]["accuracy"],
@@ -82,7 +89,9 @@ def evaluate_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
     run = Path(cfg.checkpoints).expanduser()
     found = list_checkpoints(run)
     if cfg.prompt_templates is not None and len(cfg.prompt_templates) != 1:
-        raise ValueError("With checkpoints, give one prompt template (every checkpoint is the same model).")
+        raise InvalidInputError(
+            "With checkpoints, give one prompt template (every checkpoint is the same model)."
+        )
     prefix = model_short_name(str(run))
     style = cfg.prompt_style
     if style == "auto":  # the run's prompt style, not a guess from each checkpoint's tokenizer

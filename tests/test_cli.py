@@ -183,6 +183,13 @@ def _bad_inputs(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
         ),
         "no problems left": (["collect", "--problems_limit", "0"], ["No problems", "'sample'"]),
         "mistakes not set": (["correct"], ["`mistakes`"]),
+        # A stage's own config checks are input errors too (they raise InvalidInputError).
+        "endpoint without base_urls": (["evaluate", "--backend", "openai", "--models", "m"], ["base_urls"]),
+        "bad label_base": (["bench-corrector", "--label_base", "5"], ["label_base", "5"]),
+        "build without corrections": (
+            ["build", "--corrections", "no/such/corrections"],
+            ["no/such/corrections"],
+        ),
     }
 
 
@@ -202,6 +209,9 @@ _CASES = [
     "output under a file",
     "no problems left",
     "mistakes not set",
+    "endpoint without base_urls",
+    "bad label_base",
+    "build without corrections",
 ]
 
 

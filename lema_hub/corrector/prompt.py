@@ -9,6 +9,7 @@ from importlib import resources
 from pathlib import Path
 
 from lema_hub import formats
+from lema_hub.errors import InvalidInputError
 from lema_hub.formats import PROMPT_STYLES
 
 DEFAULT_PROMPTS = {"gsm8k": "corrector_gsm8k.txt", "math": "corrector_math.txt"}
@@ -47,7 +48,7 @@ def corrector_prompt(task: str, prompt_file: str | None = None) -> CorrectorProm
         name = path.stem
     else:
         if task not in DEFAULT_PROMPTS:
-            raise ValueError(
+            raise InvalidInputError(
                 f"No bundled corrector prompt for task {task!r}; choose one of {sorted(DEFAULT_PROMPTS)}."
             )
         data = resources.files("lema_hub").joinpath("prompts", DEFAULT_PROMPTS[task]).read_bytes()
@@ -55,9 +56,9 @@ def corrector_prompt(task: str, prompt_file: str | None = None) -> CorrectorProm
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"Corrector prompt {name!r} is not UTF-8 text: {exc}") from None
+        raise InvalidInputError(f"Corrector prompt {name!r} is not UTF-8 text: {exc}") from None
     if "Question:" not in text or "Incorrect Step:" not in text:
-        raise ValueError(
+        raise InvalidInputError(
             f"Corrector prompt {name!r} does not look like a LeMa corrector prompt "
             "(it needs demonstrations with 'Question:' and 'Incorrect Step:')."
         )
@@ -73,7 +74,7 @@ def build_corrector_input(
     one user message (how GPT-4 was queried), so both styles see identical demonstrations.
     """
     if style not in PROMPT_STYLES:
-        raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}, got {style!r}.")
+        raise InvalidInputError(f"prompt_style must be one of {PROMPT_STYLES}, got {style!r}.")
     nl = prompt.newline
     query = formats.corrector_query(question, steps).replace("\r\n", "\n")
     if nl != "\n":
