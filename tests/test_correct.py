@@ -515,7 +515,7 @@ def test_grading_a_correction_maps_each_verdict_to_its_reject_reason():
         row(["Step 2: she keeps going and never says how many."], "5"),  # no final answer
         row(["Step 2: 4 + 1 = 5.", "The answer is 5."], "five"),  # a gold that is no number
     ]
-    correct_stage._grade(rows, workers=1)
+    correct_stage._grade_corrections(rows, workers=1)
     assert [(r["accepted"], r["reject_reason"]) for r in rows] == [
         (True, None),
         (False, "wrong_answer"),
