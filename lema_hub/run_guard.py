@@ -29,7 +29,7 @@ from lema_hub.artifacts import (
     _scrub_string,  # configured keys and credential-named env values too
     read_run_record,
 )
-from lema_hub.generation.retry import RETRYABLE_STATUS, failure_cause
+from lema_hub.generation.retry import failure_cause, is_permanent_status
 
 _HTTP_RE = re.compile(r"^HTTP (\d{3})\b")
 _EXAMPLE_CHARS = 160
@@ -47,17 +47,14 @@ class RequestsFailed(SystemExit):
         return self.message
 
 
-def cause_of(error: str) -> str:
-    """The kind of a failure ("HTTP 401", "connection failed", "timeout", ...), retries stripped."""
-    return failure_cause(error)
+cause_of = failure_cause  # the kind of a failure ("HTTP 401", "connection failed", ...), retries stripped
 
 
 def is_permanent(cause: str) -> bool:
     """True when retrying cannot fix it: a non-retryable 4xx (401, 403, 404, 400 ...) or a refusal."""
     m = _HTTP_RE.match(cause)
     if m:
-        status = int(m.group(1))
-        return 400 <= status < 500 and status not in RETRYABLE_STATUS
+        return is_permanent_status(int(m.group(1)))
     return cause == "model refused"
 
 

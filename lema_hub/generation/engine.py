@@ -26,12 +26,12 @@ from lema_hub.generation.backends.transformers_backend import TransformersBacken
 from lema_hub.generation.backends.vllm_backend import VLLMBackend
 from lema_hub.generation.cache import RequestCache, request_key
 from lema_hub.generation.retry import (
-    RETRYABLE_STATUS,
     MalformedResponse,
     PermanentError,
     RetryPolicy,
     failure_cause,
     headers_of,
+    is_permanent_status,
     parse_retry_after,
     status_of,
 )
@@ -209,7 +209,7 @@ class Engine:
                 raise
             except Exception as exc:  # noqa: BLE001 - every failure is classified below
                 status = status_of(exc)
-                if status is not None and status not in RETRYABLE_STATUS and 400 <= status < 500:
+                if is_permanent_status(status):
                     return self._fail(u, f"HTTP {status}: {_error_text(exc, secrets=self._secrets)}")
                 reason = _describe(exc, status, self._secrets)
                 retry_after = parse_retry_after(headers_of(exc))

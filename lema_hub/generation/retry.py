@@ -11,6 +11,11 @@ from dataclasses import dataclass
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
 
 
+def is_permanent_status(status: int | None) -> bool:
+    """A 4xx that retrying cannot fix (400, 401, 403, 404 ...): the request itself is wrong."""
+    return status is not None and 400 <= status < 500 and status not in RETRYABLE_STATUS
+
+
 _GAVE_UP_RE = re.compile(r"^gave up after \d+ attempts: ")
 
 
