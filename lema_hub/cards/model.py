@@ -164,7 +164,7 @@ def _model_license(info: dict[str, Any], folder: Path) -> str:
 
 def _model_repo_id(info: dict[str, Any]) -> str:
     for name in (info.get("hub_model_id"), info.get("model_name")):
-        if name and re.match(r"^[\w.\-]+/[\w.\-]+$", str(name)):
+        if name and is_hub_id(str(name)):
             return str(name)
     return f"{DEFAULT_NAMESPACE}/{info['model_name']}"
 
@@ -186,7 +186,7 @@ def write_model_card(folder: str | os.PathLike, info: dict) -> None:
     base = info.get("base_model")
     task = info.get("task")
     datasets_ = [d for d in info.get("datasets") or [] if d]
-    hub_datasets = [d for d in datasets_ if re.match(r"^[\w.\-]+/[\w.\-]+$", str(d))]
+    hub_datasets = [d for d in datasets_ if is_hub_id(str(d))]
     for d in [*(info.get("source_datasets") or []), _TASK_DATASETS.get(str(task))]:
         if d and _is_hub_dataset_id(str(d)) and d not in hub_datasets:
             hub_datasets.append(str(d))
