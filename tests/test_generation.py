@@ -51,11 +51,16 @@ def _requests(k: int, n: int = 1, **sp) -> list[GenerationRequest]:
 
 @pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 def test_faults_every_request_finishes_exactly_once(tmp_path, transport, monkeypatch):
-    from lema_hub.generation.backends import openai_backend
+    import openai
 
     made = []  # the http_client each AsyncOpenAI got (httpx: None); aiohttp posts without the SDK
-    real = openai_backend.make_http_client
-    monkeypatch.setattr(openai_backend, "make_http_client", lambda t: made.append(real(t)) or made[-1])
+    real = openai.AsyncOpenAI
+
+    def recording(**kwargs):
+        made.append(kwargs.get("http_client"))
+        return real(**kwargs)
+
+    monkeypatch.setattr(openai, "AsyncOpenAI", recording)
     with FakeOpenAIServer(fault_rate=0.3, seed=3, hang_s=1.5) as srv:
         cache = tmp_path / "requests.jsonl"
         with make_engine(_fast([srv.base_url], http_transport=transport), cache) as engine:

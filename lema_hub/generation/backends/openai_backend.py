@@ -69,23 +69,6 @@ def _env_proxy(url: str) -> str | None:
     return proxy
 
 
-def make_http_client(transport: str):
-    """The `http_client` for `AsyncOpenAI`: openai's aiohttp client, or None (the SDK's default)."""
-    if transport == "httpx":
-        return None
-    from openai import DefaultAioHttpClient
-
-    try:
-        return DefaultAioHttpClient()
-    except RuntimeError as exc:  # aiohttp is not installed
-        if transport == "aiohttp":
-            raise RuntimeError(
-                "EngineConfig.http_transport='aiohttp' needs aiohttp: pip install 'openai[aiohttp]'."
-            ) from exc
-        logger.info("aiohttp is not installed; the openai backend uses the SDK's default transport.")
-        return None
-
-
 class OpenAIBackend(Backend):
     def __init__(self, config) -> None:
         self.config = config
@@ -99,6 +82,7 @@ class OpenAIBackend(Backend):
         if use_aiohttp(self.config.http_transport):
             await self._start_aiohttp()
             return
+        # The SDK path (`httpx`, or aiohttp not installed): its default httpx transport.
         from openai import AsyncOpenAI
 
         key = api_key(self.config.api_key_env) or "EMPTY"  # local servers accept any key
@@ -111,7 +95,6 @@ class OpenAIBackend(Backend):
                 base_url=u,
                 max_retries=0,
                 timeout=self.config.request_timeout,
-                http_client=make_http_client(self.config.http_transport),
             )
             for u in urls
         ]
