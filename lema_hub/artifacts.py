@@ -489,7 +489,9 @@ class _ParquetColumns:
         first = pq.ParquetFile(self.paths[0])  # the example row is at the start: one row group suffices
         if offset + length <= first.metadata.row_group(0).num_rows:
             return first.read_row_group(0).slice(offset, length)
-        return _concat_parquet(Path("/"), [str(p) for p in self.paths]).slice(offset, length)
+        import pyarrow as pa
+
+        return pa.concat_tables([pq.read_table(p) for p in self.paths]).slice(offset, length)
 
 
 def _read_tables(folder: Path) -> dict[str, dict[str, Any]]:
