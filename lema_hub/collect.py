@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from lema_hub import distributed
-from lema_hub.artifacts import HubArgs, discover_configs, load_artifact, read_run_record, save_dataset_config
-from lema_hub.distributed import shard_dir
+from lema_hub.artifacts import HubArgs, save_dataset_config
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import cot_prompt, split_steps
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
@@ -45,7 +44,7 @@ from lema_hub.grading import (
     format_ok,
     grade_rows,
 )
-from lema_hub.problems import ProblemArgs, load_problems, parse_shard, task_of
+from lema_hub.problems import ProblemArgs, load_problems, task_of
 from lema_hub.publish import finish
 from lema_hub.run_guard import RequestOutcome, guard_publish
 from lema_hub.schema import (
@@ -178,8 +177,7 @@ class CollectConfig(ProblemArgs, HubArgs, EndpointArgs):
             parent()
         if self.num_samples < 1:
             raise InvalidInputError(f"num_samples must be >= 1, got {self.num_samples}.")
-        if self.merge_shards and self.shard:
-            raise InvalidInputError("merge_shards merges every shard: run it without --shard.")
+        distributed.check_shard_args(self.shard, self.merge_shards)
 
         if self.extraction not in EXTRACTIONS:
             raise InvalidInputError(
@@ -298,10 +296,9 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         return merge_shards(cfg)
 
     start = time.perf_counter()
-    shard = parse_shard(cfg.shard) if cfg.shard else None
-    out_dir = shard_dir(cfg.output_dir, *shard) if shard else Path(cfg.output_dir)
+    out_dir = distributed.shard_output(cfg.output_dir, cfg.shard)
     problems = load_problems(cfg)
-    if not problems and not shard:
+    if not problems and not cfg.shard:
         raise InvalidInputError(f"No problems to collect from (problems={cfg.problems!r}).")
     config_name = config_name_for(cfg, problems)
     gens = generator_configs(cfg)
@@ -367,26 +364,13 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
 
 def merge_shards(cfg: CollectConfig) -> CollectSummary:
-    """Concatenate finished shard folders (in shard order) into `output_dir`."""
+    """Concatenate finished shard folders into `output_dir`, in the order an unsharded run writes."""
 
     base = Path(cfg.output_dir)
-    expected = distributed.finished_shards(base)
-    n = len(expected)
-    rows: list[dict] = []
-    config_name = None
-    problems = failed = 0
-    for p in expected:
-        configs, summaries = read_run_record(p)
-        s = summaries.get(RECIPE, {})
-        name = s.get("config_name")
-        if s.get("samples"):
-            if config_name is not None and name != config_name:
-                raise InvalidInputError(f"Shard {p.name} holds config {name!r}, others {config_name!r}.")
-            config_name = name
-        problems += s.get("problems", 0)
-        failed += s.get("failed_requests", 0)
-        if f"{name}-samples" in discover_configs(p):  # an empty shard (more shards than problems) has none
-            rows += load_artifact(str(p), f"{name}-samples").to_list()
+    shards = distributed.read_shards(base, RECIPE)
+    # An empty shard (more shards than problems) has no samples, and a config name of its own.
+    config_name = distributed.shard_value([s for s in shards if s.summary.get("samples")], "config_name")
+    rows = [r for s in shards for r in s.rows(f"{config_name}-samples")]
     rows = _unsharded_order(rows, cfg)
     summary = _write(
         base,
@@ -394,9 +378,9 @@ def merge_shards(cfg: CollectConfig) -> CollectSummary:
         rows,
         cfg,
         extra={
-            "problems": problems,
-            "failed_requests": failed,
-            "merged_shards": n,
+            "problems": sum(s.summary.get("problems", 0) for s in shards),
+            "failed_requests": sum(s.summary.get("failed_requests", 0) for s in shards),
+            "merged_shards": len(shards),
         },
     )
     _log_summary(summary)

@@ -99,6 +99,19 @@ class CorrectConfig(HubArgs, EndpointArgs):
         default=None,
         metadata={"help": "A `lema-hub bench-corrector` folder or Hub repo: its numbers go on the card"},
     )
+    shard: str | None = field(
+        default=None,
+        metadata={
+            "help": "'i/n': correct the i-th (0-based) of n contiguous slices of the mistakes into "
+            "<output_dir>-shard-i-of-n (never pushed); then --merge_shards true"
+        },
+    )
+    merge_shards: bool = field(
+        default=False,
+        metadata={
+            "help": "Merge the finished <output_dir>-shard-* folders into output_dir instead of correcting"
+        },
+    )
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)
@@ -114,6 +127,7 @@ class CorrectConfig(HubArgs, EndpointArgs):
             raise InvalidInputError(f"num_attempts must be >= 1, got {self.num_attempts}.")
         if self.backend != REFERENCE_CORRECTOR and not self.model:
             raise InvalidInputError(f"backend {self.backend!r} needs `model` (the corrector model name).")
+        distributed.check_shard_args(self.shard, self.merge_shards)
         if self.corrector_task not in (None, *DEFAULT_PROMPTS):
             raise InvalidInputError(
                 f"corrector_task must be one of {sorted(DEFAULT_PROMPTS)}, got {self.corrector_task!r}."
@@ -330,22 +344,22 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 
 @distributed.stage
 def correct(cfg: CorrectConfig) -> dict[str, Any]:
-    """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`)."""
-    import datasets
+    """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`).
 
-    if not cfg.mistakes:
-        raise InvalidInputError(
-            "correct: set `mistakes` to a mistakes folder or Hub dataset id (from `lema-hub collect`)."
-        )
+    With `shard: i/n`, only the i-th contiguous slice of the mistakes, into its shard folder;
+    with `merge_shards`, the finished shards merged into `output_dir` (see `merge_shards`).
+    """
     t0 = time.time()
-    config = cfg.mistakes_config or main_config(cfg.mistakes)
+    config, name, output_dir = _names(cfg)
+    if cfg.merge_shards:
+        return merge_shards(cfg, name, output_dir)
     mistakes = load_rows(cfg.mistakes, config, missing_ok=True)
     if not mistakes:
         raise InvalidInputError(f"correct: {cfg.mistakes} [{config}] has no mistakes to correct.")
     if cfg.mistakes_limit is not None:
         mistakes = mistakes[: cfg.mistakes_limit]
-    name = cfg.dataset_config_name or config
-    output_dir = Path(cfg.output_dir or f"outputs/{name}/corrections")
+    mistakes = distributed.shard_slice(mistakes, cfg.shard)  # a shard's slice may be empty
+    output_dir = distributed.shard_output(output_dir, cfg.shard)
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info(
         "correcting %d mistakes from %s [%s] with %s",
@@ -369,6 +383,43 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     if cfg.check_arithmetic:
         check_corrections_arithmetic(rows)
 
+    if quality is not None:
+        quality["same_corrector"] = quality.get("corrector") == (cfg.model or REFERENCE_CORRECTOR)
+    summary = _summary(
+        cfg,
+        rows,
+        output_dir,
+        name,
+        tokens=tokens,
+        requests={name: outcome.record()} if outcome is not None else None,
+        corrector_quality=quality,
+        wall_s=round(time.time() - t0, 2),
+        shard=cfg.shard,
+        **distributed.record(),
+    )
+    _write(output_dir, name, rows, cfg, summary)
+    logger.info(
+        "corrections: %d/%d accepted (%s)", summary["accepted"], summary["n"], summary["reject_reasons"]
+    )
+    return summary
+
+
+def _names(cfg: CorrectConfig) -> tuple[str, str, Path]:
+    """(the mistakes config read, the config name written, the output folder) of a run."""
+    if not cfg.mistakes:
+        raise InvalidInputError(
+            "correct: set `mistakes` to a mistakes folder or Hub dataset id (from `lema-hub collect`)."
+        )
+    config = cfg.mistakes_config or main_config(cfg.mistakes)
+    name = cfg.dataset_config_name or config
+    return config, name, Path(cfg.output_dir or f"outputs/{name}/corrections")
+
+
+def _summary(
+    cfg: CorrectConfig, rows: list[dict], output_dir: Path, name: str, **extra: Any
+) -> dict[str, Any]:
+    """The run summary of graded rows (`summarize`), with the run's settings; `extra` entries set to
+    None are left out."""
     summary = summarize(rows)
     summary.update(
         output_dir=str(output_dir),
@@ -377,23 +428,56 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         backend=cfg.backend,
         corrector_prompt=sorted({r["corrector_prompt"] for r in rows}),
         num_attempts=cfg.num_attempts,
-        tokens=tokens,
-        wall_s=round(time.time() - t0, 2),
         check_arithmetic=cfg.check_arithmetic,
-        **distributed.record(),
     )
-    if outcome is not None:
-        summary["requests"] = {name: outcome.record()}
-    if quality is not None:
-        quality["same_corrector"] = quality.get("corrector") == summary["corrector"]
-        summary["corrector_quality"] = quality
-    ds = datasets.Dataset.from_list(rows)
-    ds = ds.cast(correction_features(ds.features))  # the correction columns' types, every run
+    summary.update({k: v for k, v in extra.items() if v is not None})
+    return summary
+
+
+def _write(
+    output_dir: Path, name: str, rows: list[dict], cfg: CorrectConfig, summary: dict[str, Any]
+) -> None:
+    """Accepted rows to `<name>`, rejected ones to `<name>-rejected`, then the record and card; a
+    shard gets no card and is never pushed (its merge is)."""
+    import datasets
+
+    accepted: datasets.Dataset | list = []
+    rejected: datasets.Dataset | list = []
+    if rows:
+        ds = datasets.Dataset.from_list(rows)
+        ds = ds.cast(correction_features(ds.features))  # the correction columns' types, every run
+        accepted, rejected = ds.filter(lambda r: r["accepted"]), ds.filter(lambda r: not r["accepted"])
     # An empty side is not written (and a stale one from an earlier run is removed).
-    save_dataset_config(output_dir, name, {"train": ds.filter(lambda r: r["accepted"])})
-    save_dataset_config(output_dir, f"{name}-rejected", {"train": ds.filter(lambda r: not r["accepted"])})
-    finish(output_dir, "corrections", cfg, summary, recipe="correct")
+    save_dataset_config(output_dir, name, {"train": accepted})
+    save_dataset_config(output_dir, f"{name}-rejected", {"train": rejected})
+    whole = not cfg.shard
+    finish(output_dir, "corrections", cfg, summary, recipe="correct", card=whole, push=whole)
+
+
+def merge_shards(cfg: CorrectConfig, name: str, output_dir: Path) -> dict[str, Any]:
+    """Concatenate the finished `<output_dir>-shard-*` folders into `output_dir`, in shard order (the
+    order one process writes: each shard corrected a contiguous slice of the mistakes)."""
+    t0 = time.time()
+    shards = distributed.read_shards(output_dir, "correct")
+    # Accepted and rejected rows of all shards; `_write` splits them again, each side in shard order.
+    rows = [r for s in shards for r in s.rows(name) + s.rows(f"{name}-rejected")]
+    if not rows:
+        raise InvalidInputError(f"correct: the shards of {output_dir} hold no corrections to merge.")
+    requests = [(s.summary.get("requests") or {}).get(name) for s in shards]
+    tokens = [{k: v for k, v in (s.summary.get("tokens") or {}).items() if k != "engine"} for s in shards]
+    summary = _summary(
+        cfg,
+        rows,
+        output_dir,
+        name,
+        tokens=distributed.add_counts(tokens),
+        requests={name: distributed.add_counts(requests)} if any(requests) else None,
+        corrector_quality=distributed.shard_value(shards, "corrector_quality"),
+        wall_s=round(time.time() - t0, 2),
+        merged_shards=len(shards),
+    )
+    _write(output_dir, name, rows, cfg, summary)
     logger.info(
-        "corrections: %d/%d accepted (%s)", summary["accepted"], summary["n"], summary["reject_reasons"]
+        "corrections: merged %d shards, %d/%d accepted", len(shards), summary["accepted"], summary["n"]
     )
     return summary

@@ -11,8 +11,12 @@ the slices in rank order. Grading, de-duplication, writing and the card then run
 results, so the dataset is the one a single process writes: same rows, same order, same card.
 The process group is gloo (CPU), used only to coordinate; it works on GPU nodes too.
 
-`--shard i/n` (collect, evaluate) stays for schedulers that start independent jobs (Slurm arrays):
-each job writes `<output_dir>-shard-0000i-of-0000n`; `finished_shards` finds a complete set to merge.
+`--shard i/n` (collect, correct, evolve; evaluate names its configs by shard) stays for schedulers
+that start independent jobs (Slurm arrays): job i of n takes its slice (`shard_slice`: the contiguous
+slice rank i of n takes; collect's problems: every n-th, `problems.load_problems`), writes
+`<output_dir>-shard-0000i-of-0000n` (`shard_output`) and never pushes; `--merge_shards true` reads
+the complete set (`read_shards`, which refuses a missing or unfinished shard) and writes the real
+artifact, rows in the order one process writes them.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import functools
+import json
 import logging
 import os
 import re
@@ -29,7 +34,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from lema_hub.errors import InvalidInputError, MissingInputError
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,7 @@ logger = logging.getLogger(__name__)
 PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
 EXIT_TIMEOUT = timedelta(minutes=5)
 _STOP, _GENERATE, _CLOSE = "stop", "generate", "close"
+T = TypeVar("T")
 _SUM_KEYS = ("samples", "cached", "generated", "failed", "prompt_tokens", "completion_tokens")
 
 
@@ -67,9 +75,47 @@ def world() -> World:
 
 
 # ------------------------------------------------------------------------------------ Slurm shards
+def parse_shard_spec(spec: str | None) -> tuple[int, int] | None:
+    """`"i/n"` -> (i, n), or None without a shard; a bad spec (`3/2`) is an `InvalidInputError`."""
+    from lema_hub.problems import parse_shard  # deferred: lema_hub.problems imports the artifacts
+
+    return parse_shard(spec) if spec else None
+
+
+def check_shard_args(shard: str | None, merge_shards: bool) -> None:
+    """Config-time check of a stage's `shard` / `merge_shards` (one clear line, exit 2, when wrong)."""
+    parse_shard_spec(shard)
+    if merge_shards and shard:
+        raise InvalidInputError("merge_shards merges every shard: run it without --shard.")
+
+
 def shard_dir(output_dir: str | Path, index: int, count: int) -> Path:
     """The folder of shard `index` of `count` of `output_dir` (a `--shard i/n` run writes there)."""
     return Path(f"{output_dir}-shard-{index:05d}-of-{count:05d}")
+
+
+def shard_output(output_dir: str | Path, shard: str | None) -> Path:
+    """Where a run writes: its shard folder with `--shard i/n`, else `output_dir` itself."""
+    spec = parse_shard_spec(shard)
+    return shard_dir(output_dir, *spec) if spec else Path(output_dir)
+
+
+def shard_bounds(length: int, index: int, count: int) -> tuple[int, int]:
+    """[start, stop) of shard `index` of `count` over `length` items: contiguous, and the first
+    `length % count` shards get one more (the split `PartialState.split_between_processes` makes)."""
+    per, extra = divmod(length, count)
+    start = index * per + min(index, extra)
+    return start, start + per + (index < extra)
+
+
+def shard_slice(items: Sequence[T], shard: str | None) -> list[T]:
+    """This shard's contiguous slice of `items` (all of them without a shard), in order: the shards'
+    slices concatenated in shard order are `items`, so merging is concatenating."""
+    spec = parse_shard_spec(shard)
+    if spec is None:
+        return list(items)
+    start, stop = shard_bounds(len(items), *spec)
+    return list(items[start:stop])
 
 
 def finished_shards(output_dir: str | Path, done_file: str = "run_summary.json") -> list[Path]:
@@ -77,18 +123,66 @@ def finished_shards(output_dir: str | Path, done_file: str = "run_summary.json")
     base = Path(output_dir)
     found = sorted(base.parent.glob(f"{base.name}-shard-*-of-*"))
     if not found:
-        raise FileNotFoundError(f"No shard folders {base}-shard-*-of-* to merge.")
+        raise MissingInputError(f"No shard folders {base}-shard-*-of-* to merge.")
     counts = {re.search(r"-of-(\d+)$", p.name).group(1) for p in found}
     if len(counts) != 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"Shard folders of different shard counts next to {base}: {[p.name for p in found]}."
         )
     n = int(counts.pop())
     expected = [shard_dir(base, i, n) for i in range(n)]
     missing = [p.name for p in expected if not (p / done_file).is_file()]
     if missing:
-        raise FileNotFoundError(f"Shard(s) not finished (no {done_file}): {', '.join(missing)}.")
+        raise MissingInputError(f"Shard(s) not finished (no {done_file}): {', '.join(missing)}.")
     return expected
+
+
+@dataclass(frozen=True)
+class FinishedShard:
+    """One finished shard folder and the run summary its stage recorded there."""
+
+    folder: Path
+    summary: dict[str, Any]
+
+    def rows(self, config: str, split: str = "train") -> list[dict]:
+        """Rows of one of its configs; [] when the shard wrote none (an empty slice, an empty side)."""
+        from lema_hub.artifacts import load_rows
+
+        return load_rows(str(self.folder), config, split, missing_ok=True)
+
+
+def read_shards(output_dir: str | Path, recipe: str) -> list[FinishedShard]:
+    """The complete, finished shard set of `output_dir` in shard order, each with `recipe`'s summary."""
+    from lema_hub.artifacts import read_run_record
+
+    shards = []
+    for folder in finished_shards(output_dir):
+        summary = read_run_record(folder)[1].get(recipe)
+        if not isinstance(summary, dict):
+            raise InvalidInputError(f"Shard {folder} has no `{recipe}` run summary: not a {recipe} shard.")
+        shards.append(FinishedShard(folder, summary))
+    return shards
+
+
+def shard_value(shards: Sequence[FinishedShard], key: str) -> Any:
+    """The summary value `key` the shards agree on (a shard that did not record it is skipped)."""
+    values = {json.dumps(s.summary[key], sort_keys=True) for s in shards if s.summary.get(key) is not None}
+    if len(values) > 1:
+        found = {s.folder.name: s.summary.get(key) for s in shards}
+        raise InvalidInputError(f"The shards disagree on `{key}`: {found}; rerun them with one config.")
+    return json.loads(values.pop()) if values else None
+
+
+def add_counts(records: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+    """Numbers added key by key, nested mappings (token counts, failure causes, drops) alike."""
+    out: dict[str, Any] = {}
+    for record in records:
+        for key, value in (record or {}).items():
+            if isinstance(value, dict):
+                out[key] = add_counts([out.get(key) or {}, value])
+            elif isinstance(value, int | float) and not isinstance(value, bool):
+                out[key] = out.get(key, 0) + value
+    return out
 
 
 # ------------------------------------------------------------------------------------ rank helpers

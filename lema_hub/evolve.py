@@ -6,11 +6,19 @@ seed (the project's own evolution prompt, with the paper's constraints); the new
 `num_answers` (3) times with the CoT prompt; the majority answer becomes gold, and questions without
 a majority are dropped. The result is a folder of `Problem` rows (`source: evolved`) that
 `lema-hub collect` reads back as `problems`.
+
+Slurm arrays: `--shard i/n` evolves the i-th contiguous slice of the K seed draws (each draw keeps
+its index, so its request and sampling seed are the unsharded run's) into
+`<output_dir>-shard-i-of-n`, with `evolve_draws.jsonl` saying what became of each draw; then
+`--merge_shards true` concatenates the shards and drops, as one process would have, a new question
+that duplicates one from an earlier shard.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import random
 import re
@@ -23,7 +31,7 @@ from typing import Any
 
 from lema_hub import distributed, formats
 from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
-from lema_hub.errors import InvalidInputError
+from lema_hub.errors import InvalidInputError, MissingInputError
 from lema_hub.generation import GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.grading import answer_key, extract_answer
@@ -44,6 +52,7 @@ DROP_REASONS = (
     "no_majority",
 )
 _PLACEHOLDER = "{question}"
+DRAWS_FILE = "evolve_draws.jsonl"  # a shard's record of each seed draw, read by `merge_shards`
 
 
 @dataclass
@@ -91,6 +100,13 @@ class EvolveConfig(ProblemArgs, HubArgs, EndpointArgs):
         default=None, metadata={"help": "Default: the seeds' config name"}
     )
     progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+    merge_shards: bool = field(
+        default=False,
+        metadata={
+            "help": "Merge the finished <output_dir>-shard-* folders (from --shard i/n: the i-th "
+            "contiguous slice of the seed draws) into output_dir instead of evolving"
+        },
+    )
 
     def __post_init__(self) -> None:
         parent = getattr(super(), "__post_init__", None)
@@ -100,6 +116,7 @@ class EvolveConfig(ProblemArgs, HubArgs, EndpointArgs):
             raise InvalidInputError(
                 f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}."
             )
+        distributed.check_shard_args(self.shard, self.merge_shards)
         if self.num_seeds < 1:
             raise InvalidInputError(f"num_seeds must be >= 1, got {self.num_seeds}.")
         if self.num_answers < 2:
@@ -170,8 +187,8 @@ def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
         pool = [r for r in load_rows(cfg.corrections, config, missing_ok=True) if r.get("accepted", True)]
         # One entry per accepted correction: a question corrected more often is drawn more often.
         name = config
-    else:
-        pool = [p.to_dict() for p in load_problems(cfg)]
+    else:  # `shard` slices the seed draws, not the problems they are drawn from
+        pool = [p.to_dict() for p in load_problems(dataclasses.replace(cfg, shard=None))]
         name = cfg.problems.replace("/", "_")
     if not pool:
         raise InvalidInputError(f"evolve: no seed questions ({cfg.strategy}).")
@@ -202,6 +219,10 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     seeds, seed_config = _seeds(cfg)
     name = cfg.dataset_config_name or seed_config
     out = Path(cfg.output_dir or f"outputs/{name}/evolved")
+    if cfg.merge_shards:
+        return merge_shards(cfg, name, out, seeds)
+    draws = distributed.shard_slice(list(enumerate(seeds)), cfg.shard)  # (draw index, seed)
+    out = distributed.shard_output(out, cfg.shard)
     out.mkdir(parents=True, exist_ok=True)
     template = evolution_prompt(cfg.evolution_prompt_file)
     answer_model = cfg.answer_model or cfg.model
@@ -220,7 +241,7 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
         GenerationRequest(
             f"evolve-{i}-{_sha(s['question'])}", template.replace(_PLACEHOLDER, s["question"]), sp(i)
         )
-        for i, s in enumerate(seeds)
+        for i, s in draws
     ]
     engine = _engine(cfg, cfg.model, out / ".cache" / f"evolve-{_sha(cfg.model)}.jsonl")
     outcome = RequestOutcome("evolve")
@@ -230,25 +251,31 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
     finally:
         if answer_model != cfg.model:
             engine.close()
-    drops: Counter = Counter()
+    # What became of each draw: its fate ("kept" or a drop reason) and, once it is a new question,
+    # its de-duplication key (what `merge_shards` needs to de-duplicate across shards).
+    fates = [{"draw": i, "seed": _sha(s["question"]), "key": None, "fate": None} for i, s in draws]
     candidates: list[tuple[dict, str]] = []
+    candidate_fates: list[dict] = []
     seen: set[str] = set()
-    for s, res in zip(seeds, results):
+    for (_, s), res, fate in zip(draws, results, fates):
         tokens["prompt_tokens"] += res.prompt_tokens or 0
         tokens["completion_tokens"] += res.completion_tokens or 0
         if not res.ok:
-            drops["generation_failed"] += 1
+            fate["fate"] = "generation_failed"
             continue
         q = parse_new_question(res.text)
         if q is None:
-            drops["empty_question"] += 1
+            fate["fate"] = "empty_question"
         elif similarity(q, s["question"]) >= cfg.similarity_threshold:
-            drops["same_as_seed"] += 1
-        elif " ".join(sorted(_words(q))) in seen:
-            drops["duplicate"] += 1
+            fate["fate"] = "same_as_seed"
         else:
-            seen.add(" ".join(sorted(_words(q))))
-            candidates.append((s, q))
+            fate["key"] = _sha(" ".join(sorted(_words(q))))
+            if fate["key"] in seen:
+                fate["fate"] = "duplicate"
+            else:
+                seen.add(fate["key"])
+                candidates.append((s, q))
+                candidate_fates.append(fate)
 
     # 2) answer each new question num_answers times; majority answer -> gold
     asp = SamplingParams(
@@ -271,18 +298,19 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
         tokens["prompt_tokens"] += res.prompt_tokens or 0
         tokens["completion_tokens"] += res.completion_tokens or 0
     rows = []
-    for (s, q), req in zip(candidates, areqs):
+    for (s, q), req, fate in zip(candidates, areqs, candidate_fates):
         task = task_of(s)
         outs = sorted(by_req.get(req.request_id, []), key=lambda r: r.sample_index)
         texts = [r.text if r.ok else None for r in outs]
         preds = [extract_answer(t, task) if t else None for t in texts]
         if not any(preds):
-            drops["no_answers"] += 1
+            fate["fate"] = "no_answers"
             continue
         gold, votes = majority(preds, task)
         if gold is None:
-            drops["no_majority"] += 1
+            fate["fate"] = "no_majority"
             continue
+        fate["fate"] = "kept"
         winner = texts[preds.index(gold)] or ""
         rows.append(
             {
@@ -305,22 +333,89 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
         )
     summary: dict[str, Any] = {
         "strategy": cfg.strategy,
-        "seeds": len(seeds),
-        "unique_seed_questions": len({s["question"] for s in seeds}),
-        "new_questions": len(candidates),
-        "kept": len(rows),
-        "dropped": dict(drops),
-        "keep_rate": round(len(rows) / len(seeds), 4),
+        **_tally(fates),
         "tokens": dict(tokens),
         "output_dir": str(out),
         "config": name,
         "requests": {name: outcome.record()},
         "wall_s": round(time.time() - t0, 2),
+        **({"shard": cfg.shard} if cfg.shard else {}),
         **distributed.record(),
     }
-    if not rows:
-        raise InvalidInputError(f"evolve: every new question was dropped ({dict(drops)}); nothing to write.")
+    if cfg.shard:  # a shard may keep nothing; the merge decides
+        with (out / DRAWS_FILE).open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(fate) + "\n" for fate in fates)
+    return _write(out, name, rows, cfg, summary)
+
+
+def _tally(fates: list[dict]) -> dict[str, Any]:
+    """The summary's counts from what became of each draw: seeds, new questions, kept, drops."""
+    drops = Counter(f["fate"] for f in fates if f["fate"] != "kept")
+    kept = len(fates) - sum(drops.values())
+    return {
+        "seeds": len(fates),
+        "unique_seed_questions": len({f["seed"] for f in fates}),
+        "new_questions": sum(f["key"] is not None and f["fate"] != "duplicate" for f in fates),
+        "kept": kept,
+        "dropped": {r: drops[r] for r in DROP_REASONS if drops[r]},
+        "keep_rate": round(kept / len(fates), 4) if fates else 0.0,
+    }
+
+
+def _write(
+    out: Path, name: str, rows: list[dict], cfg: EvolveConfig, summary: dict[str, Any]
+) -> dict[str, Any]:
+    """The rows, the record and the card (a shard: no card, never pushed); returns the summary."""
+    if not rows and not cfg.shard:
+        raise InvalidInputError(
+            f"evolve: every new question was dropped ({summary['dropped']}); nothing to write."
+        )
     save_dataset_config(out, name, {"train": rows})
-    finish(out, "evolved", cfg, summary, recipe="evolve")
-    logger.info("evolved %d/%d questions (dropped: %s)", len(rows), len(seeds), dict(drops))
+    whole = not cfg.shard
+    finish(out, "evolved", cfg, summary, recipe="evolve", card=whole, push=whole)
+    logger.info("evolved %d/%d questions (dropped: %s)", len(rows), summary["seeds"], summary["dropped"])
     return summary
+
+
+def merge_shards(cfg: EvolveConfig, name: str, out: Path, seeds: list[dict]) -> dict[str, Any]:
+    """Concatenate the finished `<out>-shard-*` folders into `out`: the draws in order, and a new
+    question whose de-duplication key an earlier draw already had dropped as `duplicate` (a shard
+    only knew its own), so the rows and counts are those one process writes."""
+    t0 = time.time()
+    shards = distributed.read_shards(out, "evolve")
+    rows: list[dict] = []
+    fates: list[dict] = []
+    seen: set[str] = set()
+    for shard in shards:
+        path = shard.folder / DRAWS_FILE
+        if not path.is_file():
+            raise MissingInputError(f"evolve: shard {shard.folder} has no {DRAWS_FILE}; rerun that shard.")
+        shard_rows = iter(shard.rows(name))
+        for line in path.read_text(encoding="utf-8").splitlines():
+            fate = json.loads(line)
+            row = next(shard_rows) if fate["fate"] == "kept" else None
+            if fate["key"] is not None:
+                if fate["key"] in seen:
+                    fate["fate"], row = "duplicate", None
+                seen.add(fate["key"])
+            fates.append(fate)
+            if row is not None:
+                rows.append(row)
+    if [f["draw"] for f in fates] != list(range(len(seeds))):
+        raise InvalidInputError(
+            f"evolve: the shards of {out} hold {len(fates)} draws, not the {len(seeds)} seeds of this "
+            "config (num_seeds, seed or the seed source changed); rerun the shards with one config."
+        )
+    requests = [(s.summary.get("requests") or {}).get(name) for s in shards]
+    summary: dict[str, Any] = {
+        "strategy": cfg.strategy,
+        **_tally(fates),
+        # What the shards asked: a cross-shard duplicate was answered before the merge dropped it.
+        "tokens": distributed.add_counts([s.summary.get("tokens") for s in shards]),
+        "output_dir": str(out),
+        "config": name,
+        "requests": {name: distributed.add_counts(requests)},
+        "wall_s": round(time.time() - t0, 2),
+        "merged_shards": len(shards),
+    }
+    return _write(out, name, rows, cfg, summary)
