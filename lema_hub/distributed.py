@@ -152,15 +152,28 @@ class FinishedShard:
 
 
 def read_shards(output_dir: str | Path, recipe: str) -> list[FinishedShard]:
-    """The complete, finished shard set of `output_dir` in shard order, each with `recipe`'s summary."""
+    """The complete, finished shard set of `output_dir` in shard order, each with `recipe`'s summary.
+
+    A shard whose requests partly failed wrote its rows (a first, partial run) but is not done: the
+    merge refuses it, as it refuses a missing one, rather than publish a dataset with rows missing.
+    """
     from lema_hub.artifacts import read_run_record
 
-    shards = []
+    shards, failed = [], []
     for folder in finished_shards(output_dir):
         summary = read_run_record(folder)[1].get(recipe)
         if not isinstance(summary, dict):
             raise InvalidInputError(f"Shard {folder} has no `{recipe}` run summary: not a {recipe} shard.")
+        records = (summary.get("requests") or {}).values()
+        n = sum(int(r.get("failed", 0) or 0) for r in records if isinstance(r, dict))
+        if n:
+            failed.append(f"{folder.name} ({n})")
         shards.append(FinishedShard(folder, summary))
+    if failed:
+        raise InvalidInputError(
+            f"Shard(s) with failed requests: {', '.join(failed)}; rerun each with its --shard "
+            "(finished requests come from its cache), then merge."
+        )
     return shards
 
 

@@ -269,7 +269,7 @@ def evolve(cfg: EvolveConfig) -> dict[str, Any]:
         elif similarity(q, s["question"]) >= cfg.similarity_threshold:
             fate["fate"] = "same_as_seed"
         else:
-            fate["key"] = _sha(" ".join(sorted(_words(q))))
+            fate["key"] = hashlib.sha256(" ".join(sorted(_words(q))).encode()).hexdigest()
             if fate["key"] in seen:
                 fate["fate"] = "duplicate"
             else:

@@ -137,6 +137,32 @@ def test_correct_shards_merge_into_the_unsharded_dataset(tmp_path):
     assert merged["requests"]["sample"]["total"] == single["requests"]["sample"]["total"] == 14
 
 
+def test_a_shard_with_failed_requests_is_not_merged_until_rerun(tmp_path):
+    folder, _ = _mistakes_folder(tmp_path)
+    one, two = tmp_path / "one" / "corrections", tmp_path / "two" / "corrections"
+    reply = _corrector_responder()
+    with (
+        FakeOpenAIServer(responder=reply) as ok,
+        FakeOpenAIServer(reply, 0.5, faults=("500",), seed=3) as bad,
+    ):
+        cfg = _llm_corrector(ok.base_url, mistakes=str(folder), max_retries=0)
+        correct(CorrectConfig(**cfg, output_dir=str(one)))
+        correct(CorrectConfig(**cfg, output_dir=str(two), shard="0/2"))
+        partial = correct(
+            CorrectConfig(**{**cfg, "base_urls": [bad.base_url]}, output_dir=str(two), shard="1/2")
+        )
+        failed = partial["requests"]["sample"]["failed"]
+        assert 0 < failed < partial["requests"]["sample"]["total"]  # a first, partial run is written
+        with pytest.raises(InvalidInputError, match=rf"corrections-shard-00001-of-00002 \({failed}\); rerun"):
+            correct(CorrectConfig(**cfg, output_dir=str(two), merge_shards=True))
+        assert not two.exists()
+        ok.reset_counts()
+        correct(CorrectConfig(**cfg, output_dir=str(two), shard="1/2"))  # the rerun asks only what failed
+        assert ok.total_requests == failed
+        correct(CorrectConfig(**cfg, output_dir=str(two), merge_shards=True))
+    assert _tables(one) == _tables(two)
+
+
 def test_reference_corrector_with_more_shards_than_mistakes(tmp_path):
     folder, _ = _mistakes_folder(tmp_path)
     one, two = tmp_path / "one" / "corr", tmp_path / "two" / "corr"  # the card names the folder
