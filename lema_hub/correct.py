@@ -463,7 +463,6 @@ def merge_shards(cfg: CorrectConfig, name: str, output_dir: Path) -> dict[str, A
     rows = [r for s in shards for r in s.rows(name) + s.rows(f"{name}-rejected")]
     if not rows:
         raise InvalidInputError(f"correct: the shards of {output_dir} hold no corrections to merge.")
-    requests = [(s.summary.get("requests") or {}).get(name) for s in shards]
     tokens = [{k: v for k, v in (s.summary.get("tokens") or {}).items() if k != "engine"} for s in shards]
     summary = _summary(
         cfg,
@@ -471,7 +470,7 @@ def merge_shards(cfg: CorrectConfig, name: str, output_dir: Path) -> dict[str, A
         output_dir,
         name,
         tokens=distributed.add_counts(tokens),
-        requests={name: distributed.add_counts(requests)} if any(requests) else None,
+        requests=distributed.merged_requests(shards, name),
         corrector_quality=distributed.shard_value(shards, "corrector_quality"),
         wall_s=round(time.time() - t0, 2),
         merged_shards=len(shards),

@@ -186,6 +186,12 @@ def shard_value(shards: Sequence[FinishedShard], key: str) -> Any:
     return json.loads(values.pop()) if values else None
 
 
+def merged_requests(shards: Sequence[FinishedShard], key: str) -> dict[str, Any] | None:
+    """`{key: record}`: the shards' `requests` records for `key` added up (None when none has one)."""
+    records = [(s.summary.get("requests") or {}).get(key) for s in shards]
+    return {key: add_counts(records)} if any(records) else None
+
+
 def add_counts(records: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
     """Numbers added key by key, nested mappings (token counts, failure causes, drops) alike."""
     out: dict[str, Any] = {}

@@ -406,7 +406,6 @@ def merge_shards(cfg: EvolveConfig, name: str, out: Path, seeds: list[dict]) -> 
             f"evolve: the shards of {out} hold {len(fates)} draws, not the {len(seeds)} seeds of this "
             "config (num_seeds, seed or the seed source changed); rerun the shards with one config."
         )
-    requests = [(s.summary.get("requests") or {}).get(name) for s in shards]
     summary: dict[str, Any] = {
         "strategy": cfg.strategy,
         **_tally(fates),
@@ -414,7 +413,7 @@ def merge_shards(cfg: EvolveConfig, name: str, out: Path, seeds: list[dict]) -> 
         "tokens": distributed.add_counts([s.summary.get("tokens") for s in shards]),
         "output_dir": str(out),
         "config": name,
-        "requests": {name: distributed.add_counts(requests)},
+        "requests": distributed.merged_requests(shards, name) or {},
         "wall_s": round(time.time() - t0, 2),
         "merged_shards": len(shards),
     }
