@@ -517,7 +517,7 @@ def csqa_problems(rows: list[dict[str, Any]], split: str, source: str = "csqa") 
             ids = [str(i) for i in range(len(rows))]
         else:
             raise ProblemSourceError(
-                f"{source}/{split}: rows need `choices` + `answerKey` (tau/commonsense_qa) or `prompt` + "
+                f"{source}/{split}: rows need `choices` + `answerKey` (the Hub's rows) or `prompt` + "
                 f"`candidates` + `answer` (the paper's csqa_dev.jsonl); columns are {sorted(first)}"
             )
     except (KeyError, ValueError) as e:
