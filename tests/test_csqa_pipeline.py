@@ -434,3 +434,20 @@ def test_sample_recipe_files_are_not_copied_from_shared(shared_data):
         encoding="utf-8"
     )
     assert len(ours) == 20 and not any(q in dev or q in paper_prompt for q in ours)
+
+
+def test_grade_rows_grades_choice_and_math_rows_in_one_call():
+    from lema_hub.grading import grade_rows
+    from lema_hub.problems import load_sample
+
+    p = load_csqa_sample("test")[0]
+    m = load_sample("test")[0]
+    rows = [
+        {**p.to_dict(), "completion": f"The answer is {p.gold_answer.upper()}."},
+        {**m.to_dict(), "completion": f"The answer is {m.gold_answer}."},
+        {**p.to_dict(), "candidates": None, "source": "csqa", "completion": "The answer is x."},
+    ]
+    choice, math, no_candidates = grade_rows(rows, extraction="flexible")
+    assert (choice.verdict, choice.mapped_answer, choice.mapping_needed) == ("correct", p.gold_answer, False)
+    assert (math.verdict, math.mapped_answer, math.mapping_needed) == ("correct", None, None)
+    assert no_candidates.verdict == "ungradeable" and "candidate" in no_candidates.reason
