@@ -426,6 +426,7 @@ def test_csqa_parser_cost_is_linear_in_padding():
     assert parsed.ok and parsed.corrected_answer == "b"
 
 
+@pytest.mark.shared_data
 def test_sample_recipe_files_are_not_copied_from_shared(shared_data):
     """The bundled CSQA sample and corrector prompt share no question with the paper's files."""
     ours = {p.question for p in PROBLEMS.values() if p.source == "csqa_sample"}
