@@ -161,7 +161,7 @@ CORRECTOR_BACKENDS: tuple[str, ...] = (REFERENCE_CORRECTOR, *BACKENDS)
 REJECT_REASONS: tuple[str, ...] = (
     "generation_failed",  # the engine gave no text (error after retries)
     "too_long",  # the output is longer than the parser's cap (`correction.MAX_CORRECTION_CHARS`)
-    "parse_error",  # no `Step k` index, or no corrected solution to read
+    "parse_error",  # no `Step k` index, or no corrected solution to read (CSQA: no `Corrected Answer:` block)
     "step_out_of_range",  # the incorrect step is not a step of the original solution
     "empty_explanation",  # no (or an empty) `Explanation:`
     "inconsistent_steps",  # the corrected solution does not restart at the incorrect step

@@ -118,7 +118,7 @@ def pipeline(tmp_path_factory):
             BuildConfig(
                 corrections=str(tmp / "corrections"), mistakes=str(tmp / "mistakes"),
                 include_correct_samples=True, problems="csqa", problems_path=str(TRAIN_FILE),
-                output_dir=str(tmp / "mixture"), shuffle=False,
+                output_dir=str(tmp / "mixture"), shuffle=False, decontaminate="csqa_sample_test",
             )
         )  # fmt: skip
         out["evaluate"] = evaluate(
@@ -193,6 +193,8 @@ def test_build_rows_in_the_csqa_formats(pipeline):
     # which makes them duplicates of the first 12.
     assert len(cot) == 12 and {r["origin"] for r in cot} == {"sample"} and len(fixes) == 10
     assert pipeline["build"]["sample_duplicates_dropped"] == 12
+    decontamination = pipeline["build"]["decontamination"]  # the held-out CSQA sample shares no 8-gram
+    assert decontamination["test_questions"] == 8 and decontamination["dropped_cot_rows"] == 0
     p = PROBLEMS[cot[0]["question"]]
     assert cot[0]["prompt"] == csqa.csqa_prompt(p.question, p.candidates)
     assert all(r["completion"].endswith(f"The answer is {PROBLEMS[r['question']].gold_answer}.") for r in cot)
@@ -452,3 +454,33 @@ def test_grade_rows_grades_choice_and_math_rows_in_one_call():
     assert (choice.verdict, choice.mapped_answer, choice.mapping_needed) == ("correct", p.gold_answer, False)
     assert (math.verdict, math.mapped_answer, math.mapping_needed) == ("correct", None, None)
     assert no_candidates.verdict == "ungradeable" and "candidate" in no_candidates.reason
+
+
+def test_model_card_notes_how_often_answers_were_mapped(tmp_path):
+    """A lema_hub model folder evaluated on the CSQA sample: its results say the prompt and the mapping count."""
+    from lema_hub.evaluate import EvalConfig, evaluate
+    from lema_hub.models import write_model_meta
+    from lema_hub.schema import LOCAL_EVAL_FILE
+
+    model = tmp_path / "lema-model"
+    model.mkdir()
+    write_model_meta(model, {"name": "lema-model", "base_model_name": "some/base"})
+    test = load_csqa_sample("test")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(
+        "".join(
+            json.dumps({"problem_id": p.problem_id, "completion": cot_path(p, i % 4)}) + "\n"
+            for i, p in enumerate(test)
+        )
+    )
+    evaluate(
+        EvalConfig(
+            models=[str(model)], problems="csqa_sample", predictions_path=str(preds),
+            output_dir=str(tmp_path / "eval"),
+        )
+    )  # fmt: skip
+    results = (model / LOCAL_EVAL_FILE).read_text(encoding="utf-8")
+    # 8 problems: kinds 0..3 twice; kinds 0-2 state an answer, kind 1 needs the mapping.
+    assert "csqa-cot template" in results and "2 of 6 answers mapped to the nearest candidate" in results
+    card = (model / "README.md").read_text(encoding="utf-8")
+    assert "2 of 6 answers mapped to the nearest candidate" in card and "| 50.0 |" in card
