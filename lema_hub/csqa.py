@@ -23,6 +23,8 @@ CSQA_PROMPT = (
     "select only one answer that is most relevant to the question and provide reasons.\n"
     "Question: {question}\nCandidate Answers: {candidates}.\nAnswer: Let's think step by step.\n"
 )
+# Base models go on past their answer with a new example: cut there (plain prompts only).
+PLAIN_STOP = ("\nQuestion:", "\n\n" + CSQA_PROMPT.split(" Please first", 1)[0])
 _PROMPT_RE = re.compile(
     r"\nQuestion: (?P<question>.*)\nCandidate Answers: (?P<candidates>.*)\.\nAnswer: Let's think step by step\.\n$",
     re.S,

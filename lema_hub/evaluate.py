@@ -293,6 +293,13 @@ def _choice_protocol(problems: Sequence[Problem], template: PromptTemplate) -> d
     return prompt_record()
 
 
+def choice_stops() -> list[str]:
+    """Where a base model starts the next CSQA example after its answer (plain prompts)."""
+    from lema_hub.csqa import PLAIN_STOP
+
+    return list(PLAIN_STOP)
+
+
 def mapping_counts(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     """How often a multiple-choice answer had to be mapped to its nearest candidate (the issue asks
     for it; the paper does not report it): answered rows, mapped rows, the rate. None for math."""
@@ -580,9 +587,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             style = "plain" if cfg.prompt_style == "auto" else cfg.prompt_style
         else:
             style = resolve_prompt_style(cfg.prompt_style, model, cfg.backend)
-        stop = cfg.stop if cfg.stop is not None else (template.stops() if style == "plain" else None)
-        protocol = {**_protocol(cfg, style, stop, predictions), **template.record()}
-        protocol.update(_choice_protocol(problems, template) or {})
+        choice = _choice_protocol(problems, template)  # CSQA: the paper's CSQA prompt, its own stops
+        default_stop = choice_stops() if choice else template.stops()
+        stop = cfg.stop if cfg.stop is not None else (default_stop if style == "plain" else None)
+        protocol = {**_protocol(cfg, style, stop, predictions), **template.record(), **(choice or {})}
         sampling = {
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,

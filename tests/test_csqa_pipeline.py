@@ -257,6 +257,7 @@ def test_evaluate_grades_with_the_mapping_and_reports_it(pipeline):
         entry["protocol"]["prompt"] == "csqa-cot" and entry["protocol"]["prompt_template"] == csqa.CSQA_PROMPT
     )
     assert entry["benchmark_dataset"] == "tau/commonsense_qa"
+    assert entry["protocol"]["stop"] == list(csqa.PLAIN_STOP)  # plain prompts stop at the next CSQA example
     card = _card(folder)
     assert f"| `fake-csqa` | 8 | {100 * n_correct / 8:.1f}% |" in card
     assert f"| `fake-csqa` | {answered} | {mapped} | {100 * mapped / answered:.1f}% |" in card
