@@ -420,8 +420,9 @@ def test_csqa_parser_reads_the_first_block(raw):
     assert parsed.corrected_answer == "b" and parsed.incorrect_step is None
 
 
-def test_csqa_parser_cost_is_linear_in_padding():
-    """Same verdict at the cap: padding every line with whitespace does not change what is read."""
+def test_csqa_parser_reads_a_correction_padded_to_the_cap():
+    """Padding every line with whitespace up to MAX_CORRECTION_CHARS does not change what is read
+    (the patterns themselves are checked for linearity in tests/test_correct.py)."""
     pad = " " * ((MAX_CORRECTION_CHARS - len(GOOD)) // (GOOD.count("\n") + 1))
     raw = GOOD.replace("\n", pad + "\n")
     assert len(raw) <= MAX_CORRECTION_CHARS
