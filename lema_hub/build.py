@@ -1,5 +1,10 @@
 """Training rows: CoT rows from gold (+ correct sampled paths) and correction rows, in ablation views.
 
+CSQA (multiple choice) has no gold rationale: its CoT rows come from correct sampled paths only
+(`include_correct_samples`; the paper used GPT-4 rationales, which were never released), with the
+paper's CSQA prompt, and its correction rows use the CSQA schema (`Mistakes:` / `Corrected Answer:`,
+no step index, so its `no_incorrect_step` rows are its `lema` rows).
+
 Each row is TRL prompt/completion (plain strings, or one user / one assistant message for
 `prompt_style: chat`), so SFT trains on the completion only. One config per view, named
 `<task>-<view>`; plain and chat rows go to different folders (one type per column).
@@ -16,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub import formats
+from lema_hub import csqa, formats
 from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import corrected_solution
-from lema_hub.problems import ProblemArgs, load_problems
+from lema_hub.problems import ProblemArgs, load_problems, task_of
 from lema_hub.publish import finish
-from lema_hub.schema import PROMPT_STYLES, conform, training_row_features
+from lema_hub.schema import CHOICE_TASK, PROMPT_STYLES, conform, training_row_features
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,8 @@ TEST_SETS: dict[str, tuple[str, str]] = {
     "math_test": ("math", "test"),
     "math500": ("math500", "test"),
     "sample_test": ("sample", "test"),
+    "csqa_dev": ("csqa", "validation"),
+    "csqa_sample_test": ("csqa_sample", "test"),
 }
 
 
@@ -119,9 +126,24 @@ def _lines_without(text: str, label: str) -> str:
     return "\n".join(ln for ln in text.split("\n") if not ln.startswith(label))
 
 
+def choice_correction_completion(row: dict, view: str = "lema") -> tuple[str, str]:
+    """(prompt, completion) of one accepted CSQA correction: the question, candidates and original
+    answer, then `Mistakes: ...` / `Corrected Answer: { ... }` (ablations drop one of the two; there
+    is no step index, so `no_incorrect_step` is the full row)."""
+    prompt = csqa.correction_prompt(row["question"], list(row["candidates"]), row["completion"])
+    mistakes, corrected = row["explanation"], "\n".join(row["corrected_steps"])
+    if view == "no_explanation":
+        mistakes = None
+    elif view == "no_corrected_solution":
+        corrected = None
+    return prompt, csqa.correction_target(mistakes, corrected)
+
+
 def correction_completion(row: dict, view: str = "lema") -> tuple[str, str]:
     """(prompt, completion) of one accepted correction in the paper's format, or an ablation of it."""
 
+    if task_of(row) == CHOICE_TASK:
+        return choice_correction_completion(row, view)
     steps = list(row["steps"])
     prompt = formats.correction_prompt(row["question"], steps)
     target = formats.correction_target(
@@ -163,17 +185,19 @@ def _training_row(kind: str, origin: str, src: dict, prompt: str, completion: st
 
 
 def gold_cot_rows(problems: list[Any], style: str) -> list[dict]:
-
+    """CoT rows from the problems' gold solutions (CSQA problems have none and are skipped)."""
     rows = []
     for p in problems:
         d = p.to_dict() if hasattr(p, "to_dict") else dict(p)
+        if task_of(d) == CHOICE_TASK:
+            continue
         rationale, answer = formats.gold_rationale(d["gold_solution"])
         rows.append(
             _training_row(
                 "cot",
                 "gold",
                 d,
-                formats.cot_prompt(d["question"]),
+                formats.problem_prompt(d),
                 formats.cot_target(rationale, answer),
                 style,
             )
@@ -192,8 +216,16 @@ def sample_cot_rows(samples: list[dict], existing: list[dict], style: str) -> tu
     for s in samples:
         if s.get("verdict") != "correct" or not s.get("steps"):
             continue
-        answer = s.get("predicted_answer") or s.get("gold_answer")
-        prompt, completion = cot_completion(s["question"], list(s["steps"]), str(answer))
+        if task_of(s) == CHOICE_TASK:  # the path as written, its answer named as the gold candidate
+            prompt, completion = (
+                formats.problem_prompt(s),
+                csqa.cot_completion(s["completion"], s["gold_answer"]),
+            )
+            if completion is None:
+                continue
+        else:
+            answer = s.get("predicted_answer") or s.get("gold_answer")
+            prompt, completion = cot_completion(s["question"], list(s["steps"]), str(answer))
         key = (s.get("problem_id"), _word_key(completion))
         if key in seen:
             dupes += 1
@@ -214,6 +246,13 @@ def view_rows(view: str, cot: list[dict], corrections: list[dict], style: str) -
     if view == "cot_corrected":  # the paper's CoT control: corrected solutions as plain CoT rows
         extra = []
         for c in corrections:
+            if task_of(c) == CHOICE_TASK:  # the corrected answer is a whole CSQA answer already
+                prompt = formats.problem_prompt(c)
+                completion = csqa.cot_completion("\n".join(c["corrected_steps"]), c["gold_answer"])
+                if completion is None:
+                    continue
+                extra.append(_training_row("cot", "correction", c, prompt, completion, style))
+                continue
             k = int(c["incorrect_step"])
             full = corrected_solution(list(c["steps"]), list(c["corrected_steps"]), k)
             prompt, completion = cot_completion(c["question"], full, str(c["corrected_answer"]))
@@ -282,7 +321,12 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     cot: list[dict] = []
     summary: dict[str, Any] = {"config_prefix": name, "prompt_style": cfg.prompt_style}
     if cfg.include_gold:
-        cot = gold_cot_rows(load_problems(cfg), cfg.prompt_style)
+        problems = load_problems(cfg)
+        cot = gold_cot_rows(problems, cfg.prompt_style)
+        no_gold = sum(task_of(p) == CHOICE_TASK for p in problems)
+        if no_gold:  # CSQA: CoT rows come from correct sampled paths (include_correct_samples)
+            summary["no_gold_rationale"] = no_gold
+            logger.info("%d CSQA problems have no gold rationale: no gold CoT rows for them", no_gold)
     summary["gold_cot_rows"] = len(cot)
     if cfg.include_correct_samples:
         if not cfg.mistakes:

@@ -31,7 +31,7 @@ from typing import Any, TypedDict
 from lema_hub import distributed
 from lema_hub.artifacts import HubArgs, save_dataset_config
 from lema_hub.errors import InvalidInputError
-from lema_hub.formats import cot_prompt, split_steps
+from lema_hub.formats import problem_prompt, split_steps
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.grading import (
@@ -309,7 +309,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     failed = 0
     outcome = RequestOutcome(RECIPE)
     for name, engine_cfg, sampling in gens:
-        requests = [GenerationRequest(p.problem_id, cot_prompt(p.question), sampling) for p in problems]
+        requests = [GenerationRequest(p.problem_id, problem_prompt(p), sampling) for p in problems]
         cache_path = cache_root / f"{_slug(name)}.jsonl"
         with distributed.make_engine(engine_cfg, cache_path=cache_path) as engine:
             results = engine.generate(requests, desc=f"collect [{name}]")

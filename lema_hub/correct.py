@@ -22,6 +22,7 @@ from lema_hub.corrector.prompt import (
     DEFAULT_PROMPTS,
     PROMPT_STYLES,
     CorrectorPrompt,
+    build_choice_corrector_input,
     build_corrector_input,
     corrector_prompt,
 )
@@ -35,8 +36,8 @@ from lema_hub.grading import CORRECT, grade_rows
 from lema_hub.problems import task_of
 from lema_hub.publish import finish
 from lema_hub.run_guard import RequestOutcome, guard_publish
+from lema_hub.schema import CHOICE_TASK, CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
 from lema_hub.schema import CORRECTOR_BACKENDS as BACKENDS
-from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +140,13 @@ def _row_task(row: dict) -> str:
     return task_of(row)
 
 
+def _corrector_input(p: CorrectorPrompt, m: dict, style: str) -> str | list[dict]:
+    """The corrector's input for one mistake: math shows its steps, CSQA its original answer text."""
+    if _row_task(m) == CHOICE_TASK:
+        return build_choice_corrector_input(p, m["question"], list(m["candidates"]), m["completion"], style)
+    return build_corrector_input(p, m["question"], list(m["steps"]), style)
+
+
 def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path) -> tuple[list[dict], dict]:
     """One row per (mistake, attempt), with parsed fields but before grading."""
 
@@ -147,6 +155,13 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
     if cfg.backend == REFERENCE_CORRECTOR:
         ref_name = reference_rules_ref()
         for m in mistakes:
+            if _row_task(m) == CHOICE_TASK:  # the rules recompute math steps; a choice has none
+                parsed = ParsedCorrection(
+                    reject_reason="no_reference",
+                    detail="the reference corrector's rules are for math; CSQA needs an LLM corrector",
+                )
+                rows.append(_correction_row(m, REFERENCE_CORRECTOR, ref_name, 0, None, parsed, None))
+                continue
             parsed = reference_correction(m, list(m["steps"]))
             raw = None
             if parsed is not None:
@@ -187,7 +202,7 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
     requests, owners = [], {}
     for i, m in enumerate(mistakes):
         p = prompt_for(_row_task(m))
-        content = build_corrector_input(p, m["question"], list(m["steps"]), cfg.prompt_style)
+        content = _corrector_input(p, m, cfg.prompt_style)
         # Request ids are content hashes so a resumed or extended run reuses the engine's cache.
         rid = _sha12(repr((m.get("problem_id"), m.get("generator"), m.get("sample_index"), content)).encode())
         requests.append(GenerationRequest(request_id=f"correct-{rid}", prompt=content, sampling=sampling))
@@ -281,7 +296,7 @@ def check_corrections_arithmetic(rows: list[dict]) -> int:
 
     n = 0
     for r in rows:
-        if not r["accepted"]:
+        if not r["accepted"] or _row_task(r) == CHOICE_TASK:  # CSQA answers are prose, not arithmetic
             continue
         located = first_false_step(list(r["corrected_steps"]))
         if located:
@@ -309,7 +324,9 @@ def _by(rows: list[dict], key) -> dict[str, dict[str, Any]]:
     return {k: _rate(v) for k, v in sorted(groups.items())}
 
 
-def _step_bucket(r: dict) -> str:
+def _step_bucket(r: dict) -> str | None:
+    if _row_task(r) == CHOICE_TASK:  # the CSQA schema has no step index
+        return None
     k = r.get("incorrect_step")
     if k is None:
         return "unparsed"

@@ -1,9 +1,11 @@
-"""CommonsenseQA (CSQA) evaluation pieces: the paper's CoT prompt with candidate answers, loaders for
-`tau/commonsense_qa` rows and the paper's evaluation file, and the paper's grading (a prediction is
-mapped to the candidate with the smallest edit distance; how often that mapping was needed is counted).
+"""CommonsenseQA (CSQA), the paper's third task: its CoT prompt with candidate answers, loaders for
+`tau/commonsense_qa` rows and the paper's evaluation file, the paper's grading (a prediction is mapped
+to the candidate with the smallest edit distance; how often that mapping was needed is counted), and
+its correction format (no step index): `Mistakes: ...` / `Corrected Answer: { ... The answer is X. }`.
 
-Not yet wired into `lema-hub evaluate` / collect / correct / build (a Problem has no candidates field):
-this module is the tested base for that.
+The stages reach these through `formats.problem_prompt` (CoT prompts), `grading.grade_rows`
+(verdicts), `corrector.prompt` / `corrector.parse` (the corrector) and `build` (training rows); a
+Problem carries its `candidates` (`problems.load_problems`, `problems: csqa | csqa_sample`).
 """
 
 from __future__ import annotations
@@ -13,13 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lema_hub.grading import extract_answer
+from lema_hub.answers import extract_answer
+from lema_hub.formats import ANSWER_PREFIX
 
 CSQA_PROMPT = (
     "Please answer the following commonsense question. Please first explain each candidate answer, then "
     "select only one answer that is most relevant to the question and provide reasons.\n"
     "Question: {question}\nCandidate Answers: {candidates}.\nAnswer: Let's think step by step.\n"
 )
+# Base models go on past their answer with a new example: cut there (plain prompts only).
+PLAIN_STOP = ("\nQuestion:", "\n\n" + CSQA_PROMPT.split(" Please first", 1)[0])
 _PROMPT_RE = re.compile(
     r"\nQuestion: (?P<question>.*)\nCandidate Answers: (?P<candidates>.*)\.\nAnswer: Let's think step by step\.\n$",
     re.S,
@@ -37,6 +42,17 @@ class CsqaItem:
 def csqa_prompt(question: str, candidates: Sequence[str]) -> str:
     """The paper's zero-shot CSQA CoT prompt: the question, then the candidates joined by ", "."""
     return CSQA_PROMPT.format(question=question.strip(), candidates=", ".join(c.strip() for c in candidates))
+
+
+def prompt_record() -> dict[str, str]:
+    """How an evaluation records the CSQA prompt (as `formats.PromptTemplate.record` does for math)."""
+    import hashlib
+
+    return {
+        "prompt": "csqa-cot",
+        "prompt_template": CSQA_PROMPT,
+        "prompt_template_sha256": hashlib.sha256(CSQA_PROMPT.encode("utf-8")).hexdigest(),
+    }
 
 
 def parse_csqa_prompt(prompt: str) -> tuple[str, list[str]]:
@@ -133,3 +149,69 @@ def summarize_csqa(verdicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "mapping_needed": mapped,
         "mapping_rate": mapped / len(answered) if answered else 0.0,
     }
+
+
+# ------------------------------------------------------------------------------- correction format
+# The paper's CSQA corrector schema (prompt_correction_csqa.txt): the original answer in braces, then
+# `Mistakes:` (the explanation) and the corrected answer in braces, ending "The answer is X.".
+CANDIDATES_LABEL = "Candidate Answers:"
+ORIGINAL_ANSWER_LABEL = "Original Answer:"
+MISTAKES_LABEL = "Mistakes:"
+CORRECTED_ANSWER_LABEL = "Corrected Answer:"
+# Ours: the instruction of a CSQA correction training row (the paper's CSQA training data and its
+# instruction were never released); the math rows use the paper's own second instruction.
+CORRECTION_INSTRUCTION = (
+    "For the following commonsense question, the original answer may contain mistakes. Please point out "
+    "the mistakes in the original answer, then give a corrected answer that selects the one candidate "
+    "most relevant to the question."
+)
+
+
+def _block(text: str) -> str:
+    return "{\n" + text.strip() + "\n}"
+
+
+def corrector_query(question: str, candidates: Sequence[str], original: str) -> str:
+    """The query after the corrector's demonstrations: question, candidates, the original answer in
+    braces, ending at `Mistakes:` (the corrector goes on from there)."""
+    return f"{original_answer_block(question, candidates, original)}\n{MISTAKES_LABEL}"
+
+
+def original_answer_block(question: str, candidates: Sequence[str], original: str) -> str:
+    """`Question: ...` / `Candidate Answers: a, b, c.` / `Original Answer:` / `{ original }`."""
+    cands = ", ".join(c.strip() for c in candidates)
+    return (
+        f"Question: {question.strip()}\n{CANDIDATES_LABEL} {cands}.\n"
+        f"{ORIGINAL_ANSWER_LABEL}\n{_block(original)}"
+    )
+
+
+def correction_prompt(question: str, candidates: Sequence[str], original: str) -> str:
+    """A CSQA correction training prompt: our instruction, then the question, candidates and the
+    original answer; the completion (`correction_target`) starts at `Mistakes:`."""
+    return f"{CORRECTION_INSTRUCTION}\n{original_answer_block(question, candidates, original)}\n"
+
+
+def correction_target(mistakes: str | None, corrected: str | None) -> str:
+    """`Mistakes: ...` / `Corrected Answer:` / `{ corrected answer }`; either part may be left out
+    (None) for the ablation views."""
+    parts = []
+    if mistakes is not None:
+        parts.append(f"{MISTAKES_LABEL} {' '.join(mistakes.split())}")
+    if corrected is not None:
+        parts.append(f"{CORRECTED_ANSWER_LABEL}\n{_block(corrected)}")
+    if not parts:
+        raise ValueError("correction_target needs the mistakes, the corrected answer, or both")
+    return "\n".join(parts)
+
+
+_ANSWER_STATEMENT = re.compile(re.escape(ANSWER_PREFIX), re.I)
+
+
+def cot_completion(completion: str, answer: str) -> str | None:
+    """A sampled CSQA path as a CoT training target: its text up to its last "The answer is", which
+    then names `answer` (the gold candidate, as written in the candidates). None without that statement."""
+    ends = [m.start() for m in _ANSWER_STATEMENT.finditer(completion)]
+    if not ends:
+        return None
+    return f"{completion[: ends[-1]].lstrip()}{ANSWER_PREFIX} {answer.strip()}."

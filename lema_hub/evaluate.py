@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import time
 from collections import defaultdict
@@ -33,7 +34,13 @@ from lema_hub.artifacts import HubArgs, save_dataset_config
 from lema_hub.cards.model import write_eval_results, write_model_card
 from lema_hub.configs import config_to_dict
 from lema_hub.errors import InvalidInputError
-from lema_hub.formats import NAMED_TEMPLATES, PromptTemplate, as_messages, cot_prompt, load_prompt_template
+from lema_hub.formats import (
+    NAMED_TEMPLATES,
+    PromptTemplate,
+    as_messages,
+    load_prompt_template,
+    problem_prompt,
+)
 from lema_hub.generation import GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.grading import EXTRACTIONS, grade_rows
@@ -65,6 +72,8 @@ from lema_hub.schema import (
     eval_detail_features,
     task_dataset_id,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -264,10 +273,41 @@ def model_templates(cfg: EvalConfig) -> list[PromptTemplate]:
     return [load_prompt_template(s) for s in specs]
 
 
-def _build_prompt(question: str, style: str, template: PromptTemplate | None = None) -> str | list[dict]:
+def _build_prompt(problem: Problem, style: str, template: PromptTemplate | None = None) -> str | list[dict]:
 
-    text = template.render(question) if template is not None else cot_prompt(question)
+    text = problem_prompt(problem, template)
     return as_messages(text) if style == "chat" else text
+
+
+def _choice_protocol(problems: Sequence[Problem], template: PromptTemplate) -> dict[str, Any] | None:
+    """Multiple-choice problems (CSQA) are prompted with the paper's CSQA prompt whatever the model's
+    template (the templates are math prompts): the record of the prompt used, else None."""
+    if not any(p.candidates for p in problems):
+        return None
+    from lema_hub.csqa import prompt_record
+
+    if template.name != "lema-cot":
+        logger.warning(
+            "prompt template %s is a math template: CSQA uses the paper's CSQA prompt", template.name
+        )
+    return prompt_record()
+
+
+def choice_stops() -> list[str]:
+    """Where a base model starts the next CSQA example after its answer (plain prompts)."""
+    from lema_hub.csqa import PLAIN_STOP
+
+    return list(PLAIN_STOP)
+
+
+def mapping_counts(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """How often a multiple-choice answer had to be mapped to its nearest candidate (the issue asks
+    for it; the paper does not report it): answered rows, mapped rows, the rate. None for math."""
+    answered = [r for r in rows if r.get("mapping_needed") is not None]
+    if not answered:
+        return None
+    mapped = sum(bool(r["mapping_needed"]) for r in answered)
+    return {"answered": len(answered), "mapping_needed": mapped, "mapping_rate": mapped / len(answered)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,7 +428,7 @@ def _generate(
     engine_cfg = cfg.engine_config(cfg.backend, model, style)
     requests = [
         GenerationRequest(
-            request_id=p.problem_id, prompt=_build_prompt(p.question, style, template), sampling=sampling
+            request_id=p.problem_id, prompt=_build_prompt(p, style, template), sampling=sampling
         )
         for p in problems
     ]
@@ -415,7 +455,13 @@ def _grade_rows(rows: list[dict[str, Any]], workers: int | None, extraction: str
         else:
             todo.append(r)
     for r, v in zip(todo, grade_rows(todo, extraction=extraction, workers=workers)):
-        r.update(predicted_answer=v.predicted_answer, verdict=v.verdict, grade_reason=v.reason)
+        r.update(
+            predicted_answer=v.predicted_answer,
+            verdict=v.verdict,
+            grade_reason=v.reason,
+            mapped_answer=v.mapped_answer,
+            mapping_needed=v.mapping_needed,
+        )
 
 
 def _details_rows(
@@ -430,7 +476,7 @@ def _details_rows(
 
     rows = []
     for p, outs in zip(problems, outputs):
-        prompt = template.render(p.question) if template is not None else cot_prompt(p.question)
+        prompt = problem_prompt(p, template)
         for i, o in enumerate(outs):
             if isinstance(o, str):  # from a predictions file
                 o = {"text": o, "sample_index": i}
@@ -492,6 +538,13 @@ def source_filter_note(report: dict[str, Any] | None) -> str:
     )
 
 
+def mapping_note(mapping: dict[str, Any] | None) -> str:
+    """`; 3 of 8 answers mapped to the nearest candidate` for card notes (multiple choice), or nothing."""
+    if not mapping:
+        return ""
+    return f"; {mapping['mapping_needed']} of {mapping['answered']} answers mapped to the nearest candidate"
+
+
 def _load_results(folder: Path) -> dict[str, dict[str, Any]]:
     path = folder / "results.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -534,8 +587,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             style = "plain" if cfg.prompt_style == "auto" else cfg.prompt_style
         else:
             style = resolve_prompt_style(cfg.prompt_style, model, cfg.backend)
-        stop = cfg.stop if cfg.stop is not None else (template.stops() if style == "plain" else None)
-        protocol = {**_protocol(cfg, style, stop, predictions), **template.record()}
+        choice = _choice_protocol(problems, template)  # CSQA: the paper's CSQA prompt, its own stops
+        default_stop = choice_stops() if choice else template.stops()
+        stop = cfg.stop if cfg.stop is not None else (default_stop if style == "plain" else None)
+        protocol = {**_protocol(cfg, style, stop, predictions), **template.record(), **(choice or {})}
         sampling = {
             "temperature": cfg.temperature,
             "top_p": cfg.top_p,
@@ -567,6 +622,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         save_dataset_config(out_dir, config_name, {"test": conform(rows, details)}, features=details)
 
         metrics = summarize_rows(rows, cfg.confidence)
+        mapping = mapping_counts(rows)
+        if mapping is not None:
+            metrics["choice_mapping"] = mapping
         entry = {
             "model": public_model_name(model),
             "model_label": label,
@@ -598,7 +656,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                 "ci_high": round(100 * entry["ci_high"], 2),
                 "n": entry["num_problems"],
                 "date": date,
-                "notes": protocol_notes(protocol) + source_filter_note(source_report),
+                "notes": protocol_notes(protocol) + source_filter_note(source_report) + mapping_note(mapping),
             }
             if not (folder / "README.md").is_file():  # a bare folder gets a model card to hold the results
                 _write_minimal_model_card(folder)

@@ -59,6 +59,19 @@ def cot_prompt(question: str) -> str:
     return COT_PROMPT.format(question=normalize_question(question))
 
 
+def problem_prompt(problem: Any, template: PromptTemplate | None = None) -> str:
+    """The zero-shot CoT prompt of a Problem (or Problem row): the paper's CSQA prompt with its
+    candidates for a multiple-choice problem, else ``template`` (an evaluation template) or the
+    paper's math CoT prompt. The one place collect, evaluate and build pick a problem's prompt."""
+    get = problem.get if isinstance(problem, dict) else lambda k, d=None: getattr(problem, k, d)
+    candidates = get("candidates")
+    if candidates:
+        from lema_hub.csqa import csqa_prompt  # lema_hub.csqa imports this module
+
+        return csqa_prompt(get("question"), list(candidates))
+    return template.render(get("question")) if template is not None else cot_prompt(get("question"))
+
+
 def cot_target(rationale: str, answer: str) -> str:
     """``{rationale} The answer is {answer}.`` (a trailing period on the answer is not doubled)."""
     answer = answer.strip()

@@ -74,6 +74,7 @@ from lema_hub.answers import (
 from lema_hub.formats import ANSWER_PREFIX
 from lema_hub.grading_pool import DEFAULT_TIMEOUT_S, shared_pool, shutdown, warmup
 from lema_hub.problems import task_of
+from lema_hub.schema import CHOICE_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +97,10 @@ class Verdict:
     verdict: str  # one of VERDICTS
     predicted_answer: str | None
     reason: str
+    # Multiple-choice tasks (CSQA) only: the candidate the stated answer maps to, and whether a
+    # mapping was needed (the stated answer is not one of the candidates as written).
+    mapped_answer: str | None = None
+    mapping_needed: bool | None = None
 
     @property
     def is_correct(self) -> bool:
@@ -240,6 +245,45 @@ def grade_many(
     return [r if r is not None else _ungradeable("not graded") for r in results]
 
 
+def grade_choice(prediction: str | None, gold: str, candidates: Sequence[str] | None) -> Verdict:
+    """Grade a multiple-choice (CSQA) completion as the paper does: the text after the last "The
+    answer is" (the paper's rule, whatever ``extraction`` the stage uses: the flexible fallbacks read
+    numbers, not choices), mapped to the candidate with the smallest edit distance, compared with
+    the gold candidate. Never raises."""
+    from lema_hub.csqa import map_to_candidate
+
+    try:
+        if not candidates:
+            return _ungradeable("the problem has no candidate answers")
+        if not isinstance(gold, str) or not gold.strip():
+            return _ungradeable("no gold answer")
+        if not isinstance(prediction, str):
+            return _ungradeable(f"prediction is {type(prediction).__name__}, not a string")
+        if len(prediction) > MAX_PREDICTION_CHARS:
+            return _ungradeable(
+                f"prediction is too long ({len(prediction)} > {MAX_PREDICTION_CHARS} characters)"
+            )
+        answer = extract_answer(prediction, "gsm8k", "strict")
+        if answer is None:
+            return Verdict(NO_ANSWER, None, _NO_ANSWER_REASON["strict"])
+        answer = answer[:MAX_ANSWER_CHARS]
+        choice, mapped = map_to_candidate(answer, candidates)
+        verdict = CORRECT if choice.strip() == gold.strip() else WRONG
+        how = (
+            f"{answer[:80]!r} mapped to the nearest candidate (edit distance) {choice!r}"
+            if mapped
+            else f"{answer[:80]!r} is the candidate {choice!r}"
+        )
+        return Verdict(verdict, answer, f"{how}; gold {gold!r}", mapped_answer=choice, mapping_needed=mapped)
+    except Exception as e:  # the contract: no exception escapes
+        logger.exception("grading failed")
+        return _ungradeable(f"grading failed: {type(e).__name__}: {str(e)[:200]}")
+
+
+def _candidates(row: Mapping) -> Sequence[str] | None:
+    return row.get("candidates")
+
+
 def _completion(row: Mapping) -> str | None:
     return row["completion"]
 
@@ -257,13 +301,15 @@ def grade_rows(
     text: Callable[[Mapping], str | None] = _completion,
     gold: Callable[[Mapping], str] = _gold,
     task: Callable[[Mapping], str] = task_of,
+    candidates: Callable[[Mapping], Sequence[str] | None] = _candidates,
 ) -> list[Verdict]:
     """One verdict per row, in order: the rows of each task (``task(row)``, by default
     ``problems.task_of``) graded together by ``grade_many`` with ``workers``.
 
     The one way every stage grades rows (collect, correct, evaluate); each stage maps the verdicts
     onto its own columns. ``text``/``gold`` read what is graded (default: ``completion`` against
-    ``gold_answer``).
+    ``gold_answer``). Multiple-choice rows (task ``csqa``) are graded by ``grade_choice`` against
+    ``candidates(row)`` (default: the row's ``candidates``).
     """
     check_extraction(extraction)
     by_task: dict[str, list[int]] = {}
@@ -271,6 +317,10 @@ def grade_rows(
         by_task.setdefault(task(row), []).append(i)
     out: list[Verdict | None] = [None] * len(rows)
     for t, idx in by_task.items():
+        if t == CHOICE_TASK:
+            for i in idx:
+                out[i] = grade_choice(text(rows[i]), gold(rows[i]), candidates(rows[i]))
+            continue
         verdicts = grade_many(
             [text(rows[i]) for i in idx],
             [gold(rows[i]) for i in idx],
@@ -324,6 +374,7 @@ __all__ = [
     "Verdict",
     "answer_key",
     "answers_match",
+    "grade_choice",
     "extract_answer",
     "format_ok",
     "gold_answer_of",

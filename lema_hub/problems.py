@@ -26,7 +26,7 @@ from typing import Any
 from lema_hub.artifacts import load_artifact
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import gsm8k_answer, last_boxed
-from lema_hub.schema import NUMERIC_TASKS, TASKS
+from lema_hub.schema import CHOICE_TASK, CHOICE_TASKS, NUMERIC_TASKS, TASKS
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class Problem:
     gold_answer: str
     level: int | None = None
     subject: str | None = None
+    candidates: list[str] | None = None  # multiple-choice tasks (CSQA): the answer choices
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +77,7 @@ class ProblemArgs:
     problems: str = field(
         default="sample",
         metadata={
-            "help": "Problem source: sample | gsm8k | math | math500 | a Hub dataset id | a local .json/.jsonl/.parquet file or lema_hub folder."
+            "help": "Problem source: sample | gsm8k | math | math500 | svamp | asdiv | csqa | csqa_sample | a Hub dataset id | a local .json/.jsonl/.parquet file or lema_hub folder."
         },
     )
     """sample | gsm8k | math | math500 | a Hub dataset id | a local .json/.jsonl/.parquet path"""
@@ -493,15 +494,75 @@ def mapped_problems(
     return out
 
 
-def load_sample(split: str = "train") -> list[Problem]:
-    """The bundled sample (package data ``lema_hub/data/sample_{split}.jsonl``, GSM8K format)."""
+# --------------------------------------------------------------------------- CommonsenseQA (choices)
+# CSQA rows come as `tau/commonsense_qa` rows (`id`, `question`, `choices` {label, text}, `answerKey`)
+# or as the paper's evaluation file (`prompt`, `answer`, `candidates`). gold_answer is the gold
+# candidate's text; CSQA has no gold rationale, so gold_solution is empty.
+CSQA_SOURCES = ("csqa", TASKS["csqa"].hub_id)
+
+
+def csqa_problems(rows: list[dict[str, Any]], split: str, source: str = "csqa") -> list[Problem]:
+    """CSQA rows (the Hub's shape or the paper's `csqa_dev.jsonl` shape) -> Problems with candidates."""
+    from lema_hub import csqa
+
+    if not rows:
+        return []
+    first = rows[0]
+    try:
+        if "choices" in first:
+            items = csqa.hub_items(rows, split)
+            ids = [str(r.get("id") or i) for i, r in enumerate(rows)]
+        elif "candidates" in first and "prompt" in first:
+            items = csqa.paper_items(rows)
+            ids = [str(i) for i in range(len(rows))]
+        else:
+            raise ProblemSourceError(
+                f"{source}/{split}: rows need `choices` + `answerKey` (the Hub's rows) or `prompt` + "
+                f"`candidates` + `answer` (the paper's csqa_dev.jsonl); columns are {sorted(first)}"
+            )
+    except (KeyError, ValueError) as e:
+        raise ProblemSourceError(f"{source}/{split}: {e}") from e
+    return [
+        Problem(
+            problem_id=f"{source}/{split}/{key}",
+            source=source,
+            split=split,
+            question=item.question,
+            gold_solution="",
+            gold_answer=item.answer,
+            candidates=list(item.candidates),
+        )
+        for key, item in zip(ids, items)
+    ]
+
+
+def load_csqa(args: ProblemArgs) -> list[Problem]:
+    """CSQA from ``problems_path`` (either row shape) or the Hub (``tau/commonsense_qa``, train / validation)."""
+    split = args.problems_split
+    if args.problems_path:
+        rows = _read_rows(args.problems_path)
+    else:
+        rows = _hub_rows(TASKS["csqa"].hub_id, args.problems_subset, split)
+    return csqa_problems(rows, split)
+
+
+def _bundled_rows(name: str, split: str) -> list[dict[str, Any]]:
     if split not in SAMPLE_SPLITS:
         raise ProblemSourceError(f"bundled sample split must be one of {SAMPLE_SPLITS}, got {split!r}")
-    res = resources.files("lema_hub").joinpath("data", f"sample_{split}.jsonl")
+    res = resources.files("lema_hub").joinpath("data", f"{name}_{split}.jsonl")
     if not res.is_file():
-        raise ProblemSourceError(f"bundled sample file data/sample_{split}.jsonl is missing from the package")
-    rows = [json.loads(line) for line in res.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return gsm8k_problems(rows, split, source="sample")
+        raise ProblemSourceError(f"bundled sample file data/{name}_{split}.jsonl is missing from the package")
+    return [json.loads(line) for line in res.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_csqa_sample(split: str = "train") -> list[Problem]:
+    """The bundled CSQA sample (``lema_hub/data/csqa_sample_{split}.jsonl``, tau/commonsense_qa rows)."""
+    return csqa_problems(_bundled_rows("csqa_sample", split), split, source="csqa_sample")
+
+
+def load_sample(split: str = "train") -> list[Problem]:
+    """The bundled sample (package data ``lema_hub/data/sample_{split}.jsonl``, GSM8K format)."""
+    return gsm8k_problems(_bundled_rows("sample", split), split, source="sample")
 
 
 def _dataset_name(spec: str) -> str:
@@ -524,6 +585,10 @@ def load_problems(args: ProblemArgs) -> list[Problem]:
     src, split = args.problems, args.problems_split
     if src == "sample":
         problems = load_sample(split)
+    elif src == "csqa_sample":
+        problems = load_csqa_sample(split)
+    elif src.lower() in (s.lower() for s in CSQA_SOURCES):
+        problems = load_csqa(args)
     elif src == "gsm8k":
         rows = (
             _read_rows(args.problems_path)
@@ -569,18 +634,23 @@ def load_problems(args: ProblemArgs) -> list[Problem]:
 
 
 def task_of(problem_or_source: Problem | dict | str) -> str:
-    """``"gsm8k"`` (numeric answers: GSM8K, the sample) or ``"math"`` (LaTeX answers).
+    """``"gsm8k"`` (numeric answers: GSM8K, the sample), ``"math"`` (LaTeX answers) or ``"csqa"``
+    (multiple choice: CSQA, the CSQA sample, any row with ``candidates``).
 
     For other datasets a Problem / row decides by its gold answer (a plain number -> gsm8k);
     a bare unknown source name -> "math" (math-verify also handles numbers).
     """
     if isinstance(problem_or_source, str):
         s = problem_or_source.lower()
+        if s in CHOICE_TASKS or s.startswith(CHOICE_TASK) or s == TASKS[CHOICE_TASK].hub_id:
+            return CHOICE_TASK
         if s in NUMERIC_TASKS or "gsm8k" in s or s.startswith("sample"):
             return "gsm8k"
         return "math"
     d = problem_or_source.to_dict() if isinstance(problem_or_source, Problem) else problem_or_source
     source = str(d.get("source", "")).lower()
+    if d.get("candidates") or source in CHOICE_TASKS:
+        return CHOICE_TASK
     if source in NUMERIC_TASKS or "gsm8k" in source:
         return "gsm8k"
     if source in ("math", "math500"):

@@ -83,7 +83,17 @@ TASKS: dict[str, Task] = {
             "mit",
             "MIT",
             "choice",
-            eval_only=True,
+        ),
+        # lema_hub's own CSQA-format sample (`lema_hub/data/csqa_sample_{train,test}.jsonl`).
+        Task(
+            "csqa_sample",
+            "the bundled CSQA sample",
+            None,
+            (),
+            _TRAIN_TEST,
+            "apache-2.0",
+            "Apache-2.0",
+            "choice",
         ),
         Task(
             "processbench",
@@ -101,10 +111,17 @@ TASKS: dict[str, Task] = {
 # The math problem collections `problems:` names (the loaders in lema_hub.problems).
 MATH_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.answers in ("number", "latex"))
 NUMERIC_TASKS: tuple[str, ...] = tuple(n for n in MATH_TASKS if TASKS[n].numeric)
-# The ones mistakes are collected on (the rest are evaluation benchmarks only).
-TRAIN_TASKS: tuple[str, ...] = tuple(n for n in MATH_TASKS if not TASKS[n].eval_only)
-# Where the bundled sample is named as a benchmark dataset (it is not a dataset on the Hub).
+# Multiple-choice collections (CommonsenseQA): a Problem carries its `candidates`; `problems.task_of`
+# names their rows CHOICE_TASK, and grading, the corrector and build read that name.
+CHOICE_TASK = "csqa"
+CHOICE_TASKS: tuple[str, ...] = tuple(n for n, t in TASKS.items() if t.answers == "choice")
+# The ones mistakes are collected on (the rest are evaluation benchmarks only). CSQA is the paper's
+# third training task (mistakes from its train split; evaluated on its dev split).
+TRAIN_TASKS: tuple[str, ...] = tuple(n for n in (*MATH_TASKS, *CHOICE_TASKS) if not TASKS[n].eval_only)
+# Where the bundled samples are named as benchmark datasets (they are not datasets on the Hub).
 BUNDLED_SAMPLE_ID = "lema-hub/bundled-sample"
+BUNDLED_CSQA_SAMPLE_ID = "lema-hub/bundled-csqa-sample"
+_BUNDLED_IDS = {"csqa_sample": BUNDLED_CSQA_SAMPLE_ID}
 
 
 def task_dataset_id(name: str) -> str | None:
@@ -112,7 +129,7 @@ def task_dataset_id(name: str) -> str | None:
     task = TASKS.get(name)
     if task is None:
         return None
-    return task.hub_id or BUNDLED_SAMPLE_ID
+    return task.hub_id or _BUNDLED_IDS.get(name, BUNDLED_SAMPLE_ID)
 
 
 # ------------------------------------------------------------------------------------------ models
@@ -144,7 +161,7 @@ CORRECTOR_BACKENDS: tuple[str, ...] = (REFERENCE_CORRECTOR, *BACKENDS)
 REJECT_REASONS: tuple[str, ...] = (
     "generation_failed",  # the engine gave no text (error after retries)
     "too_long",  # the output is longer than the parser's cap (`correction.MAX_CORRECTION_CHARS`)
-    "parse_error",  # no `Step k` index, or no corrected solution to read
+    "parse_error",  # no `Step k` index, or no corrected solution to read (CSQA: no `Corrected Answer:` block)
     "step_out_of_range",  # the incorrect step is not a step of the original solution
     "empty_explanation",  # no (or an empty) `Explanation:`
     "inconsistent_steps",  # the corrected solution does not restart at the incorrect step
@@ -206,6 +223,7 @@ PROBLEM_COLUMNS: dict[str, Any] = {
     "gold_answer": "string",
     "level": "int64",
     "subject": "string",
+    "candidates": "list<string>",  # the answer choices of a multiple-choice task (CSQA); null for math
 }
 # The sampling parameters a path was generated with.
 SAMPLING_COLUMNS: dict[str, Any] = {
@@ -249,6 +267,10 @@ EVAL_DETAIL_COLUMNS: dict[str, Any] = {
     "predicted_answer": "string",
     "verdict": "string",
     "grade_reason": "string",
+    # Multiple-choice tasks (CSQA): the candidate the stated answer maps to (smallest edit distance) and
+    # whether a mapping was needed (the stated answer is not a candidate as written); null for math.
+    "mapped_answer": "string",
+    "mapping_needed": "bool",
 }
 
 
@@ -377,6 +399,8 @@ _TASK_DATASETS: dict[str, str] = {name: t.hub_id for name, t in TASKS.items() if
 LOCAL_BENCHMARKS = {
     BUNDLED_SAMPLE_ID: "the bundled sample: 12 held-out problems written for lema_hub in "
     "GSM8K's format (`lema_hub/data/sample_test.jsonl`), not a Hub dataset",
+    BUNDLED_CSQA_SAMPLE_ID: "the bundled CSQA sample: 8 held-out multiple-choice questions written for "
+    "lema_hub in CommonsenseQA's format (`lema_hub/data/csqa_sample_test.jsonl`), not a Hub dataset",
 }
 
 CODE_LICENSE = "apache-2.0"  # lema_hub's own license (LICENSE, pyproject.toml)

@@ -19,7 +19,7 @@ from tests.fake_openai_server import FakeOpenAIServer
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_FIELDS = {
-    "problem_id", "source", "split", "question", "gold_solution", "gold_answer", "level", "subject", "generator",
+    "problem_id", "source", "split", "question", "gold_solution", "gold_answer", "level", "subject", "candidates", "generator",
     "sample_index", "sampling", "completion", "steps", "predicted_answer", "verdict", "format_ok", "finish_reason",
     "prompt_tokens", "completion_tokens", "pass_rate",
 }  # fmt: skip

@@ -64,6 +64,7 @@ SHARED_LITERALS = sorted(
         schema.EMBEDDED_MODEL_HUB_ID,
         schema.MODEL_META_FILE,
         schema.BUNDLED_SAMPLE_ID,
+        schema.BUNDLED_CSQA_SAMPLE_ID,
     }
 )
 
@@ -97,7 +98,8 @@ def test_the_task_table_answers_what_each_stage_asked_its_own_copy():
     assert schema.TASKS["gsm8k"].hub_id == "openai/gsm8k" and schema.TASKS["gsm8k"].configs == ("main",)
     assert len(schema.TASKS["math"].configs) == 7
     assert schema.MATH_TASKS == ("sample", "gsm8k", "math", "math500", "svamp", "asdiv")
-    assert schema.TRAIN_TASKS == ("sample", "gsm8k", "math", "math500")
+    assert schema.TRAIN_TASKS == ("sample", "gsm8k", "math", "math500", "csqa", "csqa_sample")
+    assert schema.CHOICE_TASKS == ("csqa", "csqa_sample")
     assert set(schema.NUMERIC_TASKS) == {"sample", "gsm8k", "svamp", "asdiv"}
     assert schema.task_dataset_id("sample") == schema.BUNDLED_SAMPLE_ID
     assert schema.task_dataset_id("asdiv") == "EleutherAI/asdiv"

@@ -33,6 +33,7 @@ from lema_hub.schema import (
     README,
     REFERENCE_CORRECTOR,
     SOURCES,
+    TASK_DATA_LICENSES,
 )
 
 
@@ -254,6 +255,14 @@ def write_dataset_card(
         total_rows=total,
         sources=sorted({str(s) for s in _all_values(tables, "source") if s}),
         source_datasets_list=source_ids,
+        # (pretty name, licence) of each named task the rows come from: "CommonsenseQA: MIT".
+        source_licenses=sorted(
+            {
+                TASK_DATA_LICENSES[str(s)]
+                for s in _all_values(tables, "source")
+                if str(s) in TASK_DATA_LICENSES
+            }
+        ),
         license_text=_license_text(license_),
         generators=_prov_values(tables, "generator"),
         correctors_all=_prov_values(tables, "corrector"),

@@ -293,6 +293,21 @@ def _stats_eval(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
                 {"config": cfg, "n": len(vals), "accuracy": 100 * sum(bool(v) for v in vals) / len(vals)}
             )
     ctx["eval_table"] = [dict(a, accuracy=f"{a['accuracy']:.1f}%") for a in acc]
+    # Multiple-choice configs (CSQA): how often a stated answer had to be mapped to its nearest candidate.
+    mapping = []
+    for cfg in tables:
+        flags = [v for v in _all_values(tables, "mapping_needed", [cfg]) if v is not None]
+        if flags:
+            mapped = sum(bool(v) for v in flags)
+            mapping.append(
+                {
+                    "config": cfg,
+                    "answered": len(flags),
+                    "mapped": mapped,
+                    "rate": f"{100 * mapped / len(flags):.1f}%",
+                }
+            )
+    ctx["choice_mapping"] = mapping
     if acc:
         labels = [a["config"] for a in acc]
         values = [a["accuracy"] for a in acc]

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 
 from lema_hub.answers import extract_answer
+from lema_hub.schema import CHOICE_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,11 @@ _STEP_INDEX_RE = re.compile(r"step\s*(?:#\s*)?(\d+)", re.I)  # searched in the h
 _BARE_INDEX_RE = re.compile(r"\s*(\d+)\b")
 _ELLIPSIS_RE = re.compile(r"[.\u2026\s]+")
 _NON_SPACE_RE = re.compile(r"\S")
+# CSQA (the paper's schema without a step index): `Mistakes: ...` / `Corrected Answer: { ... }`.
+_MISTAKES_LABEL_RE = re.compile(r"[ \t>#*]*mistakes?[ \t]*[:\-]", re.I)  # at a line start
+_REPEATED_MISTAKES_RE = re.compile(r"^[ \t>#*]*mistakes?[ \t]*[:\-]", re.I | re.M)
+_CORRECTED_ANSWER_RE = re.compile(r"^[ \t>#*]*correct(?:ed)?[ \t]+answer[ \t]*[:\-]?", re.I | re.M)
+_WORD_RE = re.compile(r"\w")
 # (pattern, how it is applied): "search" scans a whole text, "match" tries one position.
 _PARSER_PATTERNS = (
     (_BOLD_RE, "search"),
@@ -74,6 +80,10 @@ _PARSER_PATTERNS = (
     (_BARE_INDEX_RE, "match"),
     (_ELLIPSIS_RE, "match"),
     (_NON_SPACE_RE, "search"),
+    (_MISTAKES_LABEL_RE, "match"),
+    (_REPEATED_MISTAKES_RE, "search"),
+    (_CORRECTED_ANSWER_RE, "search"),
+    (_WORD_RE, "search"),
 )
 
 
@@ -162,12 +172,15 @@ def _solution_steps(lines: list[str]) -> list[tuple[int | None, str]]:
 
 
 def parse_correction(raw: str | None, num_steps: int, task: str = "gsm8k") -> ParsedCorrection:
-    """Read a corrector's continuation of `... Incorrect Step:` (or a full `Incorrect Step: ...` block).
+    """Read a corrector's continuation of `... Incorrect Step:` (or a full `Incorrect Step: ...` block);
+    for `task="csqa"`, of `... Mistakes:` (`parse_choice_correction`).
 
     Never raises: any problem comes back as `reject_reason` (see `REJECT_REASONS`). Linear in the
     length of `raw`; outputs over `MAX_CORRECTION_CHARS` are rejected as `too_long`.
     """
     try:
+        if task == CHOICE_TASK:
+            return _parse_choice(raw)
         return _parse(raw, num_steps, task)
     except Exception as exc:  # a parser bug must not lose the row; it becomes a visible reject
         logger.debug("parse_correction failed", exc_info=True)
@@ -176,7 +189,8 @@ def parse_correction(raw: str | None, num_steps: int, task: str = "gsm8k") -> Pa
         )
 
 
-def _parse(raw: str | None, num_steps: int, task: str) -> ParsedCorrection:
+def _unreadable(raw: str | None) -> ParsedCorrection | None:
+    """The reject of an output too long or empty to parse, else None."""
     if raw is not None and len(raw) > MAX_CORRECTION_CHARS:
         return ParsedCorrection(
             reject_reason="too_long",
@@ -186,6 +200,61 @@ def _parse(raw: str | None, num_steps: int, task: str) -> ParsedCorrection:
         return ParsedCorrection(
             reject_reason="generation_failed" if raw is None else "parse_error", detail="empty output"
         )
+    return None
+
+
+def parse_choice_correction(raw: str | None) -> ParsedCorrection:
+    """Read a CSQA corrector's continuation of `... Mistakes:` (or a full `Mistakes: ...` block):
+    the mistakes text is the explanation, the first `Corrected Answer: { ... }` block the corrected
+    answer (its non-blank lines in `corrected_steps`), and its "The answer is X" the corrected
+    answer. There is no step index (`incorrect_step` stays None). Never raises; linear in the input."""
+    try:
+        return _parse_choice(raw)
+    except Exception as exc:  # a parser bug must not lose the row; it becomes a visible reject
+        logger.debug("parse_choice_correction failed", exc_info=True)
+        return ParsedCorrection(
+            reject_reason="parse_error", detail=f"parser error: {type(exc).__name__}: {exc}"
+        )
+
+
+def _parse_choice(raw: str | None) -> ParsedCorrection:
+    bad = _unreadable(raw)
+    if bad is not None:
+        return bad
+    assert raw is not None
+    text = _clean_output(raw)
+    first = _NON_SPACE_RE.search(text)
+    m = _MISTAKES_LABEL_RE.match(text, text.rfind("\n", 0, first.start()) + 1) if first else None
+    if m:  # the model repeated the `Mistakes:` label
+        text = text[m.end() :]
+    sol_m = _CORRECTED_ANSWER_RE.search(text)
+    if sol_m is None:
+        return ParsedCorrection(reject_reason="parse_error", detail="no 'Corrected Answer:' block")
+    out = ParsedCorrection(explanation=text[: sol_m.start()].strip())
+    if not _WORD_RE.search(out.explanation):
+        out.reject_reason, out.detail = "empty_explanation", "the mistakes text is empty"
+        return out
+    sol_text = text[sol_m.end() :]
+    again = _REPEATED_MISTAKES_RE.search(sol_text)  # a model that starts its block again: first only
+    if again:
+        sol_text = sol_text[: again.start()]
+    lines = _strip_braces(_solution_block(sol_text))
+    if not lines:
+        out.reject_reason, out.detail = "parse_error", "no corrected answer in the block"
+        return out
+    out.corrected_steps = lines
+    out.corrected_answer = extract_answer("\n".join(lines), "gsm8k", "strict")
+    if out.corrected_answer is None or not out.corrected_answer.strip():
+        out.corrected_answer = None
+        out.reject_reason, out.detail = "no_answer", "the corrected answer states no 'The answer is ...'"
+    return out
+
+
+def _parse(raw: str | None, num_steps: int, task: str) -> ParsedCorrection:
+    bad = _unreadable(raw)
+    if bad is not None:
+        return bad
+    assert raw is not None
     text = _clean_output(raw)
     first = _NON_SPACE_RE.search(text)
     m = _INCORRECT_LABEL_RE.match(text, text.rfind("\n", 0, first.start()) + 1) if first else None

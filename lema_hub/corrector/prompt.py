@@ -1,5 +1,6 @@
 """The corrector's few-shot prompt: the bundled `lema_hub/prompts/corrector_<task>.txt` files (or a
-prompt file verbatim), its demonstrations, and the query that ends at `Incorrect Step:`."""
+prompt file verbatim), its demonstrations, and the query that ends at `Incorrect Step:` (math) or at
+`Mistakes:` (CSQA, the paper's schema without a step index: `lema_hub.csqa`)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from lema_hub import formats
+from lema_hub import csqa, formats
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import PROMPT_STYLES
+from lema_hub.schema import CHOICE_TASK
 
-DEFAULT_PROMPTS = {"gsm8k": "corrector_gsm8k.txt", "math": "corrector_math.txt"}
+DEFAULT_PROMPTS = {
+    "gsm8k": "corrector_gsm8k.txt",
+    "math": "corrector_math.txt",
+    CHOICE_TASK: "corrector_csqa.txt",
+}
+# The labels a prompt's demonstrations must show, per format (math: the step schema; CSQA: its own).
+_REQUIRED_LABELS = {
+    "math": ("Question:", formats.INCORRECT_STEP_LABEL),
+    CHOICE_TASK: ("Question:", csqa.MISTAKES_LABEL, csqa.CORRECTED_ANSWER_LABEL),
+}
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,7 @@ def sha12(data: bytes) -> str:
 
 
 def corrector_prompt(task: str, prompt_file: str | None = None) -> CorrectorPrompt:
-    """The project's own corrector prompt for `task` ("gsm8k" | "math"), or `prompt_file` verbatim."""
+    """The project's own corrector prompt for `task` ("gsm8k" | "math" | "csqa"), or `prompt_file` verbatim."""
     if prompt_file is not None:
         path = Path(prompt_file)
         if not path.is_file():
@@ -57,10 +68,11 @@ def corrector_prompt(task: str, prompt_file: str | None = None) -> CorrectorProm
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"Corrector prompt {name!r} is not UTF-8 text: {exc}") from None
-    if "Question:" not in text or "Incorrect Step:" not in text:
+    labels = _REQUIRED_LABELS[CHOICE_TASK if task == CHOICE_TASK else "math"]
+    if any(label not in text for label in labels):
         raise InvalidInputError(
-            f"Corrector prompt {name!r} does not look like a LeMa corrector prompt "
-            "(it needs demonstrations with 'Question:' and 'Incorrect Step:')."
+            f"Corrector prompt {name!r} does not look like a LeMa corrector prompt for {task} "
+            f"(it needs demonstrations with {', '.join(repr(x) for x in labels)})."
         )
     return CorrectorPrompt(name=name, text=text, sha=sha12(data))
 
@@ -73,10 +85,23 @@ def build_corrector_input(
     "plain" is the paper's completion-style prompt for base models; "chat" sends the same text as
     one user message (how GPT-4 was queried), so both styles see identical demonstrations.
     """
+    query = formats.corrector_query(question, steps)
+    return _with_query(prompt, query, style)
+
+
+def build_choice_corrector_input(
+    prompt: CorrectorPrompt, question: str, candidates: list[str], original: str, style: str = "plain"
+) -> str | list[dict]:
+    """Few-shot prompt + one CSQA query (`csqa.corrector_query`: the original answer in braces),
+    ending at `Mistakes:`; plain or chat as `build_corrector_input`."""
+    return _with_query(prompt, csqa.corrector_query(question, candidates, original), style)
+
+
+def _with_query(prompt: CorrectorPrompt, query: str, style: str) -> str | list[dict]:
     if style not in PROMPT_STYLES:
         raise InvalidInputError(f"prompt_style must be one of {PROMPT_STYLES}, got {style!r}.")
     nl = prompt.newline
-    query = formats.corrector_query(question, steps).replace("\r\n", "\n")
+    query = query.replace("\r\n", "\n")
     if nl != "\n":
         query = query.replace("\n", nl)
     text = prompt.text.rstrip("\r\n") + nl + nl + query

@@ -1,0 +1,488 @@
+"""CommonsenseQA end to end, offline: load -> collect -> correct -> build -> evaluate -> cards.
+
+The generator and the LLM corrector are one fake OpenAI-compatible server on 127.0.0.1 that answers
+CSQA CoT prompts with right, misspelt (mapping needed), wrong and answer-less paths, and corrector
+prompts in the paper's CSQA correction format. Every card is read from a folder a stage wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lema_hub import csqa
+from lema_hub.corrector.parse import MAX_CORRECTION_CHARS, parse_correction
+from lema_hub.problems import ProblemArgs, load_csqa_sample, load_problems
+from tests.fake_openai_server import FakeOpenAIServer
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_FILE = REPO / "lema_hub" / "data" / "csqa_sample_train.jsonl"
+TEST_FILE = REPO / "lema_hub" / "data" / "csqa_sample_test.jsonl"
+PROBLEMS = {p.question: p for split in ("train", "test") for p in load_csqa_sample(split)}
+# Corrector behaviour by question: most get a right correction; these a wrong one / an unreadable one.
+PROBLEMS_LIST = sorted(PROBLEMS)
+_TRAIN = sorted(p.question for p in load_csqa_sample("train"))
+WRONG_FIX, MALFORMED_FIX, MISSPELT_FIX = {_TRAIN[0]}, {_TRAIN[1]}, {_TRAIN[2]}
+
+
+def _text(payload: dict) -> str:
+    return payload["messages"][-1]["content"] if "messages" in payload else payload["prompt"]
+
+
+def _other(p) -> str:
+    return next(c for c in p.candidates if c != p.gold_answer)
+
+
+def cot_path(p, kind: int) -> str:
+    """0: right as written; 1: right but misspelt (the mapping is needed); 2: wrong; 3: no answer."""
+    lines = [f"{c.capitalize()}: this candidate is considered." for c in p.candidates]
+    if kind == 0:
+        return "\n".join(lines + [f"The answer is {p.gold_answer}."])
+    if kind == 1:
+        return "\n".join(lines + [f"The answer is {p.gold_answer[:-1]}."])
+    if kind == 2:
+        return "\n".join(lines + [f"It fits best, so the answer is {_other(p)}."])
+    return "\n".join(lines + ["I am not sure."])
+
+
+def responder(payload: dict) -> str:
+    text = _text(payload)
+    if text.rstrip().endswith(csqa.MISTAKES_LABEL):  # the corrector: answer the last query
+        question = text.rsplit("\nQuestion: ", 1)[1].split("\n", 1)[0].strip()
+        p = PROBLEMS[question]
+        if question in MALFORMED_FIX:
+            return " The original answer is wrong, and here is no corrected block."
+        answer = _other(p) if question in WRONG_FIX else p.gold_answer
+        if question in MISSPELT_FIX:  # still accepted: it maps to the gold candidate
+            answer = p.gold_answer[:-1]
+        return (
+            f" The original answer dismisses {p.gold_answer!r} without a reason.\n"
+            f"{csqa.CORRECTED_ANSWER_LABEL}\n{{\n"
+            + "\n".join(f"{c.capitalize()}: judged again." for c in p.candidates)
+            + f"\nThe answer is {answer}.\n}}\n{csqa.MISTAKES_LABEL} a second block that is ignored"
+        )
+    question, _ = csqa.parse_csqa_prompt(text if text.endswith("\n") else text + "\n")
+    p = PROBLEMS[question]
+    if payload.get("temperature", 0) == 0:  # evaluation (greedy): behaviour by problem
+        return cot_path(p, PROBLEMS_LIST.index(question) % 4)
+    return cot_path(p, payload.get("seed", 0) % 4)
+
+
+def _endpoint(url: str) -> dict:
+    return dict(backend="openai", base_urls=[url], concurrency=4, request_timeout=5.0, max_retries=2)
+
+
+def _rows(folder: Path, config: str, split: str = "train") -> list[dict]:
+    """Rows as the stage wrote them (the parquet files of the config)."""
+    import pyarrow.parquet as pq
+
+    files = sorted((folder / "data" / config).glob(f"{split}-*.parquet"))
+    assert files, f"no {split} parquet for {config} in {folder}"
+    return [r for f in files for r in pq.read_table(f).to_pylist()]
+
+
+def _card(folder: Path) -> str:
+    return (folder / "README.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """collect -> correct -> build -> evaluate on CSQA rows in the Hub's shape (`problems: csqa`)."""
+    from lema_hub.build import BuildConfig, build
+    from lema_hub.collect import CollectConfig, collect
+    from lema_hub.correct import CorrectConfig, correct
+    from lema_hub.evaluate import EvalConfig, evaluate
+
+    tmp = tmp_path_factory.mktemp("csqa")
+    out: dict = {"tmp": tmp}
+    with FakeOpenAIServer(responder=responder) as srv:
+        out["collect"] = collect(
+            CollectConfig(
+                problems="csqa", problems_path=str(TRAIN_FILE), problems_split="train",
+                output_dir=str(tmp / "mistakes"), model="fake-model", prompt_style="chat",
+                num_samples=4, temperature=0.8, max_tokens=512, seed=0, progress=False, **_endpoint(srv.base_url),
+            )
+        )  # fmt: skip
+        out["collect_prompts"] = [_text(p) for p in srv.payloads]
+        srv.payloads.clear()
+        out["correct"] = correct(
+            CorrectConfig(
+                mistakes=str(tmp / "mistakes"), output_dir=str(tmp / "corrections"), model="fake-model",
+                prompt_style="plain", max_tokens=512, progress=False, **_endpoint(srv.base_url),
+            )
+        )  # fmt: skip
+        out["corrector_prompts"] = [_text(p) for p in srv.payloads]
+        out["build"] = build(
+            BuildConfig(
+                corrections=str(tmp / "corrections"), mistakes=str(tmp / "mistakes"),
+                include_correct_samples=True, problems="csqa", problems_path=str(TRAIN_FILE),
+                output_dir=str(tmp / "mixture"), shuffle=False, decontaminate="csqa_sample_test",
+            )
+        )  # fmt: skip
+        out["evaluate"] = evaluate(
+            EvalConfig(
+                models=["fake-model"], model_labels=["fake"], problems="csqa", problems_path=str(TEST_FILE),
+                problems_split="validation", prompt_style="plain", max_new_tokens=512,
+                output_dir=str(tmp / "eval"), **_endpoint(srv.base_url),
+            )
+        )  # fmt: skip
+    return out
+
+
+def test_collect_prompts_grades_and_card(pipeline):
+    folder = pipeline["tmp"] / "mistakes"
+    problems = load_problems(ProblemArgs(problems="csqa", problems_path=str(TRAIN_FILE)))
+    assert len(problems) == 12 and all(p.candidates and p.gold_answer in p.candidates for p in problems)
+    # Every request is the paper's CSQA prompt with the problem's candidates (not the math prompt).
+    assert sorted(x.strip() for x in pipeline["collect_prompts"]) == sorted(
+        csqa.csqa_prompt(p.question, p.candidates).strip() for p in problems for _ in range(4)
+    )
+    samples = _rows(folder, "csqa-samples")
+    assert len(samples) == 48 and all(s["candidates"] for s in samples)
+    verdicts = {(s["sample_index"] % 4, s["verdict"]) for s in samples}
+    # right, misspelt-but-right (mapped), wrong candidate, no answer
+    assert verdicts == {(0, "correct"), (1, "correct"), (2, "wrong"), (3, "no_answer")}
+    misspelt = [s for s in samples if s["sample_index"] == 1]
+    assert all(s["predicted_answer"] == s["gold_answer"][:-1] for s in misspelt)
+    mistakes = _rows(folder, "csqa")
+    assert len(mistakes) == 12 and {m["verdict"] for m in mistakes} == {"wrong"}
+    assert pipeline["collect"]["wrong"] == 12 and pipeline["collect"]["correct"] == 24
+    card = _card(folder)
+    assert "license: mit" in card and "tau/commonsense_qa" in card and "CommonsenseQA: MIT" in card
+
+
+def test_correct_uses_the_csqa_schema_and_accepts_mapped_gold(pipeline):
+    folder = pipeline["tmp"] / "corrections"
+    # The query shows the original answer in braces and ends at `Mistakes:`; the bundled prompt is ours.
+    (first, *_) = pipeline["corrector_prompts"]
+    assert first.startswith(csqa_prompt_instruction()) and first.endswith(f"}}\n{csqa.MISTAKES_LABEL}")
+    assert "Incorrect Step:" not in first
+    accepted, rejected = _rows(folder, "csqa"), _rows(folder, "csqa-rejected")
+    assert len(accepted) == 10 and len(rejected) == 2
+    assert {r["reject_reason"] for r in rejected} == {"wrong_answer", "parse_error"}
+    for r in accepted:
+        stated = r["gold_answer"][:-1] if r["question"] in MISSPELT_FIX else r["gold_answer"]
+        assert r["incorrect_step"] is None and r["corrected_answer"] == stated
+        assert r["explanation"].startswith("The original answer dismisses")
+        assert r["corrected_steps"][-1] == f"The answer is {stated}."
+        assert "second block" not in "\n".join(r["corrected_steps"])  # the first block only
+        assert r["corrector_prompt"].startswith("lema-hub/corrector_csqa@sha256:")
+    s = pipeline["correct"]
+    assert s["accepted"] == 10 and s["reject_reasons"] == {"wrong_answer": 1, "parse_error": 1}
+    assert "unparsed" not in s["by_step_position"]  # no step index in this schema
+    card = _card(folder)
+    assert "83.3%" in card and "CommonsenseQA: MIT" in card
+
+
+def csqa_prompt_instruction() -> str:
+    from importlib import resources
+
+    text = resources.files("lema_hub").joinpath("prompts", "corrector_csqa.txt").read_text()
+    return text.split("\n", 1)[0]
+
+
+def test_build_rows_in_the_csqa_formats(pipeline):
+    folder = pipeline["tmp"] / "mixture"
+    assert pipeline["build"]["gold_cot_rows"] == 0 and pipeline["build"]["no_gold_rationale"] == 12
+    lema = _rows(folder, "csqa-lema")
+    cot = [r for r in lema if r["kind"] == "cot"]
+    fixes = [r for r in lema if r["kind"] == "correction"]
+    # 24 correct paths: 12 as written, 12 misspelt, whose answer is then named as the gold candidate,
+    # which makes them duplicates of the first 12.
+    assert len(cot) == 12 and {r["origin"] for r in cot} == {"sample"} and len(fixes) == 10
+    assert pipeline["build"]["sample_duplicates_dropped"] == 12
+    decontamination = pipeline["build"]["decontamination"]  # the held-out CSQA sample shares no 8-gram
+    assert decontamination["test_questions"] == 8 and decontamination["dropped_cot_rows"] == 0
+    p = PROBLEMS[cot[0]["question"]]
+    assert cot[0]["prompt"] == csqa.csqa_prompt(p.question, p.candidates)
+    assert all(r["completion"].endswith(f"The answer is {PROBLEMS[r['question']].gold_answer}.") for r in cot)
+    fix = next(r for r in fixes if r["question"] not in MISSPELT_FIX)
+    p = PROBLEMS[fix["question"]]
+    assert fix["prompt"].startswith(csqa.CORRECTION_INSTRUCTION + "\nQuestion: " + p.question)
+    assert fix["prompt"].endswith(f"\n{csqa.ORIGINAL_ANSWER_LABEL}\n{{\n{cot_path(p, 2)}\n}}\n")
+    assert fix["completion"].startswith(f"{csqa.MISTAKES_LABEL} The original answer dismisses")
+    assert f"\n{csqa.CORRECTED_ANSWER_LABEL}\n{{\n" in fix["completion"]
+    assert fix["completion"].endswith(f"The answer is {p.gold_answer}.\n}}")
+    # cot_corrected names the gold candidate even where the corrector misspelt it.
+    (misspelt,) = [
+        r
+        for r in _rows(folder, "csqa-cot_corrected")
+        if r["origin"] == "correction" and r["question"] in MISSPELT_FIX
+    ]
+    assert misspelt["completion"].endswith(f"The answer is {PROBLEMS[misspelt['question']].gold_answer}.")
+    by_q = {r["question"]: r for r in _rows(folder, "csqa-no_explanation") if r["kind"] == "correction"}
+    assert by_q[fix["question"]]["completion"].startswith(csqa.CORRECTED_ANSWER_LABEL)
+    by_q = {
+        r["question"]: r for r in _rows(folder, "csqa-no_corrected_solution") if r["kind"] == "correction"
+    }
+    assert csqa.CORRECTED_ANSWER_LABEL not in by_q[fix["question"]]["completion"]
+    # No step index to hide: the no_incorrect_step rows are the lema rows.
+    no_step = {r["question"]: r for r in _rows(folder, "csqa-no_incorrect_step") if r["kind"] == "correction"}
+    assert no_step[fix["question"]]["completion"] == fix["completion"]
+    corrected = [r for r in _rows(folder, "csqa-cot_corrected") if r["origin"] == "correction"]
+    assert len(corrected) == 10 and all(r["kind"] == "cot" for r in corrected)
+    assert corrected[0]["prompt"] == csqa.csqa_prompt(
+        corrected[0]["question"], PROBLEMS[corrected[0]["question"]].candidates
+    )
+    card = _card(folder)
+    assert f"| `csqa-lema` | train | {len(lema)} |" in card
+    assert f"| `csqa-lema` | {len(lema)} | {len(cot)} | {len(fixes)} | plain text |" in card
+    assert "CommonsenseQA: MIT" in card
+
+
+def test_evaluate_grades_with_the_mapping_and_reports_it(pipeline):
+    folder = pipeline["tmp"] / "eval"
+    rows = _rows(folder, "fake-csqa", "test")
+    assert len(rows) == 8
+    for r in rows:
+        p = PROBLEMS[r["question"]]
+        assert r["prompt"] == csqa.csqa_prompt(p.question, p.candidates)
+        kind = PROBLEMS_LIST.index(r["question"]) % 4
+        assert r["verdict"] == ["correct", "correct", "wrong", "no_answer"][kind]
+        assert r["mapping_needed"] == [False, True, False, None][kind]
+        assert r["mapped_answer"] == [p.gold_answer, p.gold_answer, _other(p), None][kind]
+    n_correct = sum(r["verdict"] == "correct" for r in rows)
+    mapped = sum(bool(r["mapping_needed"]) for r in rows)
+    answered = sum(r["mapping_needed"] is not None for r in rows)
+    entry = pipeline["evaluate"]["results"]["fake-csqa"]
+    assert entry["accuracy"] == n_correct / 8
+    assert entry["choice_mapping"] == {
+        "answered": answered,
+        "mapping_needed": mapped,
+        "mapping_rate": mapped / answered,
+    }
+    assert (
+        entry["protocol"]["prompt"] == "csqa-cot" and entry["protocol"]["prompt_template"] == csqa.CSQA_PROMPT
+    )
+    assert entry["benchmark_dataset"] == "tau/commonsense_qa"
+    assert entry["protocol"]["stop"] == list(csqa.PLAIN_STOP)  # plain prompts stop at the next CSQA example
+    card = _card(folder)
+    assert f"| `fake-csqa` | 8 | {100 * n_correct / 8:.1f}% |" in card
+    assert f"| `fake-csqa` | {answered} | {mapped} | {100 * mapped / answered:.1f}% |" in card
+    assert "CommonsenseQA: MIT" in card
+
+
+def test_reference_corrector_sets_csqa_rows_aside(pipeline, tmp_path):
+    from lema_hub.correct import CorrectConfig, correct
+
+    s = correct(CorrectConfig(mistakes=str(pipeline["tmp"] / "mistakes"), output_dir=str(tmp_path / "ref")))
+    assert s["accepted"] == 0 and s["reject_reasons"] == {"no_reference": 12}
+    assert {r["reject_reason"] for r in _rows(tmp_path / "ref", "csqa-rejected")} == {"no_reference"}
+
+
+# ----------------------------------------------------------------------------- sample and paper files
+
+
+def test_bundled_csqa_sample_loads_by_name():
+    train = load_problems(ProblemArgs(problems="csqa_sample", problems_split="train"))
+    test = load_problems(ProblemArgs(problems="csqa_sample", problems_split="test"))
+    assert (len(train), len(test)) == (12, 8)
+    assert train[0].problem_id == "csqa_sample/train/lema-csqa-train-00" and train[0].gold_solution == ""
+    assert all(len(p.candidates) == 5 and p.gold_answer in p.candidates for p in train + test)
+    assert not {p.question for p in train} & {p.question for p in test}
+    from lema_hub.problems import task_of
+    from lema_hub.schema import TRAIN_TASKS, task_dataset_id
+
+    assert task_of(train[0]) == "csqa" and task_of(train[0].to_dict()) == "csqa" and task_of("csqa") == "csqa"
+    assert "csqa" in TRAIN_TASKS and "csqa_sample" in TRAIN_TASKS
+    assert task_dataset_id("csqa_sample") == "lema-hub/bundled-csqa-sample"
+
+
+def test_a_csqa_file_of_another_shape_fails_with_one_line(tmp_path):
+    from lema_hub.problems import ProblemSourceError
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    with pytest.raises(ProblemSourceError, match=r"csqa/train: rows need `choices`"):
+        load_problems(ProblemArgs(problems="csqa", problems_path=str(bad)))
+
+
+@pytest.mark.shared_data
+def test_csqa_dev_prompts_in_collect_and_evaluate_are_the_papers(shared_data, tmp_path):
+    """The paper's dev file loads as `problems: csqa`; collect sends and evaluate records its `prompt`
+    field byte for byte."""
+    from lema_hub.collect import CollectConfig, collect
+    from lema_hub.evaluate import EvalConfig, evaluate
+
+    path = shared_data / "lema" / "test_data" / "csqa_dev.jsonl"
+    paper = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()][:6]
+    for p in load_problems(ProblemArgs(problems="csqa", problems_path=str(path), problems_limit=6)):
+        PROBLEMS.setdefault(p.question, p)
+    with FakeOpenAIServer(responder=responder) as srv:
+        collect(
+            CollectConfig(
+                problems="csqa", problems_path=str(path), problems_split="validation", problems_limit=6,
+                output_dir=str(tmp_path / "m"), model="fake-model", prompt_style="plain", num_samples=1,
+                temperature=0.8, max_tokens=512, write_card=False, **_endpoint(srv.base_url),
+            )
+        )  # fmt: skip
+        assert sorted(p["prompt"] for p in srv.payloads) == sorted(r["prompt"] for r in paper)
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(
+        "".join(json.dumps({"completion": f"The answer is {r['answer']}."}) + "\n" for r in paper)
+    )
+    summary = evaluate(
+        EvalConfig(
+            models=["m"], problems="csqa", problems_path=str(path), problems_split="validation",
+            problems_limit=6, predictions_path=str(preds), output_dir=str(tmp_path / "e"),
+        )
+    )  # fmt: skip
+    (config,) = summary["results"]
+    rows = _rows(tmp_path / "e", config, "test")
+    assert [r["prompt"] for r in rows] == [r["prompt"] for r in paper]
+    assert summary["results"][config]["accuracy"] == 1.0
+
+
+@pytest.mark.shared_data
+def test_the_papers_csqa_corrector_prompt_works_by_path(shared_data, tmp_path):
+    """`corrector_prompt_file: prompt_correction_csqa.txt` (CRLF): the query follows its line ends."""
+    from lema_hub.corrector.prompt import build_choice_corrector_input, corrector_prompt, split_demonstrations
+
+    path = shared_data / "lema" / "prompts" / "prompt_correction_csqa.txt"
+    prompt = corrector_prompt("csqa", str(path))
+    assert prompt.newline == "\r\n" and prompt.ref.startswith("prompt_correction_csqa@sha256:")
+    text = build_choice_corrector_input(prompt, "Q?", ["a", "b"], "orig\nThe answer is a.")
+    assert text.endswith(
+        "\r\n\r\nQuestion: Q?\r\nCandidate Answers: a, b.\r\nOriginal Answer:\r\n{\r\norig\r\nThe answer is a.\r\n}\r\nMistakes:"
+    )
+    assert "\n" not in text.replace("\r\n", "")
+    _, demos = split_demonstrations(prompt.text)
+    assert len(demos) == 4
+    # The paper's own demonstrations parse with our parser (continuations after `Mistakes:`).
+    for demo in demos:
+        parsed = parse_correction(demo.split(csqa.MISTAKES_LABEL, 1)[1], 0, "csqa")
+        assert parsed.ok and parsed.corrected_answer and parsed.explanation, parsed.detail
+    # A math prompt is refused for CSQA, and the CSQA prompt for math.
+    with pytest.raises(ValueError, match="Mistakes"):
+        corrector_prompt("csqa", str(shared_data / "lema" / "prompts" / "prompt_correction_gsm8k.txt"))
+    with pytest.raises(ValueError, match="Incorrect Step"):
+        corrector_prompt("gsm8k", str(path))
+
+
+def test_bundled_csqa_corrector_prompt_is_ours_and_parses():
+    from lema_hub.corrector.prompt import corrector_prompt, split_demonstrations
+
+    prompt = corrector_prompt("csqa")
+    instruction, demos = split_demonstrations(prompt.text)
+    assert len(demos) == 4 and prompt.newline == "\n"
+    for demo in demos:
+        assert demo.startswith("Question: ") and f"\n{csqa.CANDIDATES_LABEL} " in demo
+        parsed = parse_correction(demo.split(csqa.MISTAKES_LABEL, 1)[1], 0, "csqa")
+        assert parsed.ok and parsed.incorrect_step is None, parsed.detail
+        original = demo.split("\n{\n", 1)[1].split("\n}\n", 1)[0]
+        assert extract_last(original) != parsed.corrected_answer  # each demo corrects a wrong pick
+
+
+def extract_last(text: str) -> str:
+    return text.rsplit("The answer is ", 1)[1].rstrip(".")
+
+
+# ----------------------------------------------------------------------------------------- parser
+
+GOOD = " The pick ignores the question.\nCorrected Answer:\n{\nA: no.\nB: yes.\nThe answer is b.\n}"
+
+
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        (None, "generation_failed"),
+        ("   \n", "parse_error"),
+        (" Only a complaint, no block at all.", "parse_error"),
+        ("\nCorrected Answer:\n{\nThe answer is b.\n}", "empty_explanation"),
+        (" Bad pick.\nCorrected Answer:\n{\n}", "parse_error"),
+        (" Bad pick.\nCorrected Answer:\n{\nB seems best.\n}", "no_answer"),
+        ("x" * (MAX_CORRECTION_CHARS + 1), "too_long"),
+    ],
+)
+def test_csqa_parser_rejects_malformed_outputs(raw, reason):
+    parsed = parse_correction(raw, 0, "csqa")
+    assert parsed.reject_reason == reason and parsed.incorrect_step is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        GOOD,
+        "Mistakes:" + GOOD,  # the label repeated
+        GOOD.replace("\n", "\r\n"),  # CRLF
+        GOOD + "\nMistakes: again\nCorrected Answer:\n{\nThe answer is a.\n}",  # a second block
+        GOOD + "\n\nQuestion: the next demonstration\nCandidate Answers: x, y.",
+        "**Mistakes:**" + GOOD.replace("Corrected Answer:", "**Corrected Answer:**"),
+    ],
+)
+def test_csqa_parser_reads_the_first_block(raw):
+    parsed = parse_correction(raw, 0, "csqa")
+    assert parsed.ok, parsed.detail
+    assert parsed.explanation == "The pick ignores the question."
+    assert parsed.corrected_steps == ["A: no.", "B: yes.", "The answer is b."]
+    assert parsed.corrected_answer == "b" and parsed.incorrect_step is None
+
+
+def test_csqa_parser_reads_a_correction_padded_to_the_cap():
+    """Padding every line with whitespace up to MAX_CORRECTION_CHARS does not change what is read
+    (the patterns themselves are checked for linearity in tests/test_correct.py)."""
+    pad = " " * ((MAX_CORRECTION_CHARS - len(GOOD)) // (GOOD.count("\n") + 1))
+    raw = GOOD.replace("\n", pad + "\n")
+    assert len(raw) <= MAX_CORRECTION_CHARS
+    parsed = parse_correction(raw, 0, "csqa")
+    assert parsed.ok and parsed.corrected_answer == "b"
+
+
+@pytest.mark.shared_data
+def test_sample_recipe_files_are_not_copied_from_shared(shared_data):
+    """The bundled CSQA sample and corrector prompt share no question with the paper's files."""
+    ours = {p.question for p in PROBLEMS.values() if p.source == "csqa_sample"}
+    dev = (shared_data / "lema" / "test_data" / "csqa_dev.jsonl").read_text(encoding="utf-8")
+    paper_prompt = (shared_data / "lema" / "prompts" / "prompt_correction_csqa.txt").read_text(
+        encoding="utf-8"
+    )
+    assert len(ours) == 20 and not any(q in dev or q in paper_prompt for q in ours)
+
+
+def test_grade_rows_grades_choice_and_math_rows_in_one_call():
+    from lema_hub.grading import grade_rows
+    from lema_hub.problems import load_sample
+
+    p = load_csqa_sample("test")[0]
+    m = load_sample("test")[0]
+    rows = [
+        {**p.to_dict(), "completion": f"The answer is {p.gold_answer.upper()}."},
+        {**m.to_dict(), "completion": f"The answer is {m.gold_answer}."},
+        {**p.to_dict(), "candidates": None, "source": "csqa", "completion": "The answer is x."},
+    ]
+    choice, math, no_candidates = grade_rows(rows, extraction="flexible")
+    assert (choice.verdict, choice.mapped_answer, choice.mapping_needed) == ("correct", p.gold_answer, False)
+    assert (math.verdict, math.mapped_answer, math.mapping_needed) == ("correct", None, None)
+    assert no_candidates.verdict == "ungradeable" and "candidate" in no_candidates.reason
+
+
+def test_model_card_notes_how_often_answers_were_mapped(tmp_path):
+    """A lema_hub model folder evaluated on the CSQA sample: its results say the prompt and the mapping count."""
+    from lema_hub.evaluate import EvalConfig, evaluate
+    from lema_hub.models import write_model_meta
+    from lema_hub.schema import LOCAL_EVAL_FILE
+
+    model = tmp_path / "lema-model"
+    model.mkdir()
+    write_model_meta(model, {"name": "lema-model", "base_model_name": "some/base"})
+    test = load_csqa_sample("test")
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text(
+        "".join(
+            json.dumps({"problem_id": p.problem_id, "completion": cot_path(p, i % 4)}) + "\n"
+            for i, p in enumerate(test)
+        )
+    )
+    evaluate(
+        EvalConfig(
+            models=[str(model)], problems="csqa_sample", predictions_path=str(preds),
+            output_dir=str(tmp_path / "eval"),
+        )
+    )  # fmt: skip
+    results = (model / LOCAL_EVAL_FILE).read_text(encoding="utf-8")
+    # 8 problems: kinds 0..3 twice; kinds 0-2 state an answer, kind 1 needs the mapping.
+    assert "csqa-cot template" in results and "2 of 6 answers mapped to the nearest candidate" in results
+    card = (model / "README.md").read_text(encoding="utf-8")
+    assert "2 of 6 answers mapped to the nearest candidate" in card and "| 50.0 |" in card
