@@ -38,7 +38,7 @@ from lema_hub.grading import answer_key, extract_answer
 from lema_hub.problems import ProblemArgs, load_problems, task_of
 from lema_hub.publish import finish
 from lema_hub.run_guard import RequestOutcome, guard_publish
-from lema_hub.schema import BACKENDS, DEFAULT_MODEL, PROMPT_STYLES
+from lema_hub.schema import BACKENDS, CHOICE_TASK, DEFAULT_MODEL, PROMPT_STYLES
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +192,12 @@ def _seeds(cfg: EvolveConfig) -> tuple[list[dict], str]:
         name = cfg.problems.replace("/", "_")
     if not pool:
         raise InvalidInputError(f"evolve: no seed questions ({cfg.strategy}).")
+    choice = sorted({r.get("source") or "?" for r in pool if task_of(r) == CHOICE_TASK})
+    if choice:  # the evolution prompt and the majority vote are for math answers (as in the paper)
+        raise InvalidInputError(
+            f"evolve: seeds from {', '.join(choice)} are multiple-choice questions; evolution grows "
+            "math problems (GSM8K, MATH) only."
+        )
     return [pool[rng.randrange(len(pool))] for _ in range(cfg.num_seeds)], name
 
 

@@ -111,3 +111,22 @@ def test_evolve_config_errors(tmp_path):
     bad.write_text("no placeholder")
     with pytest.raises(ValueError, match="placeholder"):
         evolution_prompt(str(bad))
+
+
+@pytest.mark.parametrize("strategy", ["correction_centric", "general"])
+def test_evolve_refuses_multiple_choice_seeds(tmp_path, strategy):
+    """CSQA seeds would be grown with the math evolution prompt and voted on as numbers: refused up front."""
+    from lema_hub.errors import InvalidInputError
+
+    csqa = load_problems(ProblemArgs(problems="csqa_sample", problems_split="train"))
+    if strategy == "correction_centric":
+        rows = [{**p.to_dict(), "accepted": True, "corrector": "x"} for p in csqa[:3]]
+        save_dataset_config(tmp_path / "corr-csqa", "csqa_sample", {"train": rows})
+        cfg = EvolveConfig(corrections=str(tmp_path / "corr-csqa"), output_dir=str(tmp_path / "out"))
+    else:
+        cfg = EvolveConfig(
+            strategy="general", problems="csqa_sample", problems_split="train", output_dir=str(tmp_path / "out")
+        )
+    with pytest.raises(InvalidInputError, match="multiple-choice"):
+        evolve(cfg)
+    assert not (tmp_path / "out").exists()
