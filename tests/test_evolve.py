@@ -125,7 +125,10 @@ def test_evolve_refuses_multiple_choice_seeds(tmp_path, strategy):
         cfg = EvolveConfig(corrections=str(tmp_path / "corr-csqa"), output_dir=str(tmp_path / "out"))
     else:
         cfg = EvolveConfig(
-            strategy="general", problems="csqa_sample", problems_split="train", output_dir=str(tmp_path / "out")
+            strategy="general",
+            problems="csqa_sample",
+            problems_split="train",
+            output_dir=str(tmp_path / "out"),
         )
     with pytest.raises(InvalidInputError, match="multiple-choice"):
         evolve(cfg)
