@@ -135,10 +135,12 @@ def evaluate_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
     out_dir = Path(summary["output_dir"])  # a shard's sweep (on its problems) stays in its shard folder
     write_checkpoint_sweep_json(out_dir, benchmark, sweep)
     card = owned_model_folder(str(run))
-    if card is not None and cfg.update_model_card and not cfg.shard:
+    if cfg.shard or not cfg.update_model_card:  # a shard's sweep covers its problems only
+        card = None
+    if card is not None:
         write_checkpoint_sweep(card, benchmark, sweep)
     summary["sweep"] = sweep
-    summary["model_cards"] = [str(card)] if card is not None and cfg.update_model_card else []
+    summary["model_cards"] = [str(card)] if card is not None else []
     return summary
 
 
