@@ -719,9 +719,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             t if t in NAMED_TEMPLATES else Path(t).name for t in record["prompt_templates"]
         ]
     record["models"] = [public_model_name(m) for m in cfg.models]
-    # A shard is never pushed; its merge is.
+    whole = not cfg.shard  # a shard (maybe empty) gets no card and is never pushed; its merge is
     pushed = finish(
-        out_dir, "eval_details", cfg, summary, recipe="evaluate", record=record, push=not cfg.shard
+        out_dir, "eval_details", cfg, summary, recipe="evaluate", record=record, card=whole, push=whole
     )
     if refused:  # the others were written; the run still failed
         raise RequestsFailed("\n".join(e.message for e in refused), refused[0].outcome)

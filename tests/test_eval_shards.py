@@ -232,3 +232,17 @@ def test_a_checkpoint_sweep_in_shards_merges_into_the_unsharded_sweep(tmp_path):
     assert merged["sweep"]["points"][0]["accuracy"] == 0.5 and merged["sweep"]["num_problems"] == 12
     sweeps = [json.loads((tmp_path / f / "checkpoint_sweep.json").read_text()) for f in ("one", "two")]
     assert sweeps[0] == sweeps[1]
+
+
+def test_more_shards_than_problems(tmp_path):
+    out = tmp_path / "eval"
+    base = dict(
+        models=["m"], problems="sample", predictions_path=str(_predictions(tmp_path)), output_dir=str(out)
+    )
+    parts = [evaluate(EvalConfig(**base, problems_limit=2, shard=f"{i}/3")) for i in range(3)]
+    assert [p["results"]["m-sample"]["num_problems"] for p in parts] == [1, 1, 0]  # the empty shard finishes
+    assert not (tmp_path / "eval-shard-00002-of-00003" / "data").exists()
+    merged = evaluate(EvalConfig(**base, problems_limit=2, merge_shards=True))
+    single = evaluate(EvalConfig(**{**base, "output_dir": str(tmp_path / "one")}, problems_limit=2))
+    assert _tables(out) == _tables(tmp_path / "one") and _results(out) == _results(tmp_path / "one")
+    assert merged["results"]["m-sample"]["num_problems"] == single["results"]["m-sample"]["num_problems"] == 2
