@@ -298,6 +298,8 @@ def _to_dataset(
             f"save_dataset_config({config!r}): a split must be a datasets.Dataset or a list of dicts, "
             f"got {type(rows).__name__}."
         )
+    if not rows:  # not written; `from_list([], features=...)` fails on the features' keys
+        return datasets.Dataset.from_list([])
     return datasets.Dataset.from_list(rows, features=features)
 
 

@@ -11,9 +11,9 @@ the slices in rank order. Grading, de-duplication, writing and the card then run
 results, so the dataset is the one a single process writes: same rows, same order, same card.
 The process group is gloo (CPU), used only to coordinate; it works on GPU nodes too.
 
-`--shard i/n` (collect, correct, evolve; evaluate names its configs by shard) stays for schedulers
-that start independent jobs (Slurm arrays): job i of n takes its slice (`shard_slice`: the contiguous
-slice rank i of n takes; collect's problems: every n-th, `problems.load_problems`), writes
+`--shard i/n` (collect, correct, evolve, evaluate) stays for schedulers that start independent jobs
+(Slurm arrays): job i of n takes its slice (`shard_slice`: the contiguous slice rank i of n takes;
+collect's and evaluate's problems: every n-th, `problems.load_problems`), writes
 `<output_dir>-shard-0000i-of-0000n` (`shard_output`) and never pushes; `--merge_shards true` reads
 the complete set (`read_shards`, which refuses a missing or unfinished shard) and writes the real
 artifact, rows in the order one process writes them.

@@ -181,6 +181,14 @@ class EvalConfig(ProblemArgs, HubArgs, EndpointArgs):
             "to this many decimals (the paper's SVAMP/ASDiv protocol: 2). Default: exact comparison."
         },
     )
+    merge_shards: bool = field(
+        default=False,
+        metadata={
+            "help": "Merge the finished <output_dir>-shard-* folders (from --shard i/n, same command) into "
+            "output_dir as one unsharded run: one details config per model, metrics over all rows, the "
+            "model card updated, one push; nothing is generated."
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +365,7 @@ def _validate(cfg: EvalConfig) -> None:
         raise InvalidInputError(
             f"answer_rounding must be a number of decimals in 0..10, got {cfg.answer_rounding}."
         )
+    distributed.check_shard_args(cfg.shard, cfg.merge_shards)
 
 
 def _labels(cfg: EvalConfig) -> list[str]:
@@ -545,9 +554,77 @@ def mapping_note(mapping: dict[str, Any] | None) -> str:
     return f"; {mapping['mapping_needed']} of {mapping['answered']} answers mapped to the nearest candidate"
 
 
+_OUTPUT_COLUMNS = ("sample_index", "finish_reason", "prompt_tokens", "completion_tokens", "error")
+_SHARDS_AGREE_ON = ("problems", "problems_split", "problems_limit", "protocol")
+
+
 def _load_results(folder: Path) -> dict[str, dict[str, Any]]:
     path = folder / "results.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+@dataclass(frozen=True)
+class ShardedConfig:
+    """One details config gathered from every finished shard of a `--shard i/n` evaluation."""
+
+    outputs: list[list[dict[str, Any]]]  # per problem, in the unsharded order: its samples by index
+    wall_s: float  # the shards' wall times added up
+
+
+def read_eval_shards(
+    cfg: EvalConfig, out_dir: Path, problems: Sequence[Problem], configs: dict[str, str]
+) -> tuple[dict[str, ShardedConfig], dict[str, Any], int]:
+    """The completions of each `{config: model}` from every finished `<out_dir>-shard-*` folder, their
+    request records added up, and the number of shards.
+
+    Refused before anything is written: a missing or unfinished shard, or one whose requests partly
+    failed (`distributed.read_shards`); a shard that did not evaluate a config; shards that disagree
+    on a config's model, problems or protocol, or whose sampling is not this command's; a shard set
+    that does not hold exactly this command's problems.
+    """
+    shards = distributed.read_shards(out_dir, "evaluate")
+    n = len(shards)
+    order = {p.problem_id for p in problems}
+    sampling = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens}
+    sampling.update(num_samples=cfg.num_samples, seed=cfg.seed)
+    merged: dict[str, ShardedConfig] = {}
+    requests: dict[str, Any] = {}
+    for config, model in configs.items():
+        entries = []
+        for i, shard in enumerate(shards):
+            entry = (shard.summary.get("results") or {}).get(config)
+            if not isinstance(entry, dict) or distributed.parse_shard_spec(entry.get("shard")) != (i, n):
+                raise InvalidInputError(
+                    f"evaluate: shard {shard.folder} holds no {config} results of shard {i}/{n}; "
+                    "run it with this command's models and benchmark, then merge."
+                )
+            entries.append(distributed.FinishedShard(shard.folder, entry))
+        # Shards that disagree are refused (shard_value), and so are shards of another command.
+        agreed = {k: distributed.shard_value(entries, k) for k in ("model", *_SHARDS_AGREE_ON)}
+        protocol = agreed["protocol"] or {}
+        other = [f"{k}={protocol.get(k)!r}" for k, v in sampling.items() if protocol.get(k) != v]
+        if agreed["model"] != public_model_name(model):
+            other.insert(0, f"model {agreed['model']!r}")
+        if other:
+            raise InvalidInputError(
+                f"evaluate: the shards of {config} ran with {', '.join(other)}; merge with their command."
+            )
+        by_id: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for shard in shards:
+            for r in shard.rows(config, "test"):
+                by_id[r["problem_id"]].append({"text": r["completion"], **{k: r[k] for k in _OUTPUT_COLUMNS}})
+        twice = [pid for pid, outs in by_id.items() if len({o["sample_index"] for o in outs}) < len(outs)]
+        held = len(order & by_id.keys())
+        if held < len(order) or len(by_id) > held or twice:
+            raise InvalidInputError(
+                f"evaluate: the shards of {out_dir} hold {held} of the {len(order)} problems of {config}"
+                f" ({len(by_id) - held} others, {len(twice)} in two shards); rerun them with this command."
+            )
+        outputs = [sorted(by_id[p.problem_id], key=lambda o: o["sample_index"]) for p in problems]
+        wall = sum(float(e.summary.get("wall_time_s") or 0) for e in entries)
+        merged[config] = ShardedConfig(outputs, wall)
+        requests.update(distributed.merged_requests(shards, config) or {})
+    return merged, requests, n
 
 
 @distributed.stage
@@ -556,6 +633,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
 
     Returns {"output_dir", "benchmark", "results": {config_name: metrics}, "comparison": markdown,
     "model_cards": [folders updated]}.
+
+    With `shard: i/n`, every n-th problem into `<output_dir>-shard-i-of-n` (no model card, no push);
+    with `merge_shards`, the finished shards' completions, graded and written as one unsharded run.
     """
 
     if cfg.checkpoints:
@@ -564,24 +644,32 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         return evaluate_checkpoints(cfg)
     _validate(cfg)
     problems = load_problems(cfg)
-    if not problems:
+    if not problems and not cfg.shard:  # a shard's slice may be empty (more shards than problems)
         raise InvalidInputError(f"No problems loaded from {cfg.problems!r} split {cfg.problems_split!r}.")
     source_report = _source_report(cfg)
-    out_dir = Path(cfg.output_dir)
+    out_dir = distributed.shard_output(cfg.output_dir, cfg.shard)
+    benchmark = benchmark_of(cfg)
+    sharded: dict[str, ShardedConfig] = {}
+    shard_requests: dict[str, Any] = {}
+    if cfg.merge_shards:  # everything is checked before anything is written
+        names = {f"{label}-{benchmark}": m for m, label in zip(cfg.models, _labels(cfg))}
+        sharded, shard_requests, merged_shards = read_eval_shards(cfg, out_dir, problems, names)
     out_dir.mkdir(parents=True, exist_ok=True)
     # `.cache/` inside the folder is never pushed (hub.PUSH_IGNORE) and keeps the run resumable.
     cache_root = Path(cfg.cache_dir) if cfg.cache_dir else out_dir / ".cache" / "generation"
-    benchmark = benchmark_of(cfg)
-    shard_suffix = f"-shard-{cfg.shard.replace('/', '-of-')}" if cfg.shard else ""
+    if cfg.cache_dir and cfg.shard:  # a cache_dir shared by the shards: each its own subfolder
+        cache_root = cache_root / out_dir.name
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     all_results = _load_results(out_dir)
     run_results: dict[str, dict[str, Any]] = {}
     cards: list[str] = []
-    requests: dict[str, Any] = {}
+    requests: dict[str, Any] = shard_requests  # a merge's: what its shards asked
     refused: list[RequestsFailed] = []
 
     for model, label, template in zip(cfg.models, _labels(cfg), model_templates(cfg)):
         started = time.perf_counter()
+        if cfg.merge_shards:  # its wall time: every shard's (the time one process takes), then the merge's
+            started -= sharded[f"{label}-{benchmark}"].wall_s
         predictions = cfg.predictions_path is not None
         if predictions:  # how the completions were prompted is the file's business; default: the paper's
             style = "plain" if cfg.prompt_style == "auto" else cfg.prompt_style
@@ -597,9 +685,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             "max_tokens": cfg.max_new_tokens,
             "seed": cfg.seed,
         }
-        config_name = f"{label}-{benchmark}{shard_suffix}"
+        config_name = f"{label}-{benchmark}"
         outcome = None
-        if predictions:
+        if cfg.merge_shards:  # the shards' completions in problem order, graded below as one run's
+            outputs = sharded[config_name].outputs
+        elif predictions:
             outputs = match_predictions(problems, read_records(cfg.predictions_path), cfg.predictions_column)
         else:
             outcome = RequestOutcome(f"evaluate [{label}]")
@@ -671,6 +761,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     print(table)
 
     summary: dict[str, Any] = {"benchmark": benchmark, "results": all_results, **distributed.record()}
+    if cfg.merge_shards:
+        summary["merged_shards"] = merged_shards
     earlier = {k: earlier_requests(out_dir, "evaluate", k) for k in all_results}
     summary["requests"] = {**{k: v for k, v in earlier.items() if v is not None}, **requests}
     record = config_to_dict(cfg)  # `finish` redacts credentials
@@ -685,7 +777,10 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             t if t in NAMED_TEMPLATES else Path(t).name for t in record["prompt_templates"]
         ]
     record["models"] = [public_model_name(m) for m in cfg.models]
-    pushed = finish(out_dir, "eval_details", cfg, summary, recipe="evaluate", record=record)
+    whole = not cfg.shard  # a shard (maybe empty) gets no card and is never pushed; its merge is
+    pushed = finish(
+        out_dir, "eval_details", cfg, summary, recipe="evaluate", record=record, card=whole, push=whole
+    )
     if refused:  # the others were written; the run still failed
         raise RequestsFailed("\n".join(e.message for e in refused), refused[0].outcome)
     return {

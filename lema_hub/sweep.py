@@ -109,7 +109,7 @@ def evaluate_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
     benchmark = summary["benchmark"]
     points = []
     for (step, path), label in zip(found, sub.model_labels):
-        entry = summary["results"][f"{label}-{benchmark}{_shard_suffix(cfg)}"]
+        entry = summary["results"][f"{label}-{benchmark}"]
         points.append(
             {
                 "step": step,
@@ -132,18 +132,16 @@ def evaluate_checkpoints(cfg: EvalConfig) -> dict[str, Any]:
     }
     if cfg.select_on:
         sweep["selected_on_dev"] = _dev_selection(cfg.select_on, {p["step"]: p for p in points})
-    out_dir = Path(cfg.output_dir)
+    out_dir = Path(summary["output_dir"])  # a shard's sweep (on its problems) stays in its shard folder
     write_checkpoint_sweep_json(out_dir, benchmark, sweep)
     card = owned_model_folder(str(run))
-    if card is not None and cfg.update_model_card and not cfg.shard:
+    if cfg.shard or not cfg.update_model_card:  # a shard's sweep covers its problems only
+        card = None
+    if card is not None:
         write_checkpoint_sweep(card, benchmark, sweep)
     summary["sweep"] = sweep
-    summary["model_cards"] = [str(card)] if card is not None and cfg.update_model_card else []
+    summary["model_cards"] = [str(card)] if card is not None else []
     return summary
-
-
-def _shard_suffix(cfg: EvalConfig) -> str:
-    return f"-shard-{cfg.shard.replace('/', '-of-')}" if cfg.shard else ""
 
 
 def write_checkpoint_sweep_json(out_dir: Path, benchmark: str, sweep: dict[str, Any]) -> None:
