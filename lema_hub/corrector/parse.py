@@ -217,16 +217,19 @@ def parse_choice_correction(raw: str | None) -> ParsedCorrection:
         )
 
 
+def _skip_repeated_label(text: str, label_re: re.Pattern[str]) -> str:
+    """`text` after a label the model repeated at the start of its first non-blank line."""
+    first = _NON_SPACE_RE.search(text)
+    m = label_re.match(text, text.rfind("\n", 0, first.start()) + 1) if first else None
+    return text[m.end() :] if m else text
+
+
 def _parse_choice(raw: str | None) -> ParsedCorrection:
     bad = _unreadable(raw)
     if bad is not None:
         return bad
     assert raw is not None
-    text = _clean_output(raw)
-    first = _NON_SPACE_RE.search(text)
-    m = _MISTAKES_LABEL_RE.match(text, text.rfind("\n", 0, first.start()) + 1) if first else None
-    if m:  # the model repeated the `Mistakes:` label
-        text = text[m.end() :]
+    text = _skip_repeated_label(_clean_output(raw), _MISTAKES_LABEL_RE)  # `Mistakes:` echoed
     sol_m = _CORRECTED_ANSWER_RE.search(text)
     if sol_m is None:
         return ParsedCorrection(reject_reason="parse_error", detail="no 'Corrected Answer:' block")
@@ -255,11 +258,7 @@ def _parse(raw: str | None, num_steps: int, task: str) -> ParsedCorrection:
     if bad is not None:
         return bad
     assert raw is not None
-    text = _clean_output(raw)
-    first = _NON_SPACE_RE.search(text)
-    m = _INCORRECT_LABEL_RE.match(text, text.rfind("\n", 0, first.start()) + 1) if first else None
-    if m:  # the model repeated the `Incorrect Step:` label
-        text = text[m.end() :]
+    text = _skip_repeated_label(_clean_output(raw), _INCORRECT_LABEL_RE)  # `Incorrect Step:` echoed
     exp_m = _EXPLANATION_RE.search(text)
     sol_m = _SOLUTION_RE.search(text)
     if exp_m or sol_m:
