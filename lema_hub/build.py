@@ -209,14 +209,23 @@ def _word_key(text: str) -> str:
     return " ".join(re.findall(r"\w+", text.lower()))
 
 
-def sample_cot_rows(samples: list[dict], existing: list[dict], style: str) -> tuple[list[dict], int]:
-    """CoT rows from correct sampled paths, minus duplicates (of each other and of `existing` rows)."""
+def sample_cot_rows(
+    samples: list[dict], existing: list[dict], style: str
+) -> tuple[list[dict], dict[str, int]]:
+    """CoT rows from correct sampled paths, minus duplicates (of each other and of `existing` rows)
+    and, for CSQA, minus paths correct only through the edit-distance mapping (their stated answer is
+    not the gold candidate as written: `csqa.states_exactly`). Returns (rows, {"duplicates": n,
+    "inexact": m})."""
     seen = {(r["problem_id"], _word_key(_text(r["completion"]))) for r in existing}
-    rows, dupes = [], 0
+    rows: list[dict] = []
+    dropped = {"duplicates": 0, "inexact": 0}
     for s in samples:
         if s.get("verdict") != "correct" or not s.get("steps"):
             continue
         if task_of(s) == CHOICE_TASK:  # the path as written, its answer named as the gold candidate
+            if not csqa.states_exactly(s.get("completion"), str(s.get("gold_answer") or "")):
+                dropped["inexact"] += 1
+                continue
             prompt, completion = (
                 formats.problem_prompt(s),
                 csqa.cot_completion(s["completion"], s["gold_answer"]),
@@ -228,11 +237,43 @@ def sample_cot_rows(samples: list[dict], existing: list[dict], style: str) -> tu
             prompt, completion = cot_completion(s["question"], list(s["steps"]), str(answer))
         key = (s.get("problem_id"), _word_key(completion))
         if key in seen:
-            dupes += 1
+            dropped["duplicates"] += 1
             continue
         seen.add(key)
         rows.append(_training_row("cot", "sample", s, prompt, completion, style))
-    return rows, dupes
+    return rows, dropped
+
+
+def exact_corrections(corrections: list[dict]) -> tuple[list[dict], int]:
+    """Accepted corrections minus CSQA ones whose corrected answer is not the gold candidate as
+    written (accepted by an older `correct`, before `inexact_choice`); returns (kept, dropped)."""
+    kept = [
+        c
+        for c in corrections
+        if task_of(c) != CHOICE_TASK
+        or csqa.states_exactly("\n".join(c.get("corrected_steps") or []), str(c.get("gold_answer") or ""))
+    ]
+    return kept, len(corrections) - len(kept)
+
+
+def _family(task: str) -> str:
+    return "multiple-choice (CSQA)" if task == CHOICE_TASK else "math"
+
+
+def check_task_families(sources: dict[str, set[str]]) -> str | None:
+    """The one task family (`_family`) of the rows' sources ({what: {task_of each row}}), None when
+    there are no rows; InvalidInputError naming both sides when they mix math and multiple choice."""
+    seen: dict[str, str] = {}
+    for what, tasks in sources.items():
+        for fam in sorted({_family(t) for t in tasks}):
+            seen.setdefault(fam, what)
+    if len(seen) > 1:
+        (a, wa), (b, wb) = sorted(seen.items())
+        raise InvalidInputError(
+            f"build: mixed tasks: {a} rows from {wa}, {b} rows from {wb}; build one task at a time "
+            "(problems, corrections and mistakes of the same task)."
+        )
+    return next(iter(seen), None)
 
 
 def _text(x: Any) -> str:
@@ -275,12 +316,16 @@ def ngrams(text: str, n: int = 8) -> set[tuple[str, ...]]:
     return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
 
 
-def load_test_questions(spec: str, path: str | None = None, split: str = "test") -> list[str]:
-    """Questions of a held-out set: a TEST_SETS name, a Hub id, or a local file."""
+def load_test_problems(spec: str, path: str | None = None, split: str = "test") -> list[Any]:
+    """Problems of a held-out set: a TEST_SETS name, a Hub id, or a local file."""
 
     problems, psplit = TEST_SETS.get(spec, (spec, split))
-    args = ProblemArgs(problems=problems, problems_split=psplit, problems_path=path)
-    return [p.question for p in load_problems(args)]
+    return load_problems(ProblemArgs(problems=problems, problems_split=psplit, problems_path=path))
+
+
+def load_test_questions(spec: str, path: str | None = None, split: str = "test") -> list[str]:
+    """Questions of a held-out set: a TEST_SETS name, a Hub id, or a local file."""
+    return [p.question for p in load_test_problems(spec, path, split)]
 
 
 def decontaminate(rows: list[dict], test_questions: list[str], n: int = 8) -> tuple[list[dict], Counter]:
@@ -312,16 +357,20 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         )
     corrections: list[dict] = []
     name = cfg.dataset_config_name
+    families: dict[str, set[str]] = {}  # where rows come from -> their tasks (one family per build)
     if cfg.corrections:
         config = cfg.corrections_config or main_config(cfg.corrections)
         corrections = load_rows(cfg.corrections, config, missing_ok=True)
         corrections = [c for c in corrections if c.get("accepted", True)]
+        families[f"the corrections {cfg.corrections} [{config}]"] = {task_of(c) for c in corrections}
         name = name or config
     name = name or cfg.problems.replace("/", "_")
     cot: list[dict] = []
     summary: dict[str, Any] = {"config_prefix": name, "prompt_style": cfg.prompt_style}
     if cfg.include_gold:
         problems = load_problems(cfg)
+        families[f"the problems {cfg.problems}"] = {task_of(p) for p in problems}
+        check_task_families(families)
         cot = gold_cot_rows(problems, cfg.prompt_style)
         no_gold = sum(task_of(p) == CHOICE_TASK for p in problems)
         if no_gold:  # CSQA: CoT rows come from correct sampled paths (include_correct_samples)
@@ -335,13 +384,32 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             )
         mconf = main_config(cfg.mistakes)
         samples = load_rows(cfg.mistakes, f"{mconf}-samples")
-        extra, dupes = sample_cot_rows(samples, cot, cfg.prompt_style)
+        families[f"the mistakes {cfg.mistakes} [{mconf}-samples]"] = {task_of(s) for s in samples}
+        check_task_families(families)
+        extra, left_out = sample_cot_rows(samples, cot, cfg.prompt_style)
         cot += extra
-        summary.update(sample_cot_rows=len(extra), sample_duplicates_dropped=dupes)
+        summary.update(
+            sample_cot_rows=len(extra),
+            sample_duplicates_dropped=left_out["duplicates"],
+            # CSQA: correct only through the edit-distance mapping, so not training data
+            sample_inexact_dropped=left_out["inexact"],
+        )
+    family = check_task_families(families)
+    corrections, inexact = exact_corrections(corrections)
+    if family == _family(CHOICE_TASK):
+        summary["inexact_corrections_dropped"] = inexact
     summary["correction_rows"] = len(corrections)
 
+    before = len(cot) + len(corrections)
     if cfg.decontaminate:
-        test_q = load_test_questions(cfg.decontaminate, cfg.decontaminate_path, cfg.decontaminate_split)
+        test = load_test_problems(cfg.decontaminate, cfg.decontaminate_path, cfg.decontaminate_split)
+        test_family = check_task_families({f"the test set {cfg.decontaminate}": {task_of(p) for p in test}})
+        if family and test_family and test_family != family:
+            raise InvalidInputError(
+                f"build: decontaminate {cfg.decontaminate} is a {test_family} test set but the training "
+                f"rows are {family}; name the held-out set of their task ({_test_sets_of(family)})."
+            )
+        test_q = [p.question for p in test]
         cot, dropped_cot = decontaminate(cot, test_q, cfg.ngram)
         qrows = [{"question": c["question"], "kind": "correction", "c": c} for c in corrections]
         kept, dropped_corr = decontaminate(qrows, test_q, cfg.ngram)
@@ -353,21 +421,64 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             "dropped_cot_rows": dropped_cot["cot"],
             "dropped_correction_rows": dropped_corr["correction"],
         }
+    if not cot and not (corrections and any(v != "cot" for v in cfg.views)):
+        # Before anything is written: the output folder is left as it was.
+        raise InvalidInputError(f"build: no training rows: {_no_rows_reason(cfg, summary, before)}.")
 
     out = Path(cfg.output_dir or f"outputs/{name}/mixture" + ("-chat" if cfg.prompt_style == "chat" else ""))
     views: dict[str, dict[str, int]] = {}
+    empty: list[str] = []
     for view in cfg.views:
         rows = view_rows(view, cot, corrections, cfg.prompt_style)
         if cfg.shuffle:
             random.Random(cfg.seed).shuffle(rows)
-        if not rows:
-            logger.warning("view %s is empty; skipped", view)
-            continue
         feats = training_row_features(cfg.prompt_style)
+        if not rows:
+            # An earlier run's rows of this view would outlive the run this folder now describes.
+            logger.warning(
+                "view %s is empty; not written (an earlier run's %s-%s is removed)", view, name, view
+            )
+            save_dataset_config(out, f"{name}-{view}", {"train": []}, features=feats)
+            empty.append(view)
+            continue
         save_dataset_config(out, f"{name}-{view}", {"train": conform(rows, feats)}, features=feats)
         kinds = Counter(r["kind"] for r in rows)
         views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": len(rows)}
+    if empty:
+        summary["empty_views"] = empty
     summary.update(views=views, output_dir=str(out), wall_s=round(time.time() - t0, 2))
     finish(out, "mixture", cfg, summary, recipe="build")
     logger.info("mixture views: %s", views)
     return summary
+
+
+def _test_sets_of(family: str) -> str:
+    names = [n for n, (problems, _) in TEST_SETS.items() if _family(task_of(problems)) == family]
+    return ", ".join(names) + ", or a Hub id / file of that task"
+
+
+def _no_rows_reason(cfg: BuildConfig, summary: dict[str, Any], before: int) -> str:
+    """Why a build has no row to write (for its one-line error)."""
+    dec = summary.get("decontamination")
+    if dec and before:
+        return f"decontamination against {dec['test_set']} dropped all {before} rows"
+    why = []
+    if summary.get("no_gold_rationale") and not cfg.include_correct_samples:
+        why.append("CSQA has no gold rationale; set include_correct_samples: true (and `mistakes`)")
+    elif cfg.include_correct_samples:
+        left = summary.get("sample_inexact_dropped")
+        why.append(
+            f"no gold CoT rows and no correct sampled path in {cfg.mistakes}"
+            + (f" ({left} correct only through the edit-distance mapping, left out)" if left else "")
+        )
+    else:
+        why.append("no gold CoT rows (include_gold) and include_correct_samples is false")
+    if any(v != "cot" for v in cfg.views):
+        left = summary.get("inexact_corrections_dropped")
+        why.append(
+            f"no accepted corrections in {cfg.corrections}"
+            + (f" ({left} reach gold only through the edit-distance mapping, left out)" if left else "")
+            if cfg.corrections
+            else "no `corrections` set"
+        )
+    return "; ".join(why)

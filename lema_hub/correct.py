@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lema_hub import distributed, formats
+from lema_hub import csqa, distributed, formats
 from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
 from lema_hub.corrector.claims import first_false_step
 from lema_hub.corrector.parse import ParsedCorrection, parse_correction
@@ -268,7 +268,9 @@ _REJECT_FOR_VERDICT = {"wrong": "wrong_answer", "no_answer": "no_answer"}
 
 
 def _grade_corrections(rows: list[dict], workers: int | None) -> None:
-    """accepted iff the corrected answer grades `correct` against gold."""
+    """accepted iff the corrected answer grades `correct` against gold; a CSQA answer must also name
+    the gold candidate as written (`csqa.names_candidate`): one that reaches it only through the
+    edit-distance mapping is `inexact_choice` (training data is stricter than evaluation)."""
 
     todo = [r for r in rows if r["reject_reason"] is None]
     # The corrected solution itself is graded: the same extraction as the CoT evaluation.
@@ -280,6 +282,14 @@ def _grade_corrections(rows: list[dict], workers: int | None) -> None:
         task=_row_task,
     )
     for r, v in zip(todo, verdicts):
+        if v.verdict == CORRECT and _row_task(r) == CHOICE_TASK:
+            if not csqa.names_candidate(v.predicted_answer, str(r["gold_answer"])):
+                r["reject_reason"] = "inexact_choice"
+                r["reject_detail"] = (
+                    f"{v.predicted_answer!r} is not the gold candidate {r['gold_answer']!r} as written; "
+                    "it reaches it only through the edit-distance mapping, which training data does not use"
+                )
+                continue
         if v.verdict == CORRECT:
             r["accepted"] = True
         else:

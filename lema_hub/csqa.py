@@ -215,3 +215,23 @@ def cot_completion(completion: str, answer: str) -> str | None:
     if not ends:
         return None
     return f"{completion[: ends[-1]].lstrip()}{ANSWER_PREFIX} {answer.strip()}."
+
+
+# ---------------------------------------------------------------------------------- training data
+# Ours: training data is stricter than evaluation. Evaluation maps any stated answer to its nearest
+# candidate (the paper's rule); a training row must name the gold candidate as written, so a path or
+# correction that reaches gold only through that mapping ("The answer is none of them.") is left out.
+
+
+def names_candidate(answer: str | None, candidate: str) -> bool:
+    """Whether a stated answer is `candidate` as written, under the comparison for which
+    `map_to_candidate` needs no mapping (case, quotes and punctuation aside). A letter label ("B")
+    or a misspelling is not."""
+    key = _choice_key(candidate)
+    return isinstance(answer, str) and bool(key) and _choice_key(answer) == key
+
+
+def states_exactly(text: str | None, gold: str) -> bool:
+    """Whether the last "The answer is" of `text` (the answer the grader reads) names the gold
+    candidate as written (`names_candidate`)."""
+    return bool(text) and names_candidate(extract_answer(text, "gsm8k", "strict"), gold)

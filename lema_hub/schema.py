@@ -170,6 +170,7 @@ REJECT_REASONS: tuple[str, ...] = (
     "ungradeable",  # the final answer could not be compared with gold
     "no_reference",  # reference corrector: its rules do not apply to this problem or path
     "false_claim",  # check_arithmetic: the accepted correction reaches gold through a false `a op b = c`
+    "inexact_choice",  # CSQA: the corrected answer reaches the gold candidate only via the edit-distance mapping
 )
 
 

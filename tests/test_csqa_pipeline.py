@@ -55,7 +55,7 @@ def responder(payload: dict) -> str:
         if question in MALFORMED_FIX:
             return " The original answer is wrong, and here is no corrected block."
         answer = _other(p) if question in WRONG_FIX else p.gold_answer
-        if question in MISSPELT_FIX:  # still accepted: it maps to the gold candidate
+        if question in MISSPELT_FIX:  # maps to the gold candidate, but is not it as written: rejected
             answer = p.gold_answer[:-1]
         return (
             f" The original answer dismisses {p.gold_answer!r} without a reason.\n"
@@ -153,27 +153,33 @@ def test_collect_prompts_grades_and_card(pipeline):
     assert "license: mit" in card and "tau/commonsense_qa" in card and "CommonsenseQA: MIT" in card
 
 
-def test_correct_uses_the_csqa_schema_and_accepts_mapped_gold(pipeline):
+def test_correct_uses_the_csqa_schema_and_rejects_mapped_gold(pipeline):
     folder = pipeline["tmp"] / "corrections"
     # The query shows the original answer in braces and ends at `Mistakes:`; the bundled prompt is ours.
     (first, *_) = pipeline["corrector_prompts"]
     assert first.startswith(csqa_prompt_instruction()) and first.endswith(f"}}\n{csqa.MISTAKES_LABEL}")
     assert "Incorrect Step:" not in first
     accepted, rejected = _rows(folder, "csqa"), _rows(folder, "csqa-rejected")
-    assert len(accepted) == 10 and len(rejected) == 2
-    assert {r["reject_reason"] for r in rejected} == {"wrong_answer", "parse_error"}
+    assert len(accepted) == 9 and len(rejected) == 3
+    assert {r["reject_reason"] for r in rejected} == {"wrong_answer", "parse_error", "inexact_choice"}
+    assert not {r["question"] for r in accepted} & (MISSPELT_FIX | WRONG_FIX | MALFORMED_FIX)
     for r in accepted:
-        stated = r["gold_answer"][:-1] if r["question"] in MISSPELT_FIX else r["gold_answer"]
-        assert r["incorrect_step"] is None and r["corrected_answer"] == stated
+        assert r["incorrect_step"] is None and r["corrected_answer"] == r["gold_answer"]
         assert r["explanation"].startswith("The original answer dismisses")
-        assert r["corrected_steps"][-1] == f"The answer is {stated}."
+        assert r["corrected_steps"][-1] == f"The answer is {r['gold_answer']}."
         assert "second block" not in "\n".join(r["corrected_steps"])  # the first block only
         assert r["corrector_prompt"].startswith("lema-hub/corrector_csqa@sha256:")
+    # Graded correct (it maps to the gold candidate) but not the candidate as written: no training row.
+    (inexact,) = [r for r in rejected if r["reject_reason"] == "inexact_choice"]
+    assert inexact["question"] in MISSPELT_FIX and inexact["corrected_answer"] == inexact["gold_answer"][:-1]
+    assert "edit-distance mapping" in inexact["reject_detail"]
     s = pipeline["correct"]
-    assert s["accepted"] == 10 and s["reject_reasons"] == {"wrong_answer": 1, "parse_error": 1}
+    assert s["accepted"] == 9
+    assert s["reject_reasons"] == {"wrong_answer": 1, "parse_error": 1, "inexact_choice": 1}
     assert "unparsed" not in s["by_step_position"]  # no step index in this schema
     card = _card(folder)
-    assert "83.3%" in card and "CommonsenseQA: MIT" in card
+    assert "75.0%" in card and "CommonsenseQA: MIT" in card
+    assert "| inexact_choice | 1 |" in card
 
 
 def csqa_prompt_instruction() -> str:
@@ -189,10 +195,15 @@ def test_build_rows_in_the_csqa_formats(pipeline):
     lema = _rows(folder, "csqa-lema")
     cot = [r for r in lema if r["kind"] == "cot"]
     fixes = [r for r in lema if r["kind"] == "correction"]
-    # 24 correct paths: 12 as written, 12 misspelt, whose answer is then named as the gold candidate,
-    # which makes them duplicates of the first 12.
-    assert len(cot) == 12 and {r["origin"] for r in cot} == {"sample"} and len(fixes) == 10
-    assert pipeline["build"]["sample_duplicates_dropped"] == 12
+    # 24 correct paths: 12 name the gold candidate as written; 12 are misspelt, correct only through
+    # the edit-distance mapping, and left out (training data is stricter than evaluation).
+    assert len(cot) == 12 and {r["origin"] for r in cot} == {"sample"} and len(fixes) == 9
+    assert pipeline["build"]["sample_inexact_dropped"] == 12
+    assert pipeline["build"]["sample_duplicates_dropped"] == 0
+    assert pipeline["build"]["inexact_corrections_dropped"] == 0  # correct rejected it already
+    samples = {s["completion"]: s for s in _rows(pipeline["tmp"] / "mistakes", "csqa-samples")}
+    for r in cot:  # each row is a path that stated the gold candidate as written, verbatim
+        assert r["completion"] in samples and samples[r["completion"]]["sample_index"] % 4 == 0
     decontamination = pipeline["build"]["decontamination"]  # the held-out CSQA sample shares no 8-gram
     assert decontamination["test_questions"] == 8 and decontamination["dropped_cot_rows"] == 0
     p = PROBLEMS[cot[0]["question"]]
@@ -205,13 +216,11 @@ def test_build_rows_in_the_csqa_formats(pipeline):
     assert fix["completion"].startswith(f"{csqa.MISTAKES_LABEL} The original answer dismisses")
     assert f"\n{csqa.CORRECTED_ANSWER_LABEL}\n{{\n" in fix["completion"]
     assert fix["completion"].endswith(f"The answer is {p.gold_answer}.\n}}")
-    # cot_corrected names the gold candidate even where the corrector misspelt it.
-    (misspelt,) = [
-        r
-        for r in _rows(folder, "csqa-cot_corrected")
-        if r["origin"] == "correction" and r["question"] in MISSPELT_FIX
-    ]
-    assert misspelt["completion"].endswith(f"The answer is {PROBLEMS[misspelt['question']].gold_answer}.")
+    # The misspelt correction was rejected: no view holds it.
+    for view in ("lema", "cot_corrected", "no_explanation", "no_incorrect_step", "no_corrected_solution"):
+        assert not {r["question"] for r in _rows(folder, f"csqa-{view}") if r["origin"] == "correction"} & (
+            MISSPELT_FIX
+        )
     by_q = {r["question"]: r for r in _rows(folder, "csqa-no_explanation") if r["kind"] == "correction"}
     assert by_q[fix["question"]]["completion"].startswith(csqa.CORRECTED_ANSWER_LABEL)
     by_q = {
@@ -222,7 +231,7 @@ def test_build_rows_in_the_csqa_formats(pipeline):
     no_step = {r["question"]: r for r in _rows(folder, "csqa-no_incorrect_step") if r["kind"] == "correction"}
     assert no_step[fix["question"]]["completion"] == fix["completion"]
     corrected = [r for r in _rows(folder, "csqa-cot_corrected") if r["origin"] == "correction"]
-    assert len(corrected) == 10 and all(r["kind"] == "cot" for r in corrected)
+    assert len(corrected) == 9 and all(r["kind"] == "cot" for r in corrected)
     assert corrected[0]["prompt"] == csqa.csqa_prompt(
         corrected[0]["question"], PROBLEMS[corrected[0]["question"]].candidates
     )
@@ -486,3 +495,154 @@ def test_model_card_notes_how_often_answers_were_mapped(tmp_path):
     assert "csqa-cot template" in results and "2 of 6 answers mapped to the nearest candidate" in results
     card = (model / "README.md").read_text(encoding="utf-8")
     assert "2 of 6 answers mapped to the nearest candidate" in card and "| 50.0 |" in card
+
+
+# ------------------------------------------------------------------- training data: exact answers only
+
+
+def test_paths_correct_only_through_the_mapping_make_no_cot_rows():
+    """A path graded correct because its stated answer maps to gold (misspelt, a letter, "I do not
+    know" nearest to gold) is no CoT row; the one naming the gold candidate as written is."""
+    from lema_hub.build import sample_cot_rows
+
+    p = load_csqa_sample("train")[0]
+    texts = {
+        "exact": f"Thinking it over.\nThe answer is {p.gold_answer.upper()}.",
+        "unsure": "Hmm, I cannot decide.\nThe answer is I do not know.",
+        "letter": "Thinking it over.\nThe answer is B.",
+        "misspelt": f"Thinking it over.\nThe answer is {p.gold_answer[:-1]}.",
+    }
+    samples = [
+        {**p.to_dict(), "completion": t, "steps": t.split("\n"), "verdict": "correct"} for t in texts.values()
+    ]
+    rows, left_out = sample_cot_rows(samples, [], "plain")
+    assert [r["completion"] for r in rows] == [f"Thinking it over.\nThe answer is {p.gold_answer}."]
+    assert left_out == {"duplicates": 0, "inexact": 3}
+    assert csqa.names_candidate(f'"{p.gold_answer.title()}".', p.gold_answer)
+    assert not csqa.names_candidate("B", p.gold_answer) and not csqa.names_candidate(None, p.gold_answer)
+
+
+def test_build_drops_inexact_corrections_an_older_correct_accepted(pipeline, tmp_path):
+    """A corrections folder whose accepted rows include one that reaches gold only through the
+    mapping (as `correct` accepted before `inexact_choice`): build leaves it out and counts it."""
+    import datasets
+
+    from lema_hub.artifacts import save_dataset_config
+    from lema_hub.build import BuildConfig, build
+    from lema_hub.schema import correction_features
+
+    folder = pipeline["tmp"] / "corrections"
+    old = _rows(folder, "csqa") + [
+        dict(r, accepted=True, reject_reason=None, reject_detail=None)
+        for r in _rows(folder, "csqa-rejected")
+        if r["reject_reason"] == "inexact_choice"
+    ]
+    ds = datasets.Dataset.from_list(old)
+    save_dataset_config(tmp_path / "old", "csqa", {"train": ds.cast(correction_features(ds.features))})
+    s = build(
+        BuildConfig(
+            corrections=str(tmp_path / "old"), problems="csqa", problems_path=str(TRAIN_FILE),
+            views=["lema"], output_dir=str(tmp_path / "mix"), shuffle=False,
+        )
+    )  # fmt: skip
+    assert s["inexact_corrections_dropped"] == 1 and s["correction_rows"] == 9
+    lema = _rows(tmp_path / "mix", "csqa-lema")
+    assert len(lema) == 9 and not {r["question"] for r in lema} & MISSPELT_FIX
+
+
+# ------------------------------------------------------------------------- build: refusals, stale views
+
+
+def _build_error(capsys, *args: str) -> str:
+    """`lema-hub build ARGS` fails with exit 2 and one line on stderr; returns the line."""
+    from lema_hub.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["build", *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lema-hub build: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_build_with_no_training_rows_says_why_and_writes_nothing(pipeline, tmp_path, capsys):
+    import shutil
+
+    from lema_hub.correct import CorrectConfig, correct
+
+    ref = tmp_path / "ref"  # the reference corrector's CSQA output: every row rejected (no_reference)
+    correct(CorrectConfig(mistakes=str(pipeline["tmp"] / "mistakes"), output_dir=str(ref)))
+    capsys.readouterr()  # its progress bars
+    csqa_args = ("--problems", "csqa", "--problems_path", str(TRAIN_FILE))
+    err = _build_error(capsys, *csqa_args, "--corrections", str(ref), "--output_dir", str(tmp_path / "new"))
+    assert "no training rows" in err and "CSQA has no gold rationale" in err
+    assert "include_correct_samples: true" in err and f"no accepted corrections in {ref}" in err
+    assert not (tmp_path / "new").exists()
+    # Onto a finished folder: it is left exactly as it was.
+    done = tmp_path / "done"
+    shutil.copytree(pipeline["tmp"] / "mixture", done)
+    before = _files(done)
+    _build_error(capsys, *csqa_args, "--corrections", str(ref), "--output_dir", str(done))
+    # Decontamination that drops every row (the training questions themselves as the test set).
+    err = _build_error(
+        capsys, *csqa_args, "--corrections", str(pipeline["tmp"] / "corrections"),
+        "--mistakes", str(pipeline["tmp"] / "mistakes"), "--include_correct_samples", "true",
+        "--decontaminate", "csqa", "--decontaminate_path", str(TRAIN_FILE), "--decontaminate_split", "train",
+        "--output_dir", str(done),
+    )  # fmt: skip
+    assert "no training rows: decontamination against csqa dropped all 21 rows" in err
+    assert _files(done) == before
+
+
+def test_rebuild_with_an_empty_view_removes_its_old_config(pipeline, tmp_path):
+    """A view empty in this run is not left in the folder from the run before (its card entry neither)."""
+    import shutil
+
+    from lema_hub.artifacts import discover_configs
+    from lema_hub.build import BuildConfig, build
+
+    folder = tmp_path / "mixture"
+    shutil.copytree(pipeline["tmp"] / "mixture", folder)
+    assert "csqa-cot" in discover_configs(folder)
+    s = build(
+        BuildConfig(
+            corrections=str(pipeline["tmp"] / "corrections"), problems="csqa", problems_path=str(TRAIN_FILE),
+            output_dir=str(folder), shuffle=False,
+        )
+    )  # fmt: skip
+    assert s["empty_views"] == ["cot"] and "cot" not in s["views"]
+    assert "csqa-cot" not in discover_configs(folder) and not (folder / "data" / "csqa-cot").exists()
+    record = json.loads((folder / "run_summary.json").read_text())
+    assert record["build"]["empty_views"] == ["cot"]
+    card = _card(folder)
+    assert "config_name: csqa-cot\n" not in card and "`csqa-cot`" not in card
+    assert "| `csqa-lema` | 9 | 0 | 9 | plain text |" in card
+
+
+def test_build_refuses_mixing_math_and_multiple_choice(pipeline, tmp_path, capsys):
+    corrections, mistakes = str(pipeline["tmp"] / "corrections"), str(pipeline["tmp"] / "mistakes")
+    out = ("--output_dir", str(tmp_path / "out"))
+    # The math sample's gold CoT rows with CSQA corrections (the probe's `config_sample.yaml` run).
+    err = _build_error(capsys, "--problems", "sample", "--corrections", corrections, *out)
+    assert "mixed tasks: math rows from the problems sample" in err
+    assert f"multiple-choice (CSQA) rows from the corrections {corrections} [csqa]" in err
+    err = _build_error(
+        capsys, "--problems", "sample", "--views", "cot", "--mistakes", mistakes,
+        "--include_correct_samples", "true", *out,
+    )  # fmt: skip
+    assert f"multiple-choice (CSQA) rows from the mistakes {mistakes} [csqa-samples]" in err
+    # Decontamination against the other task's test set.
+    err = _build_error(
+        capsys, "--problems", "csqa", "--problems_path", str(TRAIN_FILE), "--corrections", corrections,
+        "--decontaminate", "sample_test", *out,
+    )  # fmt: skip
+    assert "decontaminate sample_test is a math test set but the training rows are multiple-choice" in err
+    assert "csqa_dev, csqa_sample_test" in err
+    err = _build_error(capsys, "--views", "cot", "--decontaminate", "csqa_sample_test", *out)
+    assert "csqa_sample_test is a multiple-choice (CSQA) test set but the training rows are math" in err
+    assert "gsm8k_test, math_test, math500, sample_test" in err
+    assert not (tmp_path / "out").exists()
