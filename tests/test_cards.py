@@ -212,6 +212,9 @@ def test_mistakes_card(collected):
         head, keep = f"| `{verdict}` | {count} | {100 * count / n:.1f}% |", "yes" if verdict in kept else "no"
         assert [line.endswith(f"| {keep} |") for line in text.splitlines() if line.startswith(head)] == [True]
     assert kept == {"wrong"}
+    # Math rows in math terms (the CSQA wording is for CSQA folders only: tests/test_csqa_pipeline.py).
+    assert "sampled from language models on math word problems, with" in text and "math" in card.data.tags
+    assert "For multiple-choice questions" not in text and "`candidates`" not in text
     assert 'load_dataset("your-username/lema-mistakes", "gsm8k", split="train")' in text
     assert "Replace `your-username`" in text
     assert any(r["question"] in text for r in wrong)  # one record rendered
@@ -245,6 +248,12 @@ def test_corrections_card_numbers_and_reference_corrector(reference_corrections)
         in text
     )
     assert "rule-based reference corrector" in text
+    assert (
+        "for each wrong reasoning path, the first incorrect step, an explanation and a corrected solution"
+        in text
+    )
+    assert "`incorrect_step` (1-based), `explanation`, `corrected_steps`," in text
+    assert "CommonsenseQA rows" not in text and "inexact_choice" not in text
     assert 'load_dataset("someone/lema-corrections", "gsm8k", split="train")' in text
     assert f"`{accepted[0]['corrector_prompt']}`" in text
     assert "Position of the first incorrect step" not in text  # the caption, not the plot title
@@ -371,6 +380,10 @@ def test_other_dataset_cards_render(lema_server, reference_corrections, tmp_path
             assert rows and row in card.text
     if kind == "mixture":
         assert sorted(configs) == ["gsm8k-cot", "gsm8k-lema"] and "[assistant]" in card.text
+        assert (
+            "Correction rows use the paper's second instruction: the question and the wrong path in, "
+            "`Incorrect Step: Step k.` / `Explanation: ...` / `Correct Solution: {...}` out." in card.text
+        )
         assert Counter(r["kind"] for r in _rows(folder, "gsm8k-lema"))["correction"] > 0
     if kind == "evolved":
         rows = _rows(folder, configs[0])
@@ -381,6 +394,9 @@ def test_other_dataset_cards_render(lema_server, reference_corrections, tmp_path
             acc = 100 * sum(r["verdict"] == "correct" for r in rows) / len(rows)
             assert 0 < acc < 100 and f"| `{config}` | {len(rows)} | {acc:.1f}% |" in card.text
         assert 'split="test"' in card.text
+        assert "the extracted answer and the verdict from math-verify." in card.text
+    assert "math" in card.data.tags and "multiple-choice" not in card.data.tags
+    assert "For multiple-choice questions" not in card.text and "mapped_answer" not in card.text
     _assert_clean(folder, tmp_path)
 
 

@@ -646,3 +646,80 @@ def test_build_refuses_mixing_math_and_multiple_choice(pipeline, tmp_path, capsy
     assert "csqa_sample_test is a multiple-choice (CSQA) test set but the training rows are math" in err
     assert "gsm8k_test, math_test, math500, sample_test" in err
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------------- cards in CSQA terms
+
+
+def _dataset_card(folder: Path):
+    from huggingface_hub import DatasetCard
+
+    return DatasetCard.load(folder / "README.md")
+
+
+def test_dataset_cards_describe_csqa_in_csqa_terms(pipeline):
+    """Each card a CSQA stage wrote: tags by task, no math-only claims, the CSQA schema and fields."""
+    cards = {k: _dataset_card(pipeline["tmp"] / k) for k in ("mistakes", "corrections", "mixture", "eval")}
+    for kind, card in cards.items():
+        assert "math" not in card.data.tags, kind
+        assert {"commonsense-reasoning", "multiple-choice"} <= set(card.data.tags), kind
+        assert "multiple-choice" in card.data.task_categories, kind
+        assert "no step index" in card.text, kind
+    mistakes = cards["mistakes"].text
+    assert "math word problems" not in mistakes
+    assert "sampled from language models on commonsense multiple-choice questions (CommonsenseQA)" in mistakes
+    assert "`candidates` (the answer choices" in mistakes and "smallest edit distance" in mistakes
+    corrections = cards["corrections"].text
+    assert "for each wrong reasoning path, the first incorrect step" not in corrections
+    assert (
+        "an explanation of its mistakes and a corrected answer (this schema has no incorrect step)"
+        in corrections
+    )
+    assert "`incorrect_step` (1-based; null for CommonsenseQA rows)" in corrections
+    assert "rejected as `inexact_choice`" in corrections and "| inexact_choice | 1 |" in corrections
+    mixture = cards["mixture"].text
+    assert "`Incorrect Step: Step k.`" not in mixture
+    assert "`Mistakes: ...` / `Corrected Answer: {...}` out" in mixture
+    assert "`no_incorrect_step` holds the same rows as `lema`" in mixture
+    assert "(12 sampled paths and 0 corrections in this build)" in mixture
+    ev = cards["eval"].text
+    assert "math-verify" not in ev
+    assert (
+        "mapped to the candidate with the smallest edit distance, then compared with the gold candidate" in ev
+    )
+
+
+def test_model_card_of_a_csqa_trained_model(pipeline, tmp_path, tiny_model):
+    """`lema-hub sft` on the CSQA mixture: the card's usage snippet builds the paper's CSQA prompt for a
+    CSQA question, its evaluation sentence is CSQA's grading, its tags name the task."""
+    from huggingface_hub import ModelCard
+    from trl import ModelConfig, SFTConfig
+
+    from lema_hub.sft import SFTScriptArguments, train
+
+    out = tmp_path / "lema-csqa"
+    train(
+        SFTScriptArguments(dataset_name=str(pipeline["tmp"] / "mixture"), task="csqa", view="lema"),
+        SFTConfig(
+            output_dir=str(out), max_steps=1, per_device_train_batch_size=1, max_length=256,
+            save_strategy="no", report_to="none", use_cpu=True, bf16=False, disable_tqdm=True, seed=0,
+        ),
+        ModelConfig(model_name_or_path=tiny_model),
+    )  # fmt: skip
+    card = ModelCard.load(out / "README.md")
+    assert "math" not in card.data.tags and {"commonsense-reasoning", "multiple-choice"} <= set(
+        card.data.tags
+    )
+    text = card.text
+    assert "math-verify" not in text and "Natalia" not in text and "math problem" not in text
+    assert (
+        "mapped to the candidate with the smallest edit distance and compared with the gold candidate" in text
+    )
+    assert "a wrong answer, an explanation of its mistakes and a corrected answer" in text
+    snippet = text.split("```python\n", 1)[1].split("```", 1)[0]
+    lines = snippet.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("question = "))
+    scope: dict = {}
+    exec("\n".join(lines[start : start + 3]), scope)  # the card's own question, candidates and prompt
+    assert scope["prompt"] == csqa.csqa_prompt(scope["question"], scope["candidates"])
+    assert len(scope["candidates"]) == 5 and scope["question"].endswith("?")

@@ -103,6 +103,10 @@ def test_adapter_names_the_real_hub_base_and_cards_tell_the_truth(trained):
         assert "12 held-out problems written for lema_hub" in card.text
         assert "local folder written by `lema-hub build`, not a Hub dataset" in card.text
         assert "licensed Apache-2.0" in card.text and "ASDiv: CC BY-NC 4.0" in card.text
+        # A math model in math terms (a CSQA-trained one: tests/test_csqa_pipeline.py).
+        assert "pass@1 (answers compared with math-verify)" in card.text and "math" in card.data.tags
+        assert "Natalia sold clips" in card.text and "Please solve the following math problem." in card.text
+        assert "CommonsenseQA" not in card.text and "candidates" not in card.text
     # A Hub benchmark does go to `.eval_results/`, and only then does the card mention it.
     from lema_hub.cards.model import write_eval_results
 

@@ -21,10 +21,12 @@ from lema_hub.cards.plots import _rows_per_config_plot
 from lema_hub.cards.stats import _KIND_STATS, _all_values, _price_table, _token_usage
 from lema_hub.cards.templates import _load_template
 from lema_hub.models import is_hub_id
+from lema_hub.problems import task_of
 from lema_hub.schema import (
     _LICENSE_NAMES,
     _PRETTY,
     _REPO_NAMES,
+    CHOICE_TASK,
     CORRECTOR_TOKENS,
     DEFAULT_NAMESPACE,
     GENERATOR_TOKENS,
@@ -163,6 +165,14 @@ def _sources_info(sources: list[str]) -> tuple[list[str], list[str] | str]:
     return hub_ids, licenses[0] if len(licenses) == 1 else licenses
 
 
+def _task_families(tables: dict[str, dict[str, Any]]) -> tuple[bool, bool]:
+    """(whether any rows are multiple choice (CSQA), whether any are math): by the rows' `source`,
+    or a `candidates` column holding answer choices."""
+    tasks = {task_of(str(s)) for s in _all_values(tables, "source") if s}
+    choice = CHOICE_TASK in tasks or any(_all_values(tables, "candidates"))
+    return choice, bool(tasks - {CHOICE_TASK}) or not choice
+
+
 def _prov_values(tables: dict, name: str) -> list[str]:
     return sorted(
         {
@@ -227,14 +237,18 @@ def write_dataset_card(
         if row is not None:
             samples_md.append(_sample_record_md(cfg, row))
     subjects = {str(s) for s in _all_values(tables, "subject") if s}
+    choice_task, math_task = _task_families(tables)
     card_data = DatasetCardData(
         language=["en"],
         license=license_,
         pretty_name=_PRETTY[kind],
         size_categories=[_size_category(total)],
         source_datasets=source_ids or None,
-        task_categories=["text-generation", "question-answering"],
-        tags=["math", "reasoning", "lema", "learning-from-mistakes", "synthetic", "chain-of-thought"],
+        task_categories=["text-generation", "question-answering"]
+        + (["multiple-choice"] if choice_task else []),
+        tags=(["math"] if math_task else [])
+        + ["reasoning", "lema", "learning-from-mistakes", "synthetic", "chain-of-thought"]
+        + (["commonsense-reasoning", "multiple-choice"] if choice_task else []),
         configs=configs_meta,
     )
     extra = {k: v for k, v in meta.items() if k not in card_data.to_dict() and k != "configs"}
@@ -273,6 +287,9 @@ def write_dataset_card(
         samples_md=samples_md,
         recipes=list(summaries),
         summaries={k: v for k, v in summaries.items() if isinstance(v, dict)},
+        # Which task families the rows hold: the templates describe CSQA rows in CSQA terms.
+        choice_task=choice_task,
+        math_task=math_task,
         paper_url=PAPER_URL,
         citation=PAPER_CITATION,
         **ctx,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -14,9 +15,11 @@ from lema_hub.artifacts import _atomic_write_text, _dump_yaml, _safe_name, _scru
 from lema_hub.cards.sweep import _carry_sweep_section
 from lema_hub.cards.templates import _load_template
 from lema_hub.models import EMBEDDED_MODELS, TINY_MODELS, is_hub_id
+from lema_hub.problems import task_of
 from lema_hub.schema import (
     _LICENSE_NAMES,
     _TASK_DATASETS,
+    CHOICE_TASK,
     CODE_LICENSE,
     DEFAULT_NAMESPACE,
     EVAL_RESULTS_DIR,
@@ -27,6 +30,21 @@ from lema_hub.schema import (
 )
 
 _EVAL_START, _EVAL_END = "<!-- lema-hub:eval-results:start -->", "<!-- lema-hub:eval-results:end -->"
+# The usage snippet of a CSQA-trained model: a question of the bundled CSQA sample's held-out split.
+_CSQA_USAGE_QUESTION = "Where would you put dirty dishes so they can be cleaned?"
+_CSQA_USAGE_CANDIDATES = ["sink", "bed", "car trunk", "closet", "mailbox"]
+
+
+def _csqa_usage() -> dict[str, str]:
+    """Python literals for the card's usage snippet: the question, its candidates, and the paper's
+    CSQA prompt (`csqa.CSQA_PROMPT`, so the snippet cannot drift from what evaluation sends)."""
+    from lema_hub.csqa import CSQA_PROMPT
+
+    return {
+        "question": json.dumps(_CSQA_USAGE_QUESTION),
+        "candidates": json.dumps(_CSQA_USAGE_CANDIDATES),
+        "template": json.dumps(CSQA_PROMPT),
+    }
 
 
 def _is_hub_dataset_id(dataset_id: str) -> bool:
@@ -190,7 +208,11 @@ def write_model_card(folder: str | os.PathLike, info: dict) -> None:
     for d in [*(info.get("source_datasets") or []), _TASK_DATASETS.get(str(task))]:
         if d and _is_hub_dataset_id(str(d)) and d not in hub_datasets:
             hub_datasets.append(str(d))
+    choice_task = bool(task) and task_of(str(task)) == CHOICE_TASK
     tags = ["lema", "learning-from-mistakes", "math", "reasoning", "trl", "sft"]
+    if choice_task:  # a CSQA-trained model
+        tags = ["lema", "learning-from-mistakes", "commonsense-reasoning", "multiple-choice", "reasoning"]
+        tags += ["trl", "sft"]
     if adapter:
         tags += ["peft", "lora"]
     existing = (folder / README).read_text(encoding="utf-8") if (folder / README).is_file() else ""
@@ -223,6 +245,8 @@ def write_model_card(folder: str | os.PathLike, info: dict) -> None:
         local_datasets=[d for d in datasets_ if d not in hub_datasets],
         code_license=_LICENSE_NAMES.get(CODE_LICENSE, CODE_LICENSE),
         data_license=TASK_DATA_LICENSES.get(str(task)),
+        choice_task=choice_task,
+        csqa_usage=_csqa_usage() if choice_task else None,
         paper_url=PAPER_URL,
         citation=PAPER_CITATION,
     )
