@@ -621,6 +621,7 @@ def test_rebuild_with_an_empty_view_removes_its_old_config(pipeline, tmp_path):
     card = _card(folder)
     assert "config_name: csqa-cot\n" not in card and "`csqa-cot`" not in card
     assert "| `csqa-lema` | 9 | 0 | 9 | plain text |" in card
+    assert "Views with no rows in the build that wrote this folder (not written" in card and ": `cot`." in card
 
 
 def test_build_refuses_mixing_math_and_multiple_choice(pipeline, tmp_path, capsys):
