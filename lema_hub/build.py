@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub import formats
-from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
+from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config_stream
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import corrected_solution
 from lema_hub.problems import ProblemArgs, load_problems
 from lema_hub.publish import finish
-from lema_hub.schema import PROMPT_STYLES, conform, training_row_features
+from lema_hub.schema import PROMPT_STYLES, training_row_features
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,10 @@ VIEWS: tuple[str, ...] = (
     "no_corrected_solution",
     "cot_corrected",
 )
+# Training rows built and written together.
+_BATCH_ROWS = 4096
+# Long texts of the input rows that no training row uses: not read.
+_UNUSED_COLUMNS = ("completion", "raw_output", "gold_solution", "reject_detail")
 # Named held-out sets for decontamination: (problems, problems_split).
 TEST_SETS: dict[str, tuple[str, str]] = {
     "gsm8k_test": ("gsm8k", "test"),
@@ -209,21 +213,25 @@ def _text(x: Any) -> str:
 
 def view_rows(view: str, cot: list[dict], corrections: list[dict], style: str) -> list[dict]:
     """The rows of one ablation view."""
-    if view == "cot":
-        return list(cot)
+    return [_view_row(view, j, cot, corrections, style) for j in range(_view_size(view, cot, corrections))]
+
+
+def _view_size(view: str, cot: list[dict], corrections: list[dict]) -> int:
+    return len(cot) if view == "cot" else len(cot) + len(corrections)
+
+
+def _view_row(view: str, j: int, cot: list[dict], corrections: list[dict], style: str) -> dict:
+    """Row `j` of `view_rows(view, ...)`, built on its own (a view is written without holding all of it)."""
+    if j < len(cot):
+        return cot[j]
+    c = corrections[j - len(cot)]
     if view == "cot_corrected":  # the paper's CoT control: corrected solutions as plain CoT rows
-        extra = []
-        for c in corrections:
-            k = int(c["incorrect_step"])
-            full = corrected_solution(list(c["steps"]), list(c["corrected_steps"]), k)
-            prompt, completion = cot_completion(c["question"], full, str(c["corrected_answer"]))
-            extra.append(_training_row("cot", "correction", c, prompt, completion, style))
-        return list(cot) + extra
-    rows = []
-    for c in corrections:
-        prompt, completion = correction_completion(c, view)
-        rows.append(_training_row("correction", "correction", c, prompt, completion, style))
-    return list(cot) + rows
+        k = int(c["incorrect_step"])
+        full = corrected_solution(list(c["steps"]), list(c["corrected_steps"]), k)
+        prompt, completion = cot_completion(c["question"], full, str(c["corrected_answer"]))
+        return _training_row("cot", "correction", c, prompt, completion, style)
+    prompt, completion = correction_completion(c, view)
+    return _training_row("correction", "correction", c, prompt, completion, style)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,7 +283,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     name = cfg.dataset_config_name
     if cfg.corrections:
         config = cfg.corrections_config or main_config(cfg.corrections)
-        corrections = load_rows(cfg.corrections, config, missing_ok=True)
+        corrections = load_rows(cfg.corrections, config, missing_ok=True, skip_columns=_UNUSED_COLUMNS)
         corrections = [c for c in corrections if c.get("accepted", True)]
         name = name or config
     name = name or cfg.problems.replace("/", "_")
@@ -290,7 +298,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                 "build: include_correct_samples needs `mistakes` (the mistakes folder or Hub id)."
             )
         mconf = main_config(cfg.mistakes)
-        samples = load_rows(cfg.mistakes, f"{mconf}-samples")
+        samples = load_rows(cfg.mistakes, f"{mconf}-samples", skip_columns=_UNUSED_COLUMNS)
         extra, dupes = sample_cot_rows(samples, cot, cfg.prompt_style)
         cot += extra
         summary.update(sample_cot_rows=len(extra), sample_duplicates_dropped=dupes)
@@ -312,17 +320,30 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
 
     out = Path(cfg.output_dir or f"outputs/{name}/mixture" + ("-chat" if cfg.prompt_style == "chat" else ""))
     views: dict[str, dict[str, int]] = {}
+    feats = training_row_features(cfg.prompt_style)
     for view in cfg.views:
-        rows = view_rows(view, cot, corrections, cfg.prompt_style)
-        if cfg.shuffle:
-            random.Random(cfg.seed).shuffle(rows)
-        if not rows:
+        n = _view_size(view, cot, corrections)
+        if not n:
             logger.warning("view %s is empty; skipped", view)
             continue
-        feats = training_row_features(cfg.prompt_style)
-        save_dataset_config(out, f"{name}-{view}", {"train": conform(rows, feats)}, features=feats)
-        kinds = Counter(r["kind"] for r in rows)
-        views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": len(rows)}
+        # Shuffling the row numbers gives the order shuffling the rows would (same seed, same
+        # length); the rows are then built and written a batch at a time.
+        order = list(range(n))
+        if cfg.shuffle:
+            random.Random(cfg.seed).shuffle(order)
+        kinds: Counter = Counter()
+
+        def batches(view: str = view, order: list[int] = order, kinds: Counter = kinds):
+            for lo in range(0, len(order), _BATCH_ROWS):
+                rows = [
+                    _view_row(view, j, cot, corrections, cfg.prompt_style)
+                    for j in order[lo : lo + _BATCH_ROWS]
+                ]
+                kinds.update(r["kind"] for r in rows)
+                yield rows
+
+        save_dataset_config_stream(out, f"{name}-{view}", batches(), feats)
+        views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": n}
     summary.update(views=views, output_dir=str(out), wall_s=round(time.time() - t0, 2))
     finish(out, "mixture", cfg, summary, recipe="build")
     logger.info("mixture views: %s", views)

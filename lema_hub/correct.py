@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lema_hub import distributed, formats
-from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
+from lema_hub.artifacts import DatasetConfigWriter, HubArgs, load_rows, main_config
 from lema_hub.corrector.claims import first_false_step
 from lema_hub.corrector.parse import ParsedCorrection, parse_correction
 from lema_hub.corrector.prompt import (
@@ -39,6 +40,9 @@ from lema_hub.schema import CORRECTOR_BACKENDS as BACKENDS
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
 
 logger = logging.getLogger(__name__)
+
+# Corrections parsed, graded and written together.
+_BATCH_ROWS = 2048
 
 
 @dataclass
@@ -125,33 +129,18 @@ def _row_task(row: dict) -> str:
     return task_of(row)
 
 
-def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path) -> tuple[list[dict], dict]:
-    """One row per (mistake, attempt), with parsed fields but before grading."""
+def _correction_rows(
+    cfg: CorrectConfig, mistakes: list[dict], output_dir: Path
+) -> tuple[Iterator[list[dict]], dict]:
+    """Batches of rows, one per (mistake, attempt), with parsed fields but before grading.
 
-    tokens = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
-    rows: list[dict] = []
+    The LLM's requests are all sent first (and their failures counted in the returned tokens'
+    `outcome`); the rows are then built a batch at a time as the iterator is consumed.
+    """
+
+    tokens: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
     if cfg.backend == REFERENCE_CORRECTOR:
-        ref_name = reference_rules_ref()
-        for m in mistakes:
-            parsed = reference_correction(m, list(m["steps"]))
-            raw = None
-            if parsed is not None:
-                raw = formats.correction_target(
-                    parsed.incorrect_step, parsed.explanation, parsed.corrected_steps
-                )
-                # Same path as an LLM's output: the rendered text is parsed back and graded.
-                parsed = parse_correction(raw, len(m["steps"]), _row_task(m))
-            else:
-                # No gold steps to rewrite from; the arithmetic check may still locate the error.
-                located = first_false_step(list(m["steps"]))
-                parsed = ParsedCorrection(
-                    incorrect_step=located[0] if located else None,
-                    reject_reason="no_reference",
-                    detail="no calculator annotations in the gold solution, or no steps"
-                    + (f"; arithmetic check: step {located[0]}: {located[1].describe()}" if located else ""),
-                )
-            rows.append(_correction_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
-        return rows, tokens
+        return _reference_batches(mistakes), tokens
 
     prompts: dict[str, CorrectorPrompt] = {}
 
@@ -187,20 +176,60 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
         tokens["engine"] = dict(engine.last_summary)
     finally:
         engine.close()
+    del requests
     tokens["outcome"] = RequestOutcome("correct")
     tokens["outcome"].add(results, engine.last_summary)
     for res in results:
-        i, p = owners[res.request_id]
-        m = mistakes[i]
         tokens["requests"] += 1
         tokens["prompt_tokens"] += res.prompt_tokens or 0
         tokens["completion_tokens"] += res.completion_tokens or 0
-        if not res.ok:
-            parsed = ParsedCorrection(reject_reason="generation_failed", detail=res.error or "no text")
-        else:
-            parsed = parse_correction(res.text, len(m["steps"]), _row_task(m))
-        rows.append(_correction_row(m, cfg.model or "", p.ref, res.sample_index, res.text, parsed, res))
-    return rows, tokens
+
+    def batches() -> Iterator[list[dict]]:
+        for lo in range(0, len(results), _BATCH_ROWS):
+            rows = []
+            for res in results[lo : lo + _BATCH_ROWS]:
+                i, p = owners[res.request_id]
+                m = mistakes[i]
+                if not res.ok:
+                    parsed = ParsedCorrection(
+                        reject_reason="generation_failed", detail=res.error or "no text"
+                    )
+                else:
+                    parsed = parse_correction(res.text, len(m["steps"]), _row_task(m))
+                rows.append(
+                    _correction_row(m, cfg.model or "", p.ref, res.sample_index, res.text, parsed, res)
+                )
+            results[lo : lo + _BATCH_ROWS] = [None] * len(rows)  # each result dropped once its row is built
+            yield rows
+
+    return batches(), tokens
+
+
+def _reference_batches(mistakes: list[dict]) -> Iterator[list[dict]]:
+    """The rule-based corrector's rows, `_BATCH_ROWS` mistakes at a time."""
+    ref_name = reference_rules_ref()
+    for lo in range(0, len(mistakes), _BATCH_ROWS):
+        rows = []
+        for m in mistakes[lo : lo + _BATCH_ROWS]:
+            parsed = reference_correction(m, list(m["steps"]))
+            raw = None
+            if parsed is not None:
+                raw = formats.correction_target(
+                    parsed.incorrect_step, parsed.explanation, parsed.corrected_steps
+                )
+                # Same path as an LLM's output: the rendered text is parsed back and graded.
+                parsed = parse_correction(raw, len(m["steps"]), _row_task(m))
+            else:
+                # No gold steps to rewrite from; the arithmetic check may still locate the error.
+                located = first_false_step(list(m["steps"]))
+                parsed = ParsedCorrection(
+                    incorrect_step=located[0] if located else None,
+                    reject_reason="no_reference",
+                    detail="no calculator annotations in the gold solution, or no steps"
+                    + (f"; arithmetic check: step {located[0]}: {located[1].describe()}" if located else ""),
+                )
+            rows.append(_correction_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
+        yield rows
 
 
 def _correction_row(
@@ -299,8 +328,29 @@ def _step_bucket(r: dict) -> str:
     k = r.get("incorrect_step")
     if k is None:
         return "unparsed"
-    n = len(r.get("steps") or [])
+    n = r["n_steps"] if "n_steps" in r else len(r.get("steps") or [])
     return "final" if k == n else ("first" if k == 1 else "middle")
+
+
+_SUMMARY_KEYS = (
+    "accepted", "reject_reason", "problem_id", "generator", "sample_index", "level", "subject",
+    "incorrect_step", "reference_step",
+)  # fmt: skip
+
+
+def _summary_fields(row: dict) -> dict:
+    """The columns `summarize` reads of a correction row (its step count instead of its steps)."""
+    return {k: row.get(k) for k in _SUMMARY_KEYS} | {"n_steps": len(row.get("steps") or [])}
+
+
+def _inferred_features(rows: list[dict]):
+    """The Features `Dataset.from_list(rows)` would infer (a column of nulls is `null`), built one
+    column at a time instead of from a copy of every row."""
+    import pyarrow as pa
+    from datasets import Features
+
+    fields = [pa.field(k, pa.array([r.get(k) for r in rows]).type) for k in rows[0]] if rows else []
+    return Features.from_arrow_schema(pa.schema(fields))
 
 
 def summarize(rows: list[dict]) -> dict[str, Any]:
@@ -330,9 +380,11 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 
 @distributed.stage
 def correct(cfg: CorrectConfig) -> dict[str, Any]:
-    """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`)."""
-    import datasets
+    """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`).
 
+    Corrections are parsed, graded and written `_BATCH_ROWS` at a time: the rows of the whole run
+    are never in memory together.
+    """
     if not cfg.mistakes:
         raise InvalidInputError(
             "correct: set `mistakes` to a mistakes folder or Hub dataset id (from `lema-hub collect`)."
@@ -358,24 +410,41 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     quality = None
     if cfg.corrector_benchmark:  # read before any request is sent: a bad path fails fast
         quality = headline(cfg.corrector_benchmark)
-    rows, tokens = _correction_rows(cfg, mistakes, output_dir)
+    batches, tokens = _correction_rows(cfg, mistakes, output_dir)
     outcome = tokens.pop("outcome", None)
     # Before anything is written: a run whose requests failed never replaces finished rows.
     guard_publish(outcome, output_dir, "correct", name, [name, f"{name}-rejected"])
-    if cfg.reference_qa:
-        for r in rows:
-            r["reference_step"] = reference_step(r, list(r["steps"]))
-    _grade_corrections(rows, cfg.grading_workers)
-    if cfg.check_arithmetic:
-        check_corrections_arithmetic(rows)
+    # The mistake columns' types as `Dataset.from_list` of the rows would infer them, then the
+    # correction columns' fixed types.
+    features = correction_features(_inferred_features(mistakes))
+    slim: list[dict] = []  # what `summarize` reads of each row, not the row's text
+    prompt_refs: set[str] = set()
+    # An empty side is not written (and a stale one from an earlier run is removed).
+    # The inner writer finishes first, so `<task>` is listed before `<task>-rejected`, as before.
+    with (
+        DatasetConfigWriter(output_dir, f"{name}-rejected", features) as rejected_writer,
+        DatasetConfigWriter(output_dir, name, features) as accepted_writer,
+    ):
+        for rows in batches:
+            if cfg.reference_qa:
+                for r in rows:
+                    r["reference_step"] = reference_step(r, list(r["steps"]))
+            _grade_corrections(rows, cfg.grading_workers)
+            if cfg.check_arithmetic:
+                check_corrections_arithmetic(rows)
+            accepted_writer.write([r for r in rows if r["accepted"]])
+            rejected_writer.write([r for r in rows if not r["accepted"]])
+            slim += [_summary_fields(r) for r in rows]
+            prompt_refs.update(r["corrector_prompt"] for r in rows)
 
-    summary = summarize(rows)
+    summary = summarize(slim)
+    del slim
     summary.update(
         output_dir=str(output_dir),
         config=name,
         corrector=cfg.model or REFERENCE_CORRECTOR,
         backend=cfg.backend,
-        corrector_prompt=sorted({r["corrector_prompt"] for r in rows}),
+        corrector_prompt=sorted(prompt_refs),
         num_attempts=cfg.num_attempts,
         tokens=tokens,
         wall_s=round(time.time() - t0, 2),
@@ -387,11 +456,6 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     if quality is not None:
         quality["same_corrector"] = quality.get("corrector") == summary["corrector"]
         summary["corrector_quality"] = quality
-    ds = datasets.Dataset.from_list(rows)
-    ds = ds.cast(correction_features(ds.features))  # the correction columns' types, every run
-    # An empty side is not written (and a stale one from an earlier run is removed).
-    save_dataset_config(output_dir, name, {"train": ds.filter(lambda r: r["accepted"])})
-    save_dataset_config(output_dir, f"{name}-rejected", {"train": ds.filter(lambda r: not r["accepted"])})
     finish(output_dir, "corrections", cfg, summary, recipe="correct")
     logger.info(
         "corrections: %d/%d accepted (%s)", summary["accepted"], summary["n"], summary["reject_reasons"]
