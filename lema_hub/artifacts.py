@@ -625,7 +625,8 @@ class _ParquetColumns:
 
         self.paths = paths
         files = [pq.ParquetFile(p) for p in paths]
-        self.column_names = list(files[0].schema_arrow.names) if files else []
+        self.schema = files[0].schema_arrow if files else None
+        self.column_names = list(self.schema.names) if files else []
         self.num_rows = sum(f.metadata.num_rows for f in files)
         self.columns_read: list[str] = []
 

@@ -15,6 +15,7 @@ from lema_hub.artifacts import (
     save_dataset_config,
     save_dataset_config_stream,
 )
+from lema_hub.cards.dataset import write_dataset_card
 from lema_hub.schema import conform, sample_features
 from tests.fake_openai_server import FakeOpenAIServer
 from tests.test_collect import graded_responder
@@ -156,7 +157,10 @@ def test_collect_grades_and_writes_a_few_problems_at_a_time(tmp_path, monkeypatc
         "prompt_tokens",
     ):
         assert batched[key] == whole[key], key
-    assert (batched["mistakes"], batched["duplicates_removed"]) == (12, 24)  # 36 wrong, 2 distinct per problem
+    assert (batched["mistakes"], batched["duplicates_removed"]) == (
+        12,
+        24,
+    )  # 36 wrong, 2 distinct per problem
     for config in ("sample", "sample-samples"):
         assert load_artifact(str(tmp_path / "batched"), config).to_list() == (
             load_artifact(str(tmp_path / "whole"), config).to_list()
@@ -217,3 +221,18 @@ def test_build_writes_each_view_in_batches_in_the_shuffled_order(tmp_path, monke
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.mark.parametrize("style, label", [("plain", "plain text"), ("chat", "conversational (messages)")])
+def test_the_mixture_card_reads_no_text_column(tmp_path, monkeypatch, style, label):
+    """The card tells plain from conversational rows by the column's type, not by reading prompts."""
+    out = tmp_path / "mix"
+    build.build(build.BuildConfig(problems="sample", views=["cot"], prompt_style=style, output_dir=str(out)))
+    read: list[str] = []
+    real = artifacts._ParquetColumns.column
+    monkeypatch.setattr(
+        artifacts._ParquetColumns, "column", lambda self, name: read.append(name) or real(self, name)
+    )
+    write_dataset_card(out, "mixture")
+    assert "kind" in read and not {"prompt", "completion", "question"} & set(read), read
+    assert label in (out / "README.md").read_text()
