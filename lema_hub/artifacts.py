@@ -778,6 +778,26 @@ def main_config(folder_or_repo: str) -> str:
     return main[0]
 
 
+def _load_checked(
+    folder_or_repo: str, config: str, split: str, missing_ok: bool, skip_columns: Sequence[str]
+) -> datasets.Dataset | None:
+    """`load_artifact` with one clear error per cause (None: `missing_ok` and no such config)."""
+    import pyarrow as pa
+
+    path = Path(folder_or_repo)
+    if not _is_local(folder_or_repo):
+        try:
+            return load_artifact(folder_or_repo, config, split, skip_columns)
+        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
+            raise _hub_error(folder_or_repo, exc) from exc
+    if missing_ok and config not in discover_configs(path):
+        return None  # an empty config is not written at all
+    try:
+        return load_artifact(folder_or_repo, config, split, skip_columns)
+    except pa.ArrowException as exc:
+        raise InvalidInputError(f"{folder_or_repo} [{config}]: a parquet file cannot be read: {exc}") from exc
+
+
 def load_rows(
     folder_or_repo: str,
     config: str,
@@ -787,17 +807,52 @@ def load_rows(
 ) -> list[dict]:
     """Rows of one config/split of an artifact folder or Hub dataset (`missing_ok`: [] if absent);
     `skip_columns` are not read (e.g. long texts a stage does not use)."""
+    ds = _load_checked(folder_or_repo, config, split, missing_ok, skip_columns)
+    return [] if ds is None else [dict(r) for r in ds]
+
+
+class RowTable:
+    """The rows of an Arrow table, read like a list of dicts but kept as Arrow (a few KB per row
+    instead of a Python dict of Python objects); rows are converted `chunk` at a time, so reading
+    them in order is fast."""
+
+    def __init__(self, table: Any, chunk: int = 1024) -> None:
+        self.table = table
+        self.chunk = chunk
+        self._lo, self._rows = 0, []
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if not self._lo <= i < self._lo + len(self._rows):
+            self._lo = i - i % self.chunk
+            self._rows = self.table.slice(self._lo, self.chunk).to_pylist()
+        return self._rows[i - self._lo]
+
+    def __iter__(self):
+        for lo in range(0, len(self), self.chunk):
+            yield from self.table.slice(lo, self.chunk).to_pylist()
+
+    def rows(self, lo: int, hi: int) -> list[dict]:
+        """Rows [lo, hi) as dicts."""
+        return self.table.slice(lo, max(0, hi - lo)).to_pylist()
+
+    def head(self, n: int) -> RowTable:
+        return RowTable(self.table.slice(0, n), self.chunk)
+
+
+def load_row_table(
+    folder_or_repo: str,
+    config: str,
+    split: str = "train",
+    missing_ok: bool = False,
+    skip_columns: Sequence[str] = (),
+) -> RowTable:
+    """`load_rows` as a `RowTable`: the same rows, held as Arrow rather than as Python dicts."""
     import pyarrow as pa
 
-    path = Path(folder_or_repo)
-    if not _is_local(folder_or_repo):
-        try:
-            return [dict(r) for r in load_artifact(folder_or_repo, config, split, skip_columns)]
-        except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
-            raise _hub_error(folder_or_repo, exc) from exc
-    if missing_ok and config not in discover_configs(path):
-        return []  # an empty config is not written at all
-    try:
-        return [dict(r) for r in load_artifact(folder_or_repo, config, split, skip_columns)]
-    except pa.ArrowException as exc:
-        raise InvalidInputError(f"{folder_or_repo} [{config}]: a parquet file cannot be read: {exc}") from exc
+    ds = _load_checked(folder_or_repo, config, split, missing_ok, skip_columns)
+    return RowTable(pa.table({}) if ds is None else ds.data.table)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub import formats
-from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config_stream
+from lema_hub.artifacts import HubArgs, load_row_table, load_rows, main_config, save_dataset_config_stream
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import corrected_solution
 from lema_hub.problems import ProblemArgs, load_problems
@@ -224,7 +224,11 @@ def _view_row(view: str, j: int, cot: list[dict], corrections: list[dict], style
     """Row `j` of `view_rows(view, ...)`, built on its own (a view is written without holding all of it)."""
     if j < len(cot):
         return cot[j]
-    c = corrections[j - len(cot)]
+    return _correction_view_row(view, corrections[j - len(cot)], style)
+
+
+def _correction_view_row(view: str, c: dict, style: str) -> dict:
+    """The training row of one accepted correction in `view`."""
     if view == "cot_corrected":  # the paper's CoT control: corrected solutions as plain CoT rows
         k = int(c["incorrect_step"])
         full = corrected_solution(list(c["steps"]), list(c["corrected_steps"]), k)
@@ -273,18 +277,25 @@ def decontaminate(rows: list[dict], test_questions: list[str], n: int = 8) -> tu
 
 def build(cfg: BuildConfig) -> dict[str, Any]:
     """Write `<task>-<view>` configs of training rows; returns the summary (with `output_dir`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     t0 = time.time()
     if not cfg.corrections and "cot" not in cfg.views:
         raise InvalidInputError(
             "build: set `corrections` (a corrections folder or Hub id) or build only the `cot` view."
         )
-    corrections: list[dict] = []
+    # The corrections stay an Arrow table (a few KB per row, not a dict of Python objects); each
+    # batch of a view takes its rows from it.
+    corrections = pa.table({})
     name = cfg.dataset_config_name
     if cfg.corrections:
         config = cfg.corrections_config or main_config(cfg.corrections)
-        corrections = load_rows(cfg.corrections, config, missing_ok=True, skip_columns=_UNUSED_COLUMNS)
-        corrections = [c for c in corrections if c.get("accepted", True)]
+        corrections = load_row_table(
+            cfg.corrections, config, missing_ok=True, skip_columns=_UNUSED_COLUMNS
+        ).table
+        if "accepted" in corrections.column_names:  # a null `accepted` is not accepted
+            corrections = corrections.filter(pc.equal(corrections.column("accepted"), True))
         name = name or config
     name = name or cfg.problems.replace("/", "_")
     cot: list[dict] = []
@@ -302,14 +313,17 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         extra, dupes = sample_cot_rows(samples, cot, cfg.prompt_style)
         cot += extra
         summary.update(sample_cot_rows=len(extra), sample_duplicates_dropped=dupes)
-    summary["correction_rows"] = len(corrections)
+    summary["correction_rows"] = corrections.num_rows
 
     if cfg.decontaminate:
         test_q = load_test_questions(cfg.decontaminate, cfg.decontaminate_path, cfg.decontaminate_split)
         cot, dropped_cot = decontaminate(cot, test_q, cfg.ngram)
-        qrows = [{"question": c["question"], "kind": "correction", "c": c} for c in corrections]
+        questions = corrections.column("question").to_pylist() if corrections.num_rows else []
+        qrows = [{"question": q, "kind": "correction", "i": i} for i, q in enumerate(questions)]
         kept, dropped_corr = decontaminate(qrows, test_q, cfg.ngram)
-        corrections = [r["c"] for r in kept]
+        if corrections.num_rows:
+            corrections = corrections.take([r["i"] for r in kept])
+        del questions, qrows, kept
         summary["decontamination"] = {
             "test_set": cfg.decontaminate,
             "test_questions": len(test_q),
@@ -322,7 +336,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     views: dict[str, dict[str, int]] = {}
     feats = training_row_features(cfg.prompt_style)
     for view in cfg.views:
-        n = _view_size(view, cot, corrections)
+        n = len(cot) if view == "cot" else len(cot) + corrections.num_rows
         if not n:
             logger.warning("view %s is empty; skipped", view)
             continue
@@ -335,9 +349,12 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
 
         def batches(view: str = view, order: list[int] = order, kinds: Counter = kinds):
             for lo in range(0, len(order), _BATCH_ROWS):
+                part = order[lo : lo + _BATCH_ROWS]
+                taken = [j - len(cot) for j in part if j >= len(cot)]
+                fetched = iter(corrections.take(taken).to_pylist() if taken else [])
                 rows = [
-                    _view_row(view, j, cot, corrections, cfg.prompt_style)
-                    for j in order[lo : lo + _BATCH_ROWS]
+                    cot[j] if j < len(cot) else _correction_view_row(view, next(fetched), cfg.prompt_style)
+                    for j in part
                 ]
                 kinds.update(r["kind"] for r in rows)
                 yield rows

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub import distributed, formats
-from lema_hub.artifacts import DatasetConfigWriter, HubArgs, load_rows, main_config
+from lema_hub.artifacts import DatasetConfigWriter, HubArgs, RowTable, load_row_table, main_config
 from lema_hub.corrector.claims import first_false_step
 from lema_hub.corrector.parse import ParsedCorrection, parse_correction
 from lema_hub.corrector.prompt import (
@@ -130,7 +130,7 @@ def _row_task(row: dict) -> str:
 
 
 def _correction_rows(
-    cfg: CorrectConfig, mistakes: list[dict], output_dir: Path
+    cfg: CorrectConfig, mistakes: RowTable, output_dir: Path
 ) -> tuple[Iterator[list[dict]], dict]:
     """Batches of rows, one per (mistake, attempt), with parsed fields but before grading.
 
@@ -205,12 +205,12 @@ def _correction_rows(
     return batches(), tokens
 
 
-def _reference_batches(mistakes: list[dict]) -> Iterator[list[dict]]:
+def _reference_batches(mistakes: RowTable) -> Iterator[list[dict]]:
     """The rule-based corrector's rows, `_BATCH_ROWS` mistakes at a time."""
     ref_name = reference_rules_ref()
     for lo in range(0, len(mistakes), _BATCH_ROWS):
         rows = []
-        for m in mistakes[lo : lo + _BATCH_ROWS]:
+        for m in mistakes.rows(lo, lo + _BATCH_ROWS):
             parsed = reference_correction(m, list(m["steps"]))
             raw = None
             if parsed is not None:
@@ -343,13 +343,13 @@ def _summary_fields(row: dict) -> dict:
     return {k: row.get(k) for k in _SUMMARY_KEYS} | {"n_steps": len(row.get("steps") or [])}
 
 
-def _inferred_features(rows: list[dict]):
-    """The Features `Dataset.from_list(rows)` would infer (a column of nulls is `null`), built one
-    column at a time instead of from a copy of every row."""
+def _inferred_features(table: Any):
+    """The Features `Dataset.from_list` of the table's rows would infer (a column of nulls is
+    `null`, as every earlier run wrote it), one column at a time instead of from every row."""
     import pyarrow as pa
     from datasets import Features
 
-    fields = [pa.field(k, pa.array([r.get(k) for r in rows]).type) for k in rows[0]] if rows else []
+    fields = [pa.field(k, pa.array(table.column(k).to_pylist()).type) for k in table.column_names]
     return Features.from_arrow_schema(pa.schema(fields))
 
 
@@ -391,11 +391,12 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         )
     t0 = time.time()
     config = cfg.mistakes_config or main_config(cfg.mistakes)
-    mistakes = load_rows(cfg.mistakes, config, missing_ok=True)
-    if not mistakes:
+    # Held as Arrow, converted to dicts a chunk at a time: not every mistake as a Python dict.
+    mistakes = load_row_table(cfg.mistakes, config, missing_ok=True)
+    if not len(mistakes):
         raise InvalidInputError(f"correct: {cfg.mistakes} [{config}] has no mistakes to correct.")
     if cfg.mistakes_limit is not None:
-        mistakes = mistakes[: cfg.mistakes_limit]
+        mistakes = mistakes.head(cfg.mistakes_limit)
     name = cfg.dataset_config_name or config
     output_dir = Path(cfg.output_dir or f"outputs/{name}/corrections")
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -416,7 +417,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     guard_publish(outcome, output_dir, "correct", name, [name, f"{name}-rejected"])
     # The mistake columns' types as `Dataset.from_list` of the rows would infer them, then the
     # correction columns' fixed types.
-    features = correction_features(_inferred_features(mistakes))
+    features = correction_features(_inferred_features(mistakes.table))
     slim: list[dict] = []  # what `summarize` reads of each row, not the row's text
     prompt_refs: set[str] = set()
     # An empty side is not written (and a stale one from an earlier run is removed).
