@@ -18,6 +18,7 @@ three cards re-rendered -> `evaluate` on the test problems), each timed with its
     python benchmarks/scale.py --latency_scale 0                 # non-LLM work only
     python benchmarks/scale.py --resume_test --latency_scale 0.25   # SIGKILL collect at 50 %, resume
     python benchmarks/scale.py --stages build cards --work_dir DIR   # rerun stages on a kept folder
+    python benchmarks/scale.py --latency_scale 0 --problems 15000   # train repeated (new ids): memory
 """
 
 from __future__ import annotations
@@ -316,11 +317,25 @@ def cli(stage: str, *args: object) -> list[str]:
     return [sys.executable, "-m", "lema_hub.cli", stage, *map(str, args)]
 
 
+def train_file(work: Path, n: int) -> Path:
+    """GSM8K train, or (for more than its 7,473 problems) its problems repeated to `n` lines: the
+    copies get new ids (`gsm8k/train/<line>`) and the same gold, so memory can be measured beyond
+    the paper's size."""
+    train = DATA / "gsm8k" / "train.jsonl"
+    lines = train.read_text().splitlines()
+    if n <= len(lines):
+        return train
+    path = work / f"gsm8k-train-x{n}.jsonl"
+    if not path.is_file():
+        path.write_text("\n".join(lines[i % len(lines)] for i in range(n)) + "\n")
+    return path
+
+
 def stage_commands(work: Path, url: str, n: int, c: int, latency_scale: float) -> list[tuple[str, list[str]]]:
     retry = max(0.01, latency_scale)
     endpoint = ("--backend", "openai", "--base_urls", url, "--prompt_style", "chat", "--concurrency", c,
                 "--progress", "false")  # fmt: skip
-    train, test = DATA / "gsm8k" / "train.jsonl", DATA / "gsm8k" / "test.jsonl"
+    train, test = train_file(work, n), DATA / "gsm8k" / "test.jsonl"
     cards = (
         "from lema_hub.cards.dataset import write_dataset_card as w; "
         f"w({str(work / 'mistakes')!r}, 'mistakes'); w({str(work / 'corrections')!r}, 'corrections'); "
@@ -422,7 +437,12 @@ def resume_test(args: argparse.Namespace, root: str, work: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problems", type=int, default=7473, help="first N GSM8K train problems")
+    ap.add_argument(
+        "--problems",
+        type=int,
+        default=7473,
+        help="first N GSM8K train problems (more: repeated with new ids)",
+    )
     ap.add_argument("--concurrency", type=int, default=512)
     ap.add_argument("--latency_scale", type=float, default=1.0, help="0 = answer at once (non-LLM work)")
     ap.add_argument("--seed", type=int, default=0)

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,8 @@ _LEGACY_WORK_DIR_RE = re.compile(r"^\.([A-Za-z0-9][A-Za-z0-9_.\-]*?)\.(old-(\d+)
 # A data file: `<split>-NNNNN-of-NNNNN[-<content hash>].parquet`.
 _DATA_FILE_RE = re.compile(r"^(\w+(?:\.\w+)*)-(\d{5})-of-(\d{5})(?:-([0-9a-f]{8,64}))?\.parquet$")
 _HASH_CHARS = 16
+# Staging folders of this process's open `DatasetConfigWriter`s: not leftovers while they write.
+_OPEN_STAGING: set[Path] = set()
 
 
 @dataclass
@@ -344,6 +347,8 @@ def leftover_work_dirs(folder: str | os.PathLike, live_too: bool = False) -> lis
             continue
         if pid and not live_too and _pid_alive(pid):
             continue
+        if path.resolve() in _OPEN_STAGING:  # a `DatasetConfigWriter` of this process is writing it
+            continue
         out.append((path, kind, config))
     return out
 
@@ -407,7 +412,6 @@ def save_dataset_config(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clean_leftovers(folder)
-    target = folder / DATA_DIR / config_name
     pid = os.getpid()
     staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{pid}-{config_name}.", dir=folder))
     honour_umask(staging)
@@ -430,21 +434,32 @@ def save_dataset_config(
                 tmp = staging / f".{split}-{i:05d}.parquet.tmp"
                 shard.to_parquet(str(tmp))
                 os.replace(tmp, staging / _content_name(tmp, split, i, num_shards))
-        if not any(staging.iterdir()):
-            shutil.rmtree(target, ignore_errors=True)
-        elif target.exists():
-            old = folder / f"{_OLD_PREFIX}{pid}-{config_name}"
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging, target)
+        _swap_in(folder, config_name, staging)
     finally:
         if not bars_were_off:
             hf_tqdm.enable_progress_bars()
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+    _update_card_configs(folder)
+
+
+def _swap_in(folder: Path, config_name: str, staging: Path) -> None:
+    """Replace data/<config_name>/ by the finished `staging` folder (an empty one removes the config)."""
+    target = folder / DATA_DIR / config_name
+    if not any(staging.iterdir()):
+        shutil.rmtree(target, ignore_errors=True)
+    elif target.exists():
+        old = folder / f"{_OLD_PREFIX}{os.getpid()}-{config_name}"
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, target)
+
+
+def _update_card_configs(folder: Path) -> None:
+    """List the data files on disk in README.md's `configs:` YAML (the card body is kept)."""
     meta, body = _read_card(folder)
     meta["configs"] = _configs_metadata(folder, meta.get("configs"))
     if not body.strip():
@@ -452,12 +467,151 @@ def save_dataset_config(
     _write_card(folder, meta, body)
 
 
-def _concat_parquet(folder: Path, files: list[str]):
-    """One pyarrow.Table from a split's parquet shards (paths relative to `folder`)."""
+class DatasetConfigWriter:
+    """`save_dataset_config` for rows that arrive in batches: memory holds one batch, not the dataset.
+
+    ``with DatasetConfigWriter(folder, config, features) as w: w.write(rows)`` appends each batch
+    (a list of dicts, conformed to `features`' columns) to `<split>` parquet files in a hidden
+    staging folder with the schema and writer options `Dataset.to_parquet` uses (one row group per
+    batch); a new shard starts once a file holds `max_shard_bytes` of Arrow data. On a clean exit
+    the files get their content-hashed names, replace the config's old files in one swap and are
+    listed in README.md `configs:`; on an exception nothing of the folder changes (the staging
+    folder is removed). A config that received no rows is removed, as `save_dataset_config` does.
+    `batches_written` records the size of every batch, in order.
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        config_name: str,
+        features: datasets.Features,
+        max_shard_bytes: int = _SHARD_BYTES,
+    ) -> None:
+        if not isinstance(config_name, str) or not _CONFIG_NAME_RE.match(config_name):
+            raise ValueError(f"Invalid config name {config_name!r}: use letters, digits, '-', '_' or '.'.")
+        if features is None:
+            raise ValueError(f"DatasetConfigWriter({config_name!r}): features are required.")
+        self.folder = Path(folder)
+        self.config_name = config_name
+        self.features = features
+        self.max_shard_bytes = max_shard_bytes
+        self.batches_written: list[int] = []
+        self.num_rows = 0
+        self._staging: Path | None = None
+        self._writers: dict[str, Any] = {}  # split -> (ParquetWriter, its path, Arrow bytes written)
+        self._files: dict[str, list[Path]] = {}
+
+    def __enter__(self) -> DatasetConfigWriter:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(self.folder)
+        prefix = f"{_STAGING_PREFIX}{os.getpid()}-{self.config_name}."
+        self._staging = Path(tempfile.mkdtemp(prefix=prefix, dir=self.folder))
+        honour_umask(self._staging)
+        _OPEN_STAGING.add(self._staging.resolve())
+        return self
+
+    def _open(self, split: str) -> list:
+        import pyarrow.parquet as pq
+        from datasets import config
+        from datasets.arrow_writer import get_parquet_column_options
+
+        assert self._staging is not None, "use DatasetConfigWriter as a context manager"
+        files = self._files.setdefault(split, [])
+        path = self._staging / f".{split}-{len(files):05d}.parquet.tmp"
+        files.append(path)
+        schema = self.features.arrow_schema
+        writer = pq.ParquetWriter(
+            path,
+            schema=schema,
+            use_content_defined_chunking=config.DEFAULT_CDC_OPTIONS,
+            write_page_index=True,
+            **get_parquet_column_options(self.features, schema),
+        )
+        return [writer, path, 0]
+
+    @staticmethod
+    def _close(state: list) -> None:
+        from datasets import config
+
+        writer = state[0]
+        writer.add_key_value_metadata({"content_defined_chunking": json.dumps(config.DEFAULT_CDC_OPTIONS)})
+        writer.close()
+
+    def write(self, rows: list[dict], split: str = "train") -> None:
+        """Append one batch of rows to `split` (an empty batch writes nothing)."""
+        import datasets
+
+        if not _SPLIT_RE.match(split):
+            raise ValueError(f"Invalid split name {split!r} for config {self.config_name!r}.")
+        if not rows:
+            return
+        batch = [{name: r.get(name) for name in self.features} for r in rows]
+        table = datasets.Dataset.from_list(batch, features=self.features).data.table
+        del batch
+        state = self._writers.get(split)
+        if state is not None and state[2] >= self.max_shard_bytes:
+            self._close(state)
+            state = None
+        if state is None:
+            state = self._writers[split] = self._open(split)
+        state[0].write_table(table)
+        state[2] += table.nbytes
+        self.batches_written.append(len(rows))
+        self.num_rows += len(rows)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        staging = self._staging
+        assert staging is not None
+        try:
+            if exc_type is None:
+                for state in self._writers.values():
+                    self._close(state)
+                self._writers.clear()
+                for split, files in self._files.items():
+                    for i, tmp in enumerate(files):
+                        os.replace(tmp, staging / _content_name(tmp, split, i, len(files)))
+                _swap_in(self.folder, self.config_name, staging)
+        finally:
+            for state in self._writers.values():  # an exception: close what is open, keep nothing
+                try:
+                    state[0].close()
+                except Exception:  # noqa: BLE001 - the staging folder is removed either way
+                    pass
+            _OPEN_STAGING.discard(staging.resolve())
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        if exc_type is None:
+            _update_card_configs(self.folder)
+
+
+def save_dataset_config_stream(
+    folder: str | os.PathLike,
+    config_name: str,
+    batches: Iterable[list[dict]],
+    features: datasets.Features,
+    split: str = "train",
+) -> int:
+    """`save_dataset_config` of one split whose rows come in batches (see `DatasetConfigWriter`).
+
+    Returns the number of rows written. An exception raised while the batches are produced leaves
+    the folder as it was.
+    """
+    with DatasetConfigWriter(folder, config_name, features) as writer:
+        for batch in batches:
+            writer.write(batch, split)
+    return writer.num_rows
+
+
+def _concat_parquet(folder: Path, files: list[str], skip_columns: Sequence[str] = ()):
+    """One pyarrow.Table from a split's parquet shards (paths relative to `folder`), without
+    `skip_columns` (never read from disk)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pa.concat_tables([pq.read_table(folder / f) for f in files])
+    columns = None
+    if skip_columns and files:
+        columns = [c for c in pq.read_schema(folder / files[0]).names if c not in set(skip_columns)]
+    return pa.concat_tables([pq.read_table(folder / f, columns=columns) for f in files])
 
 
 class _ParquetColumns:
@@ -473,7 +627,8 @@ class _ParquetColumns:
 
         self.paths = paths
         files = [pq.ParquetFile(p) for p in paths]
-        self.column_names = list(files[0].schema_arrow.names) if files else []
+        self.schema = files[0].schema_arrow if files else None
+        self.column_names = list(self.schema.names) if files else []
         self.num_rows = sum(f.metadata.num_rows for f in files)
         self.columns_read: list[str] = []
 
@@ -550,8 +705,10 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-]+", "-", text).strip("-") or "results"
 
 
-def load_artifact(folder_or_repo: str, config: str = "default", split: str = "train") -> datasets.Dataset:
-    """Load one config/split of an artifact folder or Hub repo.
+def load_artifact(
+    folder_or_repo: str, config: str = "default", split: str = "train", skip_columns: Sequence[str] = ()
+) -> datasets.Dataset:
+    """Load one config/split of an artifact folder or Hub repo (without `skip_columns`).
 
     `config="default"` means the folder's default (main) config when no config is literally named so.
     """
@@ -576,8 +733,9 @@ def load_artifact(folder_or_repo: str, config: str = "default", split: str = "tr
             )
         # Read the parquet files directly (no `datasets` cache to build): also right for folders
         # written before data file names carried a content hash, which `load_dataset` may read stale.
-        return datasets.Dataset(_concat_parquet(path, found[name][split]))
-    return datasets.load_dataset(folder_or_repo, None if config == "default" else config, split=split)
+        return datasets.Dataset(_concat_parquet(path, found[name][split], skip_columns))
+    ds = datasets.load_dataset(folder_or_repo, None if config == "default" else config, split=split)
+    return ds.remove_columns([c for c in skip_columns if c in ds.column_names]) if skip_columns else ds
 
 
 def _is_local(folder_or_repo: str) -> bool:
@@ -622,19 +780,85 @@ def main_config(folder_or_repo: str) -> str:
     return main[0]
 
 
-def load_rows(folder_or_repo: str, config: str, split: str = "train", missing_ok: bool = False) -> list[dict]:
-    """Rows of one config/split of an artifact folder or Hub dataset (`missing_ok`: [] if absent)."""
+def _load_checked(
+    folder_or_repo: str, config: str, split: str, missing_ok: bool, skip_columns: Sequence[str]
+) -> datasets.Dataset | None:
+    """`load_artifact` with one clear error per cause (None: `missing_ok` and no such config)."""
     import pyarrow as pa
 
     path = Path(folder_or_repo)
     if not _is_local(folder_or_repo):
         try:
-            return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
+            return load_artifact(folder_or_repo, config, split, skip_columns)
         except Exception as exc:  # noqa: BLE001 - offline, missing, gated: all the user's to fix
             raise _hub_error(folder_or_repo, exc) from exc
     if missing_ok and config not in discover_configs(path):
-        return []  # an empty config is not written at all
+        return None  # an empty config is not written at all
     try:
-        return [dict(r) for r in load_artifact(folder_or_repo, config, split)]
+        return load_artifact(folder_or_repo, config, split, skip_columns)
     except pa.ArrowException as exc:
         raise InvalidInputError(f"{folder_or_repo} [{config}]: a parquet file cannot be read: {exc}") from exc
+
+
+def load_rows(
+    folder_or_repo: str,
+    config: str,
+    split: str = "train",
+    missing_ok: bool = False,
+    skip_columns: Sequence[str] = (),
+) -> list[dict]:
+    """Rows of one config/split of an artifact folder or Hub dataset (`missing_ok`: [] if absent);
+    `skip_columns` are not read (e.g. long texts a stage does not use)."""
+    ds = _load_checked(folder_or_repo, config, split, missing_ok, skip_columns)
+    return [] if ds is None else [dict(r) for r in ds]
+
+
+class RowTable:
+    """The rows of an Arrow table, read like a list of dicts but kept as Arrow (a few KB per row
+    instead of a Python dict of Python objects); rows are converted `chunk` at a time, so reading
+    them in order is fast."""
+
+    def __init__(self, table: Any, chunk: int = 1024) -> None:
+        self.table = table
+        self.chunk = chunk
+        self._lo, self._rows = 0, []
+
+    def __len__(self) -> int:
+        return self.table.num_rows
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        if not self._lo <= i < self._lo + len(self._rows):
+            self._lo = i - i % self.chunk
+            self._rows = self.table.slice(self._lo, self.chunk).to_pylist()
+        return self._rows[i - self._lo]
+
+    def __iter__(self):
+        for lo in range(0, len(self), self.chunk):
+            yield from self.table.slice(lo, self.chunk).to_pylist()
+
+    def rows(self, lo: int, hi: int) -> list[dict]:
+        """Rows [lo, hi) as dicts."""
+        return self.table.slice(lo, max(0, hi - lo)).to_pylist()
+
+    def head(self, n: int) -> RowTable:
+        return RowTable(self.table.slice(0, n), self.chunk)
+
+    def slice(self, lo: int, hi: int) -> RowTable:
+        """Rows [lo, hi) as a RowTable (no copy)."""
+        return RowTable(self.table.slice(lo, max(0, hi - lo)), self.chunk)
+
+
+def load_row_table(
+    folder_or_repo: str,
+    config: str,
+    split: str = "train",
+    missing_ok: bool = False,
+    skip_columns: Sequence[str] = (),
+) -> RowTable:
+    """`load_rows` as a `RowTable`: the same rows, held as Arrow rather than as Python dicts."""
+    import pyarrow as pa
+
+    ds = _load_checked(folder_or_repo, config, split, missing_ok, skip_columns)
+    return RowTable(pa.table({}) if ds is None else ds.data.table)

@@ -19,15 +19,25 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lema_hub import csqa, formats
-from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
+from lema_hub.artifacts import (
+    HubArgs,
+    load_row_table,
+    load_rows,
+    main_config,
+    save_dataset_config,
+    save_dataset_config_stream,
+)
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import corrected_solution
 from lema_hub.problems import ProblemArgs, load_problems, task_of
 from lema_hub.publish import finish
-from lema_hub.schema import CHOICE_TASK, PROMPT_STYLES, conform, training_row_features
+from lema_hub.schema import CHOICE_TASK, PROMPT_STYLES, training_row_features
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +49,11 @@ VIEWS: tuple[str, ...] = (
     "no_corrected_solution",
     "cot_corrected",
 )
+# Training rows built and written together.
+_BATCH_ROWS = 4096
+# Long texts of the input rows that no training row uses: not read (`completion` is: a CSQA
+# correction row's prompt quotes the original answer whole).
+_UNUSED_COLUMNS = ("raw_output", "gold_solution", "reject_detail")
 # Named held-out sets for decontamination: (problems, problems_split).
 TEST_SETS: dict[str, tuple[str, str]] = {
     "gsm8k_test": ("gsm8k", "test"),
@@ -244,16 +259,28 @@ def sample_cot_rows(
     return rows, dropped
 
 
-def exact_corrections(corrections: list[dict]) -> tuple[list[dict], int]:
+def _task_columns(corrections: pa.Table) -> list[dict[str, Any]]:
+    """The columns `task_of` reads, a small dict per row."""
+    names = [n for n in ("source", "candidates", "gold_answer") if n in corrections.column_names]
+    return corrections.select(names).to_pylist()
+
+
+def exact_corrections(corrections: pa.Table) -> tuple[pa.Table, int]:
     """Accepted corrections minus CSQA ones whose corrected answer is not the gold candidate as
     written (accepted by an older `correct`, before `inexact_choice`); returns (kept, dropped)."""
-    kept = [
-        c
-        for c in corrections
-        if task_of(c) != CHOICE_TASK
-        or csqa.states_exactly("\n".join(c.get("corrected_steps") or []), str(c.get("gold_answer") or ""))
+    tasks = [task_of(c) for c in _task_columns(corrections)]
+    if CHOICE_TASK not in tasks:
+        return corrections, 0
+    steps = corrections.column("corrected_steps").to_pylist()
+    golds = corrections.column("gold_answer").to_pylist()
+    keep = [
+        t != CHOICE_TASK or csqa.states_exactly("\n".join(st or []), str(g or ""))
+        for t, st, g in zip(tasks, steps, golds)
     ]
-    return kept, len(corrections) - len(kept)
+    import pyarrow as pa
+
+    kept = corrections.filter(pa.array(keep, pa.bool_()))
+    return kept, corrections.num_rows - kept.num_rows
 
 
 def _family(task: str) -> str:
@@ -282,28 +309,34 @@ def _text(x: Any) -> str:
 
 def view_rows(view: str, cot: list[dict], corrections: list[dict], style: str) -> list[dict]:
     """The rows of one ablation view."""
-    if view == "cot":
-        return list(cot)
+    return [_view_row(view, j, cot, corrections, style) for j in range(_view_size(view, cot, corrections))]
+
+
+def _view_size(view: str, cot: list[dict], corrections: list[dict]) -> int:
+    return len(cot) if view == "cot" else len(cot) + len(corrections)
+
+
+def _view_row(view: str, j: int, cot: list[dict], corrections: list[dict], style: str) -> dict:
+    """Row `j` of `view_rows(view, ...)`, built on its own (a view is written without holding all of it)."""
+    if j < len(cot):
+        return cot[j]
+    return _correction_view_row(view, corrections[j - len(cot)], style)
+
+
+def _correction_view_row(view: str, c: dict, style: str) -> dict:
+    """The training row of one accepted correction in `view`."""
     if view == "cot_corrected":  # the paper's CoT control: corrected solutions as plain CoT rows
-        extra = []
-        for c in corrections:
-            if task_of(c) == CHOICE_TASK:  # the corrected answer is a whole CSQA answer already
-                prompt = formats.problem_prompt(c)
-                completion = csqa.cot_completion("\n".join(c["corrected_steps"]), c["gold_answer"])
-                if completion is None:
-                    continue
-                extra.append(_training_row("cot", "correction", c, prompt, completion, style))
-                continue
-            k = int(c["incorrect_step"])
-            full = corrected_solution(list(c["steps"]), list(c["corrected_steps"]), k)
-            prompt, completion = cot_completion(c["question"], full, str(c["corrected_answer"]))
-            extra.append(_training_row("cot", "correction", c, prompt, completion, style))
-        return list(cot) + extra
-    rows = []
-    for c in corrections:
-        prompt, completion = correction_completion(c, view)
-        rows.append(_training_row("correction", "correction", c, prompt, completion, style))
-    return list(cot) + rows
+        if task_of(c) == CHOICE_TASK:  # the corrected answer is a whole CSQA answer already
+            completion = csqa.cot_completion("\n".join(c["corrected_steps"]), c["gold_answer"])
+            # `exact_corrections` kept only corrections whose last "The answer is" names the gold
+            assert completion is not None
+            return _training_row("cot", "correction", c, formats.problem_prompt(c), completion, style)
+        k = int(c["incorrect_step"])
+        full = corrected_solution(list(c["steps"]), list(c["corrected_steps"]), k)
+        prompt, completion = cot_completion(c["question"], full, str(c["corrected_answer"]))
+        return _training_row("cot", "correction", c, prompt, completion, style)
+    prompt, completion = correction_completion(c, view)
+    return _training_row("correction", "correction", c, prompt, completion, style)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -349,20 +382,29 @@ def decontaminate(rows: list[dict], test_questions: list[str], n: int = 8) -> tu
 
 def build(cfg: BuildConfig) -> dict[str, Any]:
     """Write `<task>-<view>` configs of training rows; returns the summary (with `output_dir`)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     t0 = time.time()
     if not cfg.corrections and "cot" not in cfg.views:
         raise InvalidInputError(
             "build: set `corrections` (a corrections folder or Hub id) or build only the `cot` view."
         )
-    corrections: list[dict] = []
+    # The corrections stay an Arrow table (a few KB per row, not a dict of Python objects); each
+    # batch of a view takes its rows from it.
+    corrections = pa.table({})
     name = cfg.dataset_config_name
     families: dict[str, set[str]] = {}  # where rows come from -> their tasks (one family per build)
     if cfg.corrections:
         config = cfg.corrections_config or main_config(cfg.corrections)
-        corrections = load_rows(cfg.corrections, config, missing_ok=True)
-        corrections = [c for c in corrections if c.get("accepted", True)]
-        families[f"the corrections {cfg.corrections} [{config}]"] = {task_of(c) for c in corrections}
+        corrections = load_row_table(
+            cfg.corrections, config, missing_ok=True, skip_columns=_UNUSED_COLUMNS
+        ).table
+        if "accepted" in corrections.column_names:  # a null `accepted` is not accepted
+            corrections = corrections.filter(pc.equal(corrections.column("accepted"), True))
+        families[f"the corrections {cfg.corrections} [{config}]"] = {
+            task_of(c) for c in _task_columns(corrections)
+        }
         name = name or config
     name = name or cfg.problems.replace("/", "_")
     cot: list[dict] = []
@@ -383,7 +425,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                 "build: include_correct_samples needs `mistakes` (the mistakes folder or Hub id)."
             )
         mconf = main_config(cfg.mistakes)
-        samples = load_rows(cfg.mistakes, f"{mconf}-samples")
+        # CSQA's sampled CoT rows are cut from the path's own text, so `completion` is read here.
+        samples = load_rows(cfg.mistakes, f"{mconf}-samples", skip_columns=("gold_solution",))
         families[f"the mistakes {cfg.mistakes} [{mconf}-samples]"] = {task_of(s) for s in samples}
         check_task_families(families)
         extra, left_out = sample_cot_rows(samples, cot, cfg.prompt_style)
@@ -398,7 +441,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     corrections, inexact = exact_corrections(corrections)
     if family == _family(CHOICE_TASK):
         summary["inexact_corrections_dropped"] = inexact
-    summary["correction_rows"] = len(corrections)
+    summary["correction_rows"] = corrections.num_rows
 
     before = len(cot) + len(corrections)
     if cfg.decontaminate:
@@ -411,9 +454,12 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             )
         test_q = [p.question for p in test]
         cot, dropped_cot = decontaminate(cot, test_q, cfg.ngram)
-        qrows = [{"question": c["question"], "kind": "correction", "c": c} for c in corrections]
+        questions = corrections.column("question").to_pylist() if corrections.num_rows else []
+        qrows = [{"question": q, "kind": "correction", "i": i} for i, q in enumerate(questions)]
         kept, dropped_corr = decontaminate(qrows, test_q, cfg.ngram)
-        corrections = [r["c"] for r in kept]
+        if corrections.num_rows:
+            corrections = corrections.take(pa.array([r["i"] for r in kept], pa.int64()))
+        del questions, qrows, kept
         summary["decontamination"] = {
             "test_set": cfg.decontaminate,
             "test_questions": len(test_q),
@@ -421,19 +467,17 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             "dropped_cot_rows": dropped_cot["cot"],
             "dropped_correction_rows": dropped_corr["correction"],
         }
-    if not cot and not (corrections and any(v != "cot" for v in cfg.views)):
+    if not cot and not (corrections.num_rows and any(v != "cot" for v in cfg.views)):
         # Before anything is written: the output folder is left as it was.
         raise InvalidInputError(f"build: no training rows: {_no_rows_reason(cfg, summary, before)}.")
 
     out = Path(cfg.output_dir or f"outputs/{name}/mixture" + ("-chat" if cfg.prompt_style == "chat" else ""))
     views: dict[str, dict[str, int]] = {}
+    feats = training_row_features(cfg.prompt_style)
     empty: list[str] = []
     for view in cfg.views:
-        rows = view_rows(view, cot, corrections, cfg.prompt_style)
-        if cfg.shuffle:
-            random.Random(cfg.seed).shuffle(rows)
-        feats = training_row_features(cfg.prompt_style)
-        if not rows:
+        n = len(cot) if view == "cot" else len(cot) + corrections.num_rows
+        if not n:
             # An earlier run's rows of this view would outlive the run this folder now describes.
             logger.warning(
                 "view %s is empty; not written (an earlier run's %s-%s is removed)", view, name, view
@@ -441,9 +485,27 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             save_dataset_config(out, f"{name}-{view}", {"train": []}, features=feats)
             empty.append(view)
             continue
-        save_dataset_config(out, f"{name}-{view}", {"train": conform(rows, feats)}, features=feats)
-        kinds = Counter(r["kind"] for r in rows)
-        views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": len(rows)}
+        # Shuffling the row numbers gives the order shuffling the rows would (same seed, same
+        # length); the rows are then built and written a batch at a time.
+        order = list(range(n))
+        if cfg.shuffle:
+            random.Random(cfg.seed).shuffle(order)
+        kinds: Counter = Counter()
+
+        def batches(view: str = view, order: list[int] = order, kinds: Counter = kinds):
+            for lo in range(0, len(order), _BATCH_ROWS):
+                part = order[lo : lo + _BATCH_ROWS]
+                taken = [j - len(cot) for j in part if j >= len(cot)]
+                fetched = iter(corrections.take(taken).to_pylist() if taken else [])
+                rows = [
+                    cot[j] if j < len(cot) else _correction_view_row(view, next(fetched), cfg.prompt_style)
+                    for j in part
+                ]
+                kinds.update(r["kind"] for r in rows)
+                yield rows
+
+        save_dataset_config_stream(out, f"{name}-{view}", batches(), feats)
+        views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": n}
     if empty:
         summary["empty_views"] = empty
     summary.update(views=views, output_dir=str(out), wall_s=round(time.time() - t0, 2))

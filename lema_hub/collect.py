@@ -20,16 +20,18 @@ shard order into `<output_dir>`, recomputing the de-duplicated mistakes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import re
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
 
 from lema_hub import distributed
-from lema_hub.artifacts import HubArgs, save_dataset_config
+from lema_hub.artifacts import DatasetConfigWriter, HubArgs
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import problem_prompt, split_steps
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
@@ -59,6 +61,8 @@ from lema_hub.schema import (
 logger = logging.getLogger(__name__)
 
 RECIPE = "collect"
+# Sample rows graded and written together (whole problems: a little more when a problem straddles).
+_BATCH_ROWS = 2048
 # Keys a `generators:` entry may set; the top-level fields of the same names are their defaults.
 GENERATOR_KEYS = (
     "name",
@@ -238,16 +242,20 @@ def mistake_verdicts(include_unfinished: bool = False) -> tuple[str, ...]:
     return (WRONG, NO_ANSWER, TRUNCATED) if include_unfinished else (WRONG,)
 
 
-def select_mistakes(samples: list[dict], include_unfinished: bool = False) -> tuple[list[dict], int]:
+def select_mistakes(
+    samples: list[dict], include_unfinished: bool = False, seen: set[tuple[str, bytes]] | None = None
+) -> tuple[list[dict], int]:
     """Mistakes (see ``mistake_verdicts``), first occurrence per (problem, normalised completion);
-    also the number of duplicates dropped."""
+    also the number of duplicates dropped. Pass one `seen` set to every batch of a run to
+    de-duplicate across batches (it holds a 16-byte digest per mistake, not its text)."""
     keep = mistake_verdicts(include_unfinished)
-    seen: set[tuple[str, str]] = set()
+    seen = set() if seen is None else seen
     out, dupes = [], 0
     for row in samples:
         if row["verdict"] not in keep:
             continue
-        key = (row["problem_id"], dedup_key(row["completion"]))
+        digest = hashlib.blake2b(dedup_key(row["completion"]).encode(), digest_size=16).digest()
+        key = (row["problem_id"], digest)
         if key in seen:
             dupes += 1
             continue
@@ -304,9 +312,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     gens = generator_configs(cfg)
     cache_root = out_dir / ".cache" / "requests"  # `.cache/` is never pushed
     by_id = {p.problem_id: p for p in problems}
-    rows: list[dict] = []
+    generated: list[tuple[str, SamplingParams, list]] = []
     gen_summaries: dict[str, Any] = {}
-    failed = 0
     outcome = RequestOutcome(RECIPE)
     for name, engine_cfg, sampling in gens:
         requests = [GenerationRequest(p.problem_id, problem_prompt(p), sampling) for p in problems]
@@ -314,38 +321,33 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         with distributed.make_engine(engine_cfg, cache_path=cache_path) as engine:
             results = engine.generate(requests, desc=f"collect [{name}]")
             gen_summaries[name] = engine.last_summary
+        del requests
         outcome.add(results, engine.last_summary)
-        for res in results:
-            if res.error is not None:
-                failed += 1
-                continue
-            p = by_id[res.request_id]
-            rows.append(
-                {
-                    **p.to_dict(),
-                    "generator": name,
-                    "sample_index": res.sample_index,
-                    "sampling": sampling.record(),
-                    "completion": res.text,
-                    "steps": split_steps(res.text),
-                    "predicted_answer": None,
-                    "verdict": "ungradeable",
-                    "format_ok": None,
-                    "finish_reason": res.finish_reason,
-                    "prompt_tokens": res.prompt_tokens,
-                    "completion_tokens": res.completion_tokens,
-                }
-            )
+        generated.append((name, sampling, results))
     # Before anything is written: a run whose requests failed never replaces finished rows.
     guard_publish(outcome, out_dir, RECIPE, config_name, [config_name, f"{config_name}-samples"])
+    failed = sum(res.error is not None for _, _, results in generated for res in results)
     task_by_id = {p.problem_id: task_of(p) for p in problems}
-    tasks = [task_by_id[r["problem_id"]] for r in rows]
-    _grade_rows(rows, tasks, cfg.extraction)
-    _add_pass_rates(rows)
+
+    def graded_batches() -> Iterator[list[dict]]:
+        """The sample rows, graded, a few whole problems at a time (a problem's paths share a batch:
+        its pass rate is per problem); each result is dropped once its row is written."""
+        for name, sampling, results in generated:
+            for lo, hi in _problem_slices(results, _BATCH_ROWS):
+                rows = [
+                    _sample_row(by_id[res.request_id], name, sampling, res)
+                    for res in results[lo:hi]
+                    if res.error is None
+                ]
+                results[lo:hi] = [None] * (hi - lo)
+                _grade_rows(rows, [task_by_id[r["problem_id"]] for r in rows], cfg.extraction)
+                _add_pass_rates(rows)
+                yield rows
+
     summary = _write(
         out_dir,
         config_name,
-        rows,
+        graded_batches(),
         cfg,
         extra={
             "problems": len(problems),
@@ -375,7 +377,7 @@ def merge_shards(cfg: CollectConfig) -> CollectSummary:
     summary = _write(
         base,
         config_name,
-        rows,
+        (rows[i : i + _BATCH_ROWS] for i in range(0, len(rows), _BATCH_ROWS)),
         cfg,
         extra={
             "problems": sum(s.summary.get("problems", 0) for s in shards),
@@ -407,30 +409,49 @@ def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
 
 
 def _write(
-    out_dir: Path, config_name: str, rows: list[dict], cfg: CollectConfig, extra: dict[str, Any]
+    out_dir: Path, config_name: str, batches: Iterable[list[dict]], cfg: CollectConfig, extra: dict[str, Any]
 ) -> CollectSummary:
+    """Stream graded sample rows (in batches of whole problems) to `<task>-samples`, their
+    de-duplicated mistakes to `<task>`; the counts are summed per batch. Only one batch of rows is
+    in memory at a time; an exception while the batches are produced changes nothing on disk."""
 
     features = sample_features()
-    rows = conform_in_place(rows, features)  # the caller's list would keep a second copy alive
-    mistakes, dupes = select_mistakes(rows, cfg.include_unfinished)
-    save_dataset_config(out_dir, f"{config_name}-samples", {"train": _dataset(rows, features)})
-    save_dataset_config(out_dir, config_name, {"train": _dataset(mistakes, mistake_features())})
-    verdicts = _verdict_counts(rows)
-    kept = mistake_verdicts(cfg.include_unfinished)
+    verdicts = dict.fromkeys(VERDICTS, 0)
+    samples = mistakes = dupes = formatted = prompt_tokens = completion_tokens = 0
+    seen: set[tuple[str, bytes]] = set()
+    # The inner writer finishes first, so `<task>-samples` is listed first in the YAML, as before.
+    with (
+        DatasetConfigWriter(out_dir, config_name, mistake_features()) as mistake_writer,
+        DatasetConfigWriter(out_dir, f"{config_name}-samples", features) as sample_writer,
+    ):
+        for rows in batches:
+            rows = conform_in_place(rows, features)
+            kept, d = select_mistakes(rows, cfg.include_unfinished, seen)
+            sample_writer.write(rows)
+            mistake_writer.write(kept)
+            samples += len(rows)
+            mistakes += len(kept)
+            dupes += d
+            for v, n in _verdict_counts(rows).items():
+                verdicts[v] = verdicts.get(v, 0) + n
+            formatted += sum(bool(r.get("format_ok")) for r in rows)
+            prompt_tokens += sum(r.get("prompt_tokens") or 0 for r in rows)
+            completion_tokens += sum(r.get("completion_tokens") or 0 for r in rows)
+    kept_verdicts = mistake_verdicts(cfg.include_unfinished)
     summary: CollectSummary = {
         "output_dir": str(out_dir),
         "config_name": config_name,
         "samples_config": f"{config_name}-samples",
-        "samples": len(rows),
+        "samples": samples,
         **verdicts,
-        "mistakes": len(mistakes),
+        "mistakes": mistakes,
         "duplicates_removed": dupes,
         "extraction": cfg.extraction,
         "include_unfinished": cfg.include_unfinished,
-        "set_aside": {v: n for v, n in verdicts.items() if v != "correct" and v not in kept and n},
-        "format_ok": sum(bool(r.get("format_ok")) for r in rows),
-        "prompt_tokens": sum(r.get("prompt_tokens") or 0 for r in rows),
-        "completion_tokens": sum(r.get("completion_tokens") or 0 for r in rows),
+        "set_aside": {v: n for v, n in verdicts.items() if v != "correct" and v not in kept_verdicts and n},
+        "format_ok": formatted,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
         **extra,
     }
     # Shards are pushed once merged.
@@ -438,12 +459,35 @@ def _write(
     return summary
 
 
-def _dataset(rows: list[dict], features):
-    from datasets import Dataset
+def _sample_row(p: Any, generator: str, sampling: SamplingParams, res: Any) -> dict:
+    """The `<task>-samples` row of one generated path, before grading."""
+    return {
+        **p.to_dict(),
+        "generator": generator,
+        "sample_index": res.sample_index,
+        "sampling": sampling.record(),
+        "completion": res.text,
+        "steps": split_steps(res.text),
+        "predicted_answer": None,
+        "verdict": "ungradeable",
+        "format_ok": None,
+        "finish_reason": res.finish_reason,
+        "prompt_tokens": res.prompt_tokens,
+        "completion_tokens": res.completion_tokens,
+    }
 
-    if not rows:  # `from_list([])` loses the schema
-        return Dataset.from_dict({k: [] for k in features}, features=features)
-    return Dataset.from_list(rows, features=features)
+
+def _problem_slices(results: list, max_rows: int) -> Iterator[tuple[int, int]]:
+    """[lo, hi) ranges of `results` (the engine's order: each request's samples together) holding
+    whole requests, about `max_rows` results each (one request's samples are never split)."""
+    lo = 0
+    n = len(results)
+    while lo < n:
+        hi = min(n, lo + max_rows)
+        while hi < n and results[hi].request_id == results[hi - 1].request_id:
+            hi += 1
+        yield lo, hi
+        lo = hi
 
 
 _ASIDE_WHY = {

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lema_hub import csqa, distributed, formats
-from lema_hub.artifacts import HubArgs, load_rows, main_config, save_dataset_config
+from lema_hub.artifacts import DatasetConfigWriter, HubArgs, RowTable, load_row_table, main_config
 from lema_hub.corrector.claims import first_false_step
 from lema_hub.corrector.parse import ParsedCorrection, parse_correction
 from lema_hub.corrector.prompt import (
@@ -36,10 +37,19 @@ from lema_hub.grading import CORRECT, grade_rows
 from lema_hub.problems import task_of
 from lema_hub.publish import finish
 from lema_hub.run_guard import RequestOutcome, guard_publish
-from lema_hub.schema import CHOICE_TASK, CORRECTOR_TOKENS, REFERENCE_CORRECTOR, correction_features
+from lema_hub.schema import (
+    CHOICE_TASK,
+    CORRECTION_COLUMNS,
+    CORRECTOR_TOKENS,
+    REFERENCE_CORRECTOR,
+    correction_features,
+)
 from lema_hub.schema import CORRECTOR_BACKENDS as BACKENDS
 
 logger = logging.getLogger(__name__)
+
+# Corrections parsed, graded and written together.
+_BATCH_ROWS = 2048
 
 
 @dataclass
@@ -147,40 +157,18 @@ def _corrector_input(p: CorrectorPrompt, m: dict, style: str) -> str | list[dict
     return build_corrector_input(p, m["question"], list(m["steps"]), style)
 
 
-def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path) -> tuple[list[dict], dict]:
-    """One row per (mistake, attempt), with parsed fields but before grading."""
+def _correction_rows(
+    cfg: CorrectConfig, mistakes: RowTable, output_dir: Path
+) -> tuple[Iterator[list[dict]], dict]:
+    """Batches of rows, one per (mistake, attempt), with parsed fields but before grading.
 
-    tokens = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
-    rows: list[dict] = []
+    The LLM's requests are all sent first (and their failures counted in the returned tokens'
+    `outcome`); the rows are then built a batch at a time as the iterator is consumed.
+    """
+
+    tokens: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
     if cfg.backend == REFERENCE_CORRECTOR:
-        ref_name = reference_rules_ref()
-        for m in mistakes:
-            if _row_task(m) == CHOICE_TASK:  # the rules recompute math steps; a choice has none
-                parsed = ParsedCorrection(
-                    reject_reason="no_reference",
-                    detail="the reference corrector's rules are for math; CSQA needs an LLM corrector",
-                )
-                rows.append(_correction_row(m, REFERENCE_CORRECTOR, ref_name, 0, None, parsed, None))
-                continue
-            parsed = reference_correction(m, list(m["steps"]))
-            raw = None
-            if parsed is not None:
-                raw = formats.correction_target(
-                    parsed.incorrect_step, parsed.explanation, parsed.corrected_steps
-                )
-                # Same path as an LLM's output: the rendered text is parsed back and graded.
-                parsed = parse_correction(raw, len(m["steps"]), _row_task(m))
-            else:
-                # No gold steps to rewrite from; the arithmetic check may still locate the error.
-                located = first_false_step(list(m["steps"]))
-                parsed = ParsedCorrection(
-                    incorrect_step=located[0] if located else None,
-                    reject_reason="no_reference",
-                    detail="no calculator annotations in the gold solution, or no steps"
-                    + (f"; arithmetic check: step {located[0]}: {located[1].describe()}" if located else ""),
-                )
-            rows.append(_correction_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
-        return rows, tokens
+        return _reference_batches(mistakes), tokens
 
     prompts: dict[str, CorrectorPrompt] = {}
 
@@ -213,23 +201,70 @@ def _correction_rows(cfg: CorrectConfig, mistakes: list[dict], output_dir: Path)
     engine = distributed.make_engine(engine_cfg, cache_path=cache)  # shared by the ranks when launched
     try:
         results = engine.generate(requests, desc="correcting")
+        del requests
         tokens["engine"] = dict(engine.last_summary)
     finally:
         engine.close()
     tokens["outcome"] = RequestOutcome("correct")
     tokens["outcome"].add(results, engine.last_summary)
     for res in results:
-        i, p = owners[res.request_id]
-        m = mistakes[i]
         tokens["requests"] += 1
         tokens["prompt_tokens"] += res.prompt_tokens or 0
         tokens["completion_tokens"] += res.completion_tokens or 0
-        if not res.ok:
-            parsed = ParsedCorrection(reject_reason="generation_failed", detail=res.error or "no text")
-        else:
-            parsed = parse_correction(res.text, len(m["steps"]), _row_task(m))
-        rows.append(_correction_row(m, cfg.model or "", p.ref, res.sample_index, res.text, parsed, res))
-    return rows, tokens
+
+    def batches() -> Iterator[list[dict]]:
+        for lo in range(0, len(results), _BATCH_ROWS):
+            rows = []
+            for res in results[lo : lo + _BATCH_ROWS]:
+                i, p = owners[res.request_id]
+                m = mistakes[i]
+                if not res.ok:
+                    parsed = ParsedCorrection(
+                        reject_reason="generation_failed", detail=res.error or "no text"
+                    )
+                else:
+                    parsed = parse_correction(res.text, len(m["steps"]), _row_task(m))
+                rows.append(
+                    _correction_row(m, cfg.model or "", p.ref, res.sample_index, res.text, parsed, res)
+                )
+            results[lo : lo + _BATCH_ROWS] = [None] * len(rows)  # each result dropped once its row is built
+            yield rows
+
+    return batches(), tokens
+
+
+def _reference_batches(mistakes: RowTable) -> Iterator[list[dict]]:
+    """The rule-based corrector's rows, `_BATCH_ROWS` mistakes at a time."""
+    ref_name = reference_rules_ref()
+    for lo in range(0, len(mistakes), _BATCH_ROWS):
+        rows = []
+        for m in mistakes.rows(lo, lo + _BATCH_ROWS):
+            if _row_task(m) == CHOICE_TASK:  # the rules recompute math steps; a choice has none
+                parsed = ParsedCorrection(
+                    reject_reason="no_reference",
+                    detail="the reference corrector's rules are for math; CSQA needs an LLM corrector",
+                )
+                rows.append(_correction_row(m, REFERENCE_CORRECTOR, ref_name, 0, None, parsed, None))
+                continue
+            parsed = reference_correction(m, list(m["steps"]))
+            raw = None
+            if parsed is not None:
+                raw = formats.correction_target(
+                    parsed.incorrect_step, parsed.explanation, parsed.corrected_steps
+                )
+                # Same path as an LLM's output: the rendered text is parsed back and graded.
+                parsed = parse_correction(raw, len(m["steps"]), _row_task(m))
+            else:
+                # No gold steps to rewrite from; the arithmetic check may still locate the error.
+                located = first_false_step(list(m["steps"]))
+                parsed = ParsedCorrection(
+                    incorrect_step=located[0] if located else None,
+                    reject_reason="no_reference",
+                    detail="no calculator annotations in the gold solution, or no steps"
+                    + (f"; arithmetic check: step {located[0]}: {located[1].describe()}" if located else ""),
+                )
+            rows.append(_correction_row(m, REFERENCE_CORRECTOR, ref_name, 0, raw, parsed, None))
+        yield rows
 
 
 def _correction_row(
@@ -340,8 +375,29 @@ def _step_bucket(r: dict) -> str | None:
     k = r.get("incorrect_step")
     if k is None:
         return "unparsed"
-    n = len(r.get("steps") or [])
+    n = r["n_steps"] if "n_steps" in r else len(r.get("steps") or [])
     return "final" if k == n else ("first" if k == 1 else "middle")
+
+
+_SUMMARY_KEYS = (
+    "accepted", "reject_reason", "problem_id", "generator", "sample_index", "level", "subject",
+    "incorrect_step", "reference_step", "source", "candidates",
+)  # fmt: skip
+
+
+def _summary_fields(row: dict) -> dict:
+    """The columns `summarize` reads of a correction row (its step count instead of its steps)."""
+    return {k: row.get(k) for k in _SUMMARY_KEYS} | {"n_steps": len(row.get("steps") or [])}
+
+
+def _inferred_features(table: Any):
+    """The Features `Dataset.from_list` of the table's rows would infer (a column of nulls is
+    `null`, as every earlier run wrote it), one column at a time instead of from every row."""
+    import pyarrow as pa
+    from datasets import Features
+
+    fields = [pa.field(k, pa.array(table.column(k).to_pylist()).type) for k in table.column_names]
+    return Features.from_arrow_schema(pa.schema(fields))
 
 
 def summarize(rows: list[dict]) -> dict[str, Any]:
@@ -373,19 +429,22 @@ def summarize(rows: list[dict]) -> dict[str, Any]:
 def correct(cfg: CorrectConfig) -> dict[str, Any]:
     """Run the corrector over a mistakes dataset; write accepted (`<task>`) and rejected (`<task>-rejected`).
 
-    With `shard: i/n`, only the i-th contiguous slice of the mistakes, into its shard folder;
-    with `merge_shards`, the finished shards merged into `output_dir` (see `merge_shards`).
+    Corrections are parsed, graded and written `_BATCH_ROWS` at a time: the rows of the whole run
+    are never in memory together. With `shard: i/n`, only the i-th contiguous slice of the
+    mistakes, into its shard folder; with `merge_shards`, the finished shards merged into
+    `output_dir` (see `merge_shards`).
     """
     t0 = time.time()
     config, name, output_dir = _names(cfg)
     if cfg.merge_shards:
         return merge_shards(cfg, name, output_dir)
-    mistakes = load_rows(cfg.mistakes, config, missing_ok=True)
-    if not mistakes:
+    # Held as Arrow, converted to dicts a chunk at a time: not every mistake as a Python dict.
+    mistakes = load_row_table(cfg.mistakes, config, missing_ok=True)
+    if not len(mistakes):
         raise InvalidInputError(f"correct: {cfg.mistakes} [{config}] has no mistakes to correct.")
     if cfg.mistakes_limit is not None:
-        mistakes = mistakes[: cfg.mistakes_limit]
-    mistakes = distributed.shard_slice(mistakes, cfg.shard)  # a shard's slice may be empty
+        mistakes = mistakes.head(cfg.mistakes_limit)
+    mistakes = mistakes.slice(*distributed.shard_range(len(mistakes), cfg.shard))  # may be empty
     output_dir = distributed.shard_output(output_dir, cfg.shard)
     output_dir.mkdir(parents=True, exist_ok=True)
     logger.info(
@@ -399,22 +458,31 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     quality = None
     if cfg.corrector_benchmark:  # read before any request is sent: a bad path fails fast
         quality = headline(cfg.corrector_benchmark)
-    rows, tokens = _correction_rows(cfg, mistakes, output_dir)
+    batches, tokens = _correction_rows(cfg, mistakes, output_dir)
     outcome = tokens.pop("outcome", None)
     # Before anything is written: a run whose requests failed never replaces finished rows.
     guard_publish(outcome, output_dir, "correct", name, [name, f"{name}-rejected"])
-    if cfg.reference_qa:
-        for r in rows:
-            r["reference_step"] = reference_step(r, list(r["steps"]))
-    _grade_corrections(rows, cfg.grading_workers)
-    if cfg.check_arithmetic:
-        check_corrections_arithmetic(rows)
 
+    def graded() -> Iterator[list[dict]]:
+        for rows in batches:
+            if cfg.reference_qa:
+                for r in rows:
+                    r["reference_step"] = reference_step(r, list(r["steps"]))
+            _grade_corrections(rows, cfg.grading_workers)
+            if cfg.check_arithmetic:
+                check_corrections_arithmetic(rows)
+            yield rows
+
+    # The mistake columns' types as `Dataset.from_list` of the rows would infer them, then the
+    # correction columns' fixed types.
+    features = correction_features(_inferred_features(mistakes.table))
+    slim, prompt_refs = _write_rows(output_dir, name, graded(), features)
     if quality is not None:
         quality["same_corrector"] = quality.get("corrector") == (cfg.model or REFERENCE_CORRECTOR)
     summary = _summary(
         cfg,
-        rows,
+        slim,
+        prompt_refs,
         output_dir,
         name,
         tokens=tokens,
@@ -424,7 +492,7 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         shard=cfg.shard,
         **distributed.record(),
     )
-    _write(output_dir, name, rows, cfg, summary)
+    _finish(output_dir, cfg, summary)
     logger.info(
         "corrections: %d/%d accepted (%s)", summary["accepted"], summary["n"], summary["reject_reasons"]
     )
@@ -443,17 +511,17 @@ def _names(cfg: CorrectConfig) -> tuple[str, str, Path]:
 
 
 def _summary(
-    cfg: CorrectConfig, rows: list[dict], output_dir: Path, name: str, **extra: Any
+    cfg: CorrectConfig, rows: list[dict], prompt_refs: set[str], output_dir: Path, name: str, **extra: Any
 ) -> dict[str, Any]:
-    """The run summary of graded rows (`summarize`), with the run's settings; `extra` entries set to
-    None are left out."""
+    """The run summary of graded rows (`summarize`; `_summary_fields` of each are enough), with the
+    run's settings; `extra` entries set to None are left out."""
     summary = summarize(rows)
     summary.update(
         output_dir=str(output_dir),
         config=name,
         corrector=cfg.model or REFERENCE_CORRECTOR,
         backend=cfg.backend,
-        corrector_prompt=sorted({r["corrector_prompt"] for r in rows}),
+        corrector_prompt=sorted(prompt_refs),
         num_attempts=cfg.num_attempts,
         check_arithmetic=cfg.check_arithmetic,
     )
@@ -461,22 +529,29 @@ def _summary(
     return summary
 
 
-def _write(
-    output_dir: Path, name: str, rows: list[dict], cfg: CorrectConfig, summary: dict[str, Any]
-) -> None:
-    """Accepted rows to `<name>`, rejected ones to `<name>-rejected`, then the record and card; a
-    shard gets no card and is never pushed (its merge is)."""
-    import datasets
+def _write_rows(
+    output_dir: Path, name: str, batches: Iterable[list[dict]], features: Any
+) -> tuple[list[dict], set[str]]:
+    """Accepted rows to `<name>`, rejected ones to `<name>-rejected`, a batch at a time; returns what
+    `summarize` reads of every row and the corrector prompts named. An empty side is not written
+    (and a stale one from an earlier run is removed); nothing changes on disk if a batch fails."""
+    slim: list[dict] = []
+    prompt_refs: set[str] = set()
+    # The inner writer finishes first, so `<task>` is listed before `<task>-rejected`, as before.
+    with (
+        DatasetConfigWriter(output_dir, f"{name}-rejected", features) as rejected_writer,
+        DatasetConfigWriter(output_dir, name, features) as accepted_writer,
+    ):
+        for rows in batches:
+            accepted_writer.write([r for r in rows if r["accepted"]])
+            rejected_writer.write([r for r in rows if not r["accepted"]])
+            slim += [_summary_fields(r) for r in rows]
+            prompt_refs.update(r["corrector_prompt"] for r in rows)
+    return slim, prompt_refs
 
-    accepted: datasets.Dataset | list = []
-    rejected: datasets.Dataset | list = []
-    if rows:
-        ds = datasets.Dataset.from_list(rows)
-        ds = ds.cast(correction_features(ds.features))  # the correction columns' types, every run
-        accepted, rejected = ds.filter(lambda r: r["accepted"]), ds.filter(lambda r: not r["accepted"])
-    # An empty side is not written (and a stale one from an earlier run is removed).
-    save_dataset_config(output_dir, name, {"train": accepted})
-    save_dataset_config(output_dir, f"{name}-rejected", {"train": rejected})
+
+def _finish(output_dir: Path, cfg: CorrectConfig, summary: dict[str, Any]) -> None:
+    """The record and card; a shard gets no card and is never pushed (its merge is)."""
     whole = not cfg.shard
     finish(output_dir, "corrections", cfg, summary, recipe="correct", card=whole, push=whole)
 
@@ -484,16 +559,26 @@ def _write(
 def merge_shards(cfg: CorrectConfig, name: str, output_dir: Path) -> dict[str, Any]:
     """Concatenate the finished `<output_dir>-shard-*` folders into `output_dir`, in shard order (the
     order one process writes: each shard corrected a contiguous slice of the mistakes)."""
+    import pyarrow as pa
+
     t0 = time.time()
     shards = distributed.read_shards(output_dir, "correct")
-    # Accepted and rejected rows of all shards; `_write` splits them again, each side in shard order.
+    # Accepted and rejected rows of all shards; `_write_rows` splits them again, each side in shard order.
     rows = [r for s in shards for r in s.rows(name) + s.rows(f"{name}-rejected")]
     if not rows:
         raise InvalidInputError(f"correct: the shards of {output_dir} hold no corrections to merge.")
+    mistake_columns = [k for k in rows[0] if k not in CORRECTION_COLUMNS]
+    features = correction_features(
+        _inferred_features(pa.table({k: [r.get(k) for r in rows] for k in mistake_columns}))
+    )
+    slim, prompt_refs = _write_rows(
+        output_dir, name, (rows[i : i + _BATCH_ROWS] for i in range(0, len(rows), _BATCH_ROWS)), features
+    )
     tokens = [{k: v for k, v in (s.summary.get("tokens") or {}).items() if k != "engine"} for s in shards]
     summary = _summary(
         cfg,
-        rows,
+        slim,
+        prompt_refs,
         output_dir,
         name,
         tokens=distributed.add_counts(tokens),
@@ -502,7 +587,7 @@ def merge_shards(cfg: CorrectConfig, name: str, output_dir: Path) -> dict[str, A
         wall_s=round(time.time() - t0, 2),
         merged_shards=len(shards),
     )
-    _write(output_dir, name, rows, cfg, summary)
+    _finish(output_dir, cfg, summary)
     logger.info(
         "corrections: merged %d shards, %d/%d accepted", len(shards), summary["accepted"], summary["n"]
     )

@@ -108,13 +108,16 @@ def shard_bounds(length: int, index: int, count: int) -> tuple[int, int]:
     return start, start + per + (index < extra)
 
 
+def shard_range(length: int, shard: str | None) -> tuple[int, int]:
+    """[start, stop) of this shard's contiguous slice of `length` items ([0, length) without a shard)."""
+    spec = parse_shard_spec(shard)
+    return (0, length) if spec is None else shard_bounds(length, *spec)
+
+
 def shard_slice(items: Sequence[T], shard: str | None) -> list[T]:
     """This shard's contiguous slice of `items` (all of them without a shard), in order: the shards'
     slices concatenated in shard order are `items`, so merging is concatenating."""
-    spec = parse_shard_spec(shard)
-    if spec is None:
-        return list(items)
-    start, stop = shard_bounds(len(items), *spec)
+    start, stop = shard_range(len(items), shard)
     return list(items[start:stop])
 
 

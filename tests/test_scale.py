@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from lema_hub import artifacts, formats
 from lema_hub.cards.dataset import write_dataset_card
-from lema_hub.collect import CollectConfig, _write, collect
+from lema_hub.collect import CollectConfig, collect
 from lema_hub.corrector.parse import parse_correction
 from lema_hub.generation import RequestCache
 from lema_hub.grading import grade
-from lema_hub.schema import sample_features
 from tests.fake_openai_server import FakeOpenAIServer
 
 
@@ -58,23 +55,6 @@ def test_a_closed_cache_keeps_its_results_on_disk_not_in_memory(tmp_path):
     assert len(cache) == 0  # a finished stage does not keep every result twice
     with RequestCache(path) as again:
         assert again.get("k") == {"text": "x"}
-
-
-def test_collect_writes_its_rows_without_a_second_copy(tmp_path):
-    """`_write` projects the rows onto the schema in place: the caller's list is the only list."""
-    with FakeOpenAIServer() as srv:
-        summary = collect(
-            CollectConfig(
-                problems="sample", problems_limit=3, output_dir=str(tmp_path / "m"), backend="openai",
-                model="fake-model", base_urls=[srv.base_url], prompt_style="chat", num_samples=1,
-                progress=False, write_card=False,
-            )
-        )  # fmt: skip
-    assert summary["samples"] == 3
-    rows = [{"problem_id": "p1", "verdict": "wrong", "completion": "x", "not_in_schema": 1}]
-    cfg = CollectConfig(problems="sample", output_dir=str(tmp_path / "w"), write_card=False)
-    _write(Path(cfg.output_dir), "sample", rows, cfg, extra={"problems": 1})
-    assert list(rows[0]) == list(sample_features())
 
 
 def test_the_card_reads_only_the_columns_its_statistics_use(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from lema_hub.artifacts import (
     read_run_record,
 )
 from lema_hub.cards.plots import _rows_per_config_plot
-from lema_hub.cards.stats import _KIND_STATS, _all_values, _price_table, _token_usage
+from lema_hub.cards.stats import _KIND_STATS, _all_values, _iter_column, _price_table, _token_usage
 from lema_hub.cards.templates import _load_template
 from lema_hub.models import is_hub_id
 from lema_hub.problems import task_of
@@ -177,7 +177,9 @@ def _prov_values(tables: dict, name: str) -> list[str]:
     return sorted(
         {
             json.dumps(v, sort_keys=True) if isinstance(v, dict) else str(v)
-            for v in _all_values(tables, name)
+            for splits in tables.values()
+            for t in splits.values()
+            for v in _iter_column(t, name)
             if v not in (None, "")
         }
     )

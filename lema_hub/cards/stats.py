@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,29 @@ from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, TokenColumns
 
 def _column(table: Any, name: str) -> list[Any]:
     return table.column(name).to_pylist() if name in table.column_names else []
+
+
+def _iter_column(table: Any, name: str, chunk: int = 4096) -> Iterator[Any]:
+    """The values of a column, converted to Python `chunk` rows at a time (not the whole column)."""
+    if name not in table.column_names:
+        return
+    for part in table.column(name).chunks:
+        for lo in range(0, len(part), chunk):
+            yield from part.slice(lo, chunk).to_pylist()
+
+
+def _lengths(table: Any, name: str) -> list[int | None]:
+    """The length of each row's list in a list column (its items are never converted to Python)."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(table.column(name)).to_pylist() if name in table.column_names else []
+
+
+def _is_messages(table: Any, name: str) -> bool:
+    """Whether a column holds conversational messages (a list), from its Arrow type alone."""
+    import pyarrow as pa
+
+    return name in table.column_names and pa.types.is_list(table.schema.field(name).type)
 
 
 def _all_values(tables: dict[str, dict[str, Any]], name: str, configs: list[str] | None = None) -> list[Any]:
@@ -168,7 +192,7 @@ def _stats_mistakes(folder: Path, tables: dict, main: list[str], ctx: dict) -> N
     wrong_ids = _all_values(tables, "problem_id", main)
     ctx["num_problems"] = len(set(ids)) if ids else None
     ctx["problems_with_mistake"] = len(set(wrong_ids))
-    steps = [len(s) for s in _all_values(tables, "steps", main) if s is not None]
+    steps = [n for c in main for t in tables[c].values() for n in _lengths(t, "steps") if n is not None]
     ctx["mean_steps"] = f"{sum(steps) / len(steps):.1f}" if steps else None
     if per_gen:
         ctx["images"].append(
@@ -223,13 +247,13 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
     positions, agree, both = [], 0, 0
     for cfg in main:
         for t in tables[cfg].values():
-            for k, steps, ref in zip(
+            for k, n_steps, ref in zip(
                 _column(t, "incorrect_step"),
-                _column(t, "steps"),
+                _lengths(t, "steps"),
                 _column(t, "reference_step") or [None] * t.num_rows,
             ):
-                if k is not None and steps:
-                    positions.append(min(1.0, max(0.0, (k - 1) / max(1, len(steps)))))
+                if k is not None and n_steps:
+                    positions.append(min(1.0, max(0.0, (k - 1) / max(1, n_steps))))
                 if k is not None and ref is not None:
                     both += 1
                     agree += int(k == ref)
@@ -265,14 +289,14 @@ def _stats_training_rows(folder: Path, tables: dict, main: list[str], ctx: dict)
     table = []
     for cfg, splits in tables.items():
         kinds = Counter(_all_values(tables, "kind", [cfg]))
-        styles = {type(v).__name__ for v in _all_values(tables, "prompt", [cfg])[:1]}
+        messages = any(_is_messages(t, "prompt") for t in splits.values() if t.num_rows)
         table.append(
             {
                 "config": cfg,
                 "rows": sum(t.num_rows for t in splits.values()),
                 "cot": kinds.get("cot", 0),
                 "correction": kinds.get("correction", 0),
-                "format": "conversational (messages)" if "list" in styles else "plain text",
+                "format": "conversational (messages)" if messages else "plain text",
             }
         )
     ctx["view_table"] = table
