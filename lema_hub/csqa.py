@@ -122,6 +122,77 @@ def map_to_candidate(answer: str, candidates: Sequence[str]) -> tuple[str, bool]
     return best, True
 
 
+# How a stated answer is matched to a candidate (`choice_mapping` of evaluate; recorded in results):
+# "lema_hub" (ours, the default) and "paper" (every answer to its nearest candidate by edit distance).
+CHOICE_MAPPINGS = ("lema_hub", "paper")
+DEFAULT_CHOICE_MAPPING = "lema_hub"
+# The kinds of match (the `mapping` column of eval details): the answer is a candidate as written
+# (case, quotes, punctuation aside), a bare label (`B`, `(B)`, `option B`: the candidates in order are
+# A, B, C, ...), names exactly one candidate inside a longer answer ("a shopping mall"), is within
+# MAX_EDIT_RATIO of exactly one nearest candidate (typos, plurals), or matches none of them.
+MAPPING_KINDS = ("exact", "label", "contains", "edit_distance", "no_match")
+MAX_EDIT_RATIO = 0.4  # edit distance / length of the longer of the two (BENCHMARKS.md, CSQA mapping)
+_LABEL_RE = re.compile(
+    r"(?:(?:option|choice|candidate|answer)\s*)?[(\[]?\s*([A-Za-z])\s*[)\]]?", re.IGNORECASE
+)
+
+
+def candidate_label(index: int) -> str:
+    """The label of the candidate at `index` (0-based): A, B, C, ... (the Hub's labels, in order)."""
+    return chr(ord("A") + index)
+
+
+def _label_index(answer: str, n: int) -> int | None:
+    m = _LABEL_RE.fullmatch(answer.strip().rstrip(".:").strip())
+    if not m:
+        return None
+    i = ord(m.group(1).upper()) - ord("A")
+    return i if 0 <= i < n else None
+
+
+def _contains(haystack: str, needle: str) -> bool:
+    return bool(needle) and f" {needle} " in f" {haystack} "
+
+
+def match_candidate(
+    answer: str, candidates: Sequence[str], rule: str = DEFAULT_CHOICE_MAPPING
+) -> tuple[str | None, str]:
+    """(the candidate `answer` names, or None; how: one of MAPPING_KINDS).
+
+    `rule="paper"`: a candidate as written, else the nearest by edit distance (ties: the first), as
+    the paper does: every answer maps to some candidate. `rule="lema_hub"` (ours): a candidate as
+    written, else a bare label by position, else the one candidate named inside the answer, else the
+    unique nearest candidate when its edit distance is at most MAX_EDIT_RATIO of the longer text;
+    anything else (`???`, `I do not know`, `none of the above`, two candidates named, a tie) matches
+    no candidate. Duplicated candidate texts count once.
+    """
+    if rule not in CHOICE_MAPPINGS:
+        raise ValueError(f"unknown choice_mapping {rule!r}; expected one of {CHOICE_MAPPINGS}")
+    norm = _choice_key(answer)
+    keys = [_choice_key(c) for c in candidates]
+    for c, k in zip(candidates, keys):
+        if k == norm:
+            return c, "exact"
+    if rule == "paper":
+        return min(candidates, key=lambda c: edit_distance(norm, _choice_key(c))), "edit_distance"
+    label = _label_index(answer, len(candidates))
+    if label is not None:
+        return candidates[label], "label"
+    distinct = dict(zip(keys, candidates))  # key -> the first candidate written that way
+    named = [k for k in distinct if _contains(norm, k)]
+    maximal = [k for k in named if not any(o != k and _contains(o, k) for o in named)]
+    if len(maximal) == 1:
+        return distinct[maximal[0]], "contains"
+    if named:
+        return None, "no_match"  # several candidates named: no choice was made
+    dist = sorted((edit_distance(norm, k), k) for k in distinct)
+    best_d, best = dist[0]
+    tie = len(dist) > 1 and dist[1][0] == best_d
+    if tie or not norm or best_d > MAX_EDIT_RATIO * max(len(norm), len(best)):
+        return None, "no_match"
+    return distinct[best], "edit_distance"
+
+
 def grade_csqa(completion: str | None, gold: str, candidates: Sequence[str]) -> dict[str, Any]:
     """Verdict of one completion: the text after the last "The answer is", mapped to a candidate."""
 
