@@ -63,31 +63,84 @@ def parse_csqa_prompt(prompt: str) -> tuple[str, list[str]]:
     return m.group("question"), m.group("candidates").split(", ")
 
 
+def _question(value: Any, i: int, what: str = "question") -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"row {i}: {what} is {value!r}; a non-empty string is needed")
+    return value
+
+
+def _candidate_texts(texts: Any, i: int) -> list[str]:
+    """Candidate texts of row `i`: at least 2 non-empty strings (duplicates allowed: the paper's dev
+    file has 24 rows with a candidate twice)."""
+    if not isinstance(texts, (list, tuple)):
+        raise ValueError(f"row {i}: candidates are {texts!r}; a list of strings is needed")
+    for k, t in enumerate(texts):
+        if not isinstance(t, str) or not t.strip():
+            raise ValueError(f"row {i}: candidate {k} is {t!r}; candidates must be non-empty strings")
+    if len(texts) < 2:
+        raise ValueError(f"row {i}: {len(texts)} candidate(s) {list(texts)!r}; at least 2 are needed")
+    return list(texts)
+
+
 def hub_items(rows: Sequence[dict[str, Any]], split: str) -> list[CsqaItem]:
-    """`tau/commonsense_qa` rows (`id`, `question`, `choices` {label, text}, `answerKey`) -> items."""
+    """`tau/commonsense_qa` rows (`id`, `question`, `choices` {label, text}, `answerKey`) -> items.
+
+    ValueError naming the row (0-based) and the value for anything else: no or an empty question,
+    `choices` not {label: [...], text: [...]}, fewer than 2 candidates, an empty or non-string
+    candidate, labels and texts of different lengths, an answerKey that is not one of the labels.
+    """
     out = []
     for i, row in enumerate(rows):
-        choices = row.get("choices") or {}
-        labels, texts = list(choices.get("label") or []), list(choices.get("text") or [])
-        key = row.get("answerKey")
-        if not texts or len(labels) != len(texts) or key not in labels:
+        if not isinstance(row, dict):
+            raise ValueError(f"row {i} is {type(row).__name__}, not an object")
+        question = _question(row.get("question"), i)
+        choices = row.get("choices")
+        if not isinstance(choices, dict) or not isinstance(choices.get("label"), (list, tuple)):
+            shape = type(choices).__name__ if not isinstance(choices, dict) else f"keys {sorted(choices)}"
             raise ValueError(
-                f"csqa/{split} row {i}: needs choices {{label, text}} and an answerKey among the labels"
+                f"row {i}: choices must be {{label: [A, B, ...], text: [...]}} (the Hub's shape), got {shape}"
             )
-        out.append(
-            CsqaItem(str(row.get("id") or f"{split}/{i}"), row["question"], texts, texts[labels.index(key)])
-        )
+        labels, texts = list(choices["label"]), _candidate_texts(choices.get("text"), i)
+        if len(labels) != len(texts):
+            raise ValueError(f"row {i}: {len(labels)} labels {labels!r} for {len(texts)} candidate texts")
+        if "answerKey" not in row:
+            raise ValueError(f"row {i}: no answerKey")
+        key = row["answerKey"]
+        if key not in labels:
+            raise ValueError(f"row {i}: answerKey {key!r} is not one of the labels {labels!r}")
+        out.append(CsqaItem(str(row.get("id") or f"{split}/{i}"), question, texts, texts[labels.index(key)]))
     return out
 
 
 def paper_items(rows: Sequence[dict[str, Any]]) -> list[CsqaItem]:
-    """The paper's evaluation file (`prompt`, `answer`, `candidates`) -> items."""
+    """The paper's evaluation file (`prompt`, `answer`, `candidates`) -> items.
+
+    ValueError naming the row (0-based) and the value for anything else: a prompt not in the paper's
+    format or with an empty question, no `answer`, fewer than 2 candidates, an empty or non-string
+    candidate, `candidates` that are not the candidates in the prompt, an answer that is not a candidate.
+    """
     out = []
     for i, row in enumerate(rows):
-        question, _ = parse_csqa_prompt(row["prompt"])
-        if row["answer"] not in row["candidates"]:
-            raise ValueError(f"csqa_dev row {i}: the answer {row['answer']!r} is not a candidate")
-        out.append(CsqaItem(f"dev/{i}", question, list(row["candidates"]), row["answer"]))
+        if not isinstance(row, dict):
+            raise ValueError(f"row {i} is {type(row).__name__}, not an object")
+        prompt = row.get("prompt")
+        if not isinstance(prompt, str):
+            raise ValueError(f"row {i}: prompt is {prompt!r}; a string is needed")
+        m = _PROMPT_RE.search(prompt)
+        if not m or not prompt.startswith(CSQA_PROMPT.split("\n", 1)[0]):
+            raise ValueError(f"row {i}: prompt {prompt[:60]!r}... is not a CSQA prompt in the paper's format")
+        question = _question(m.group("question"), i, "the prompt's question")
+        candidates = _candidate_texts(row.get("candidates"), i)
+        in_prompt = m.group("candidates")
+        if ", ".join(c.strip() for c in candidates) != in_prompt:
+            raise ValueError(
+                f"row {i}: candidates {candidates!r} are not the prompt's candidates {in_prompt!r}"
+            )
+        if "answer" not in row:
+            raise ValueError(f"row {i}: no answer (the gold candidate's text)")
+        if row["answer"] not in candidates:
+            raise ValueError(f"row {i}: the answer {row['answer']!r} is not a candidate")
+        out.append(CsqaItem(f"dev/{i}", question, candidates, row["answer"]))
     return out
 
 

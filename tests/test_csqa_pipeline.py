@@ -306,7 +306,7 @@ def test_a_csqa_file_of_another_shape_fails_with_one_line(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
-    with pytest.raises(ProblemSourceError, match=r"csqa/train: rows need `choices`"):
+    with pytest.raises(ProblemSourceError, match=r"bad\.jsonl: rows need `choices`"):
         load_problems(ProblemArgs(problems="csqa", problems_path=str(bad)))
 
 
@@ -378,6 +378,7 @@ def test_bundled_csqa_corrector_prompt_is_ours_and_parses():
     prompt = corrector_prompt("csqa")
     instruction, demos = split_demonstrations(prompt.text)
     assert len(demos) == 4 and prompt.newline == "\n"
+    assert "five" not in instruction  # a CSQA file may have any number (>= 2) of candidates
     for demo in demos:
         assert demo.startswith("Question: ") and f"\n{csqa.CANDIDATES_LABEL} " in demo
         parsed = parse_correction(demo.split(csqa.MISTAKES_LABEL, 1)[1], 0, "csqa")
@@ -623,3 +624,112 @@ def test_predictions_file_completions_are_cut_at_the_stop_strings(tmp_path, task
     assert all(r["sampling"] is None for r in rows)
     chat = _eval_file(tmp_path / "chat", preds, problems=task, prompt_style="chat")
     assert chat["protocol"]["stop"] is None and chat["accuracy"] == 0.0  # no stops for chat: the last answer
+
+
+# --------------------------------------------------------------------------- bad CSQA files: one line
+_HUB_ROW = json.loads(TEST_FILE.read_text(encoding="utf-8").splitlines()[0])
+_PROMPT = csqa.csqa_prompt("Where is the money kept?", ["bank", "library", "mall"])
+_PAPER_ROW = {"prompt": _PROMPT, "answer": "bank", "candidates": ["bank", "library", "mall"]}
+
+
+def _hub(**kw) -> dict:
+    return {**_HUB_ROW, **kw}
+
+
+def _choices(texts, labels=None) -> dict:
+    return {"label": labels or [csqa.candidate_label(i) for i in range(len(texts))], "text": texts}
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (_hub(question=None), "row 1: question is None"),
+        (_hub(question="  "), "row 1: question is '  '"),
+        (_hub(choices=_choices(["a", None, "c"])), "row 1: candidate 1 is None"),
+        (_hub(choices=_choices(["a", 3, "c"])), "row 1: candidate 1 is 3"),
+        (_hub(choices=_choices(["", "b", "c"]), answerKey="A"), "row 1: candidate 0 is ''"),  # an empty gold
+        (_hub(choices=[{"label": "A", "text": "a"}, {"label": "B", "text": "b"}]), "row 1: choices must be"),
+        (_hub(choices=_choices(["only"]), answerKey="A"), "row 1: 1 candidate(s) ['only']; at least 2"),
+        (_hub(answerKey="b"), "row 1: answerKey 'b' is not one of the labels"),
+        ({k: v for k, v in _HUB_ROW.items() if k != "answerKey"}, "row 1: no answerKey"),
+        ({**_PAPER_ROW, "candidates": None}, "row 1: candidates are None"),
+        ({**_PAPER_ROW, "candidates": ["bank", "library"]}, "row 1: candidates ['bank', 'library'] are not the prompt's"),
+        ({**_PAPER_ROW, "prompt": "Q: what? A:"}, "row 1: prompt 'Q: what? A:'... is not a CSQA prompt"),
+        ({k: v for k, v in _PAPER_ROW.items() if k != "answer"}, "row 1: no answer"),
+        ({**_PAPER_ROW, "prompt": _PROMPT.replace("Where is the money kept?", " ")}, "row 1: the prompt's question is ' '"),
+    ],
+)  # fmt: skip
+def test_a_bad_csqa_row_is_one_line_naming_the_file_row_and_value(tmp_path, row, message):
+    from lema_hub.problems import ProblemSourceError
+
+    first = _HUB_ROW if "choices" in row or "question" in row else _PAPER_ROW
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(first) + "\n" + json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(ProblemSourceError) as exc:
+        load_problems(ProblemArgs(problems="csqa", problems_path=str(bad)))
+    text = str(exc.value)
+    assert text.startswith(f"{bad}: row 1: ") and message in text and "\n" not in text, text
+    assert text.count("csqa") == 0 or "csqa/" not in text  # no doubled "csqa/test: csqa/test row" prefix
+
+
+def test_csqa_rows_with_any_number_of_candidates_and_duplicates_load(tmp_path):
+    rows = [
+        _hub(id="four", choices=_choices(["sink", "bed", "car", "closet"]), answerKey="A"),
+        _hub(id="two", choices=_choices(["yes", "no"]), answerKey="B"),
+        _hub(id="dup", choices=_choices(["sink", "bed", "sink"]), answerKey="C"),
+    ]
+    path = tmp_path / "ok.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    four, two, dup = load_problems(ProblemArgs(problems="csqa", problems_path=str(path)))
+    assert (len(four.candidates), two.gold_answer, dup.candidates) == (4, "no", ["sink", "bed", "sink"])
+
+
+def test_a_bad_csqa_file_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "nullq.jsonl"
+    bad.write_text(json.dumps(_hub(question=None)) + "\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "lema_hub.cli", "evaluate", "--problems", "csqa", "--problems_path", str(bad),
+           "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0] == f"lema-hub evaluate: {bad}: row 0: question is None; a non-empty string is needed"
+
+
+@pytest.mark.parametrize("shape", ["hub", "paper"])
+def test_a_csqa_file_as_a_generic_problems_source_says_how_to_load_it(tmp_path, shape):
+    from lema_hub.build import load_test_questions
+    from lema_hub.problems import ProblemSourceError
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps(_HUB_ROW if shape == "hub" else _PAPER_ROW) + "\n", encoding="utf-8")
+    with pytest.raises(
+        ProblemSourceError,
+        match=r"mine\.jsonl holds CommonsenseQA rows: use --problems csqa --problems_path FILE",
+    ):
+        load_problems(ProblemArgs(problems=str(path)))
+    with pytest.raises(ProblemSourceError, match=r"--decontaminate csqa_dev --decontaminate_path FILE"):
+        load_test_questions(str(path))  # build --decontaminate <csqa file>
+    assert len(load_test_questions("csqa_dev", str(path))) == 1  # ... and the way it names works
+
+
+@pytest.mark.parametrize("sample", ["csqa_sample", "sample"])
+def test_a_bundled_sample_takes_no_path(tmp_path, sample):
+    from lema_hub.build import load_test_questions
+    from lema_hub.problems import ProblemSourceError
+
+    with pytest.raises(
+        ProblemSourceError, match=rf"problems '{sample}' is a bundled sample and takes no path"
+    ):
+        load_problems(ProblemArgs(problems=sample, problems_path=str(TEST_FILE)))
+    with pytest.raises(ProblemSourceError, match="takes no path"):
+        # build --decontaminate <sample>_test --decontaminate_path FILE
+        load_test_questions(f"{sample}_test", str(TEST_FILE))
+
+
+def test_the_csqa_evaluate_recipe_names_the_validation_split_for_the_dev_file():
+    text = (REPO / "recipes" / "smollm2-135m" / "evaluate" / "config_csqa.yaml").read_text(encoding="utf-8")
+    dev_line = next(ln for ln in text.splitlines() if "csqa_dev.jsonl" in ln)
+    assert "--problems csqa" in dev_line and "--problems_split validation" in dev_line
