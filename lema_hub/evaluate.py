@@ -427,12 +427,12 @@ def _protocol(
             "temperature": None,
             "top_p": None,
             "max_new_tokens": None,
-            "num_samples": cfg.num_samples,
+            "num_samples": None,  # the file's rows per problem: samples_per_problem in the results
             "seed": None,
             "stop": stop,
             "backend": "predictions-file",
             "extraction": cfg.extraction,
-            "metric": "pass@1",
+            "metric": "pass@1 (from the file's completions per problem)",
             "answer_rounding": cfg.answer_rounding,
         }
     decoding = "greedy" if cfg.temperature == 0 else f"sampling (T={cfg.temperature}, top_p={cfg.top_p})"
@@ -673,7 +673,11 @@ def read_eval_shards(
         # Shards that disagree are refused (shard_value), and so are shards of another command.
         agreed = {k: distributed.shard_value(entries, k) for k in ("model", *_SHARDS_AGREE_ON)}
         protocol = agreed["protocol"] or {}
-        other = [f"{k}={protocol.get(k)!r}" for k, v in sampling.items() if protocol.get(k) != v]
+        other = [
+            f"{k}={protocol.get(k)!r}"
+            for k, v in sampling.items()
+            if protocol.get(k) != v and protocol.get("backend") != "predictions-file"  # nothing sampled
+        ]
         if agreed["model"] != public_model_name(model):
             other.insert(0, f"model {agreed['model']!r}")
         if other:
@@ -769,9 +773,6 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         elif predictions:
             texts = match_predictions(problems, read_records(cfg.predictions_path), cfg.predictions_column)
             outputs = [[cut_at_stop(t, stop) for t in per_problem] for per_problem in texts]
-            n = protocol["num_samples"] = max((len(t) for t in texts), default=0)
-            protocol["metric"] = "pass@1" if n <= 1 else f"pass@1 estimated from up to {n} completions"
-            protocol["cut_at_stop"] = sum(o["finish_reason"] == "stop" for outs in outputs for o in outs)
         else:
             outcome = RequestOutcome(f"evaluate [{label}]")
             outputs = _generate(
@@ -810,6 +811,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             "wall_time_s": round(time.perf_counter() - started, 1),
             "protocol": protocol,
             **metrics,
+            # predictions-file completions cut at a stop string (a merge's: its shards' rows)
+            **({"cut_at_stop": sum(r["finish_reason"] == "stop" for r in rows)} if predictions else {}),
             "n": metrics["num_problems"],
         }
         if source_report is not None:

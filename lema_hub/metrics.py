@@ -179,7 +179,7 @@ def model_card_table(entries: Sequence[dict[str, Any]]) -> str:
 
 def protocol_notes(protocol: dict[str, Any]) -> str:
     n = protocol["num_samples"]
-    est = "" if n == 1 else f", pass@1 from {n} samples"
+    est = "" if n in (1, None) else f", pass@1 from {n} samples"  # None: a predictions file's rows
     if protocol.get("answer_rounding") is not None:
         est += f", numbers compared after rounding to {protocol['answer_rounding']} decimals"
     template = protocol.get("prompt")

@@ -615,7 +615,7 @@ def test_predictions_file_completions_are_cut_at_the_stop_strings(tmp_path, task
     entry = _eval_file(tmp_path, preds, problems=task)
     proto = entry["protocol"]
     assert (
-        entry["accuracy"] == 1.0 and proto["cut_at_stop"] == len(problems) and "\nQuestion:" in proto["stop"]
+        entry["accuracy"] == 1.0 and entry["cut_at_stop"] == len(problems) and "\nQuestion:" in proto["stop"]
     )
     assert (proto["temperature"], proto["max_new_tokens"], proto["prompt_style"]) == (None, None, None)
     assert proto["decoding"] == "predictions file" and proto["backend"] == "predictions-file"
