@@ -1,7 +1,8 @@
 """CommonsenseQA (CSQA), the paper's third task: its CoT prompt with candidate answers, loaders for
-`tau/commonsense_qa` rows and the paper's evaluation file, the paper's grading (a prediction is mapped
-to the candidate with the smallest edit distance; how often that mapping was needed is counted), and
-its correction format (no step index): `Mistakes: ...` / `Corrected Answer: { ... The answer is X. }`.
+`tau/commonsense_qa` rows and the paper's evaluation file (checked row by row), the matching of a stated
+answer to a candidate (`match_candidate`: the paper's rule, the nearest by edit distance, or ours, the
+default, with bare labels by position and no match for an answer near no candidate; each kind is
+counted), and its correction format (no step index): `Mistakes: ...` / `Corrected Answer: { ... The answer is X. }`.
 
 The stages reach these through `formats.problem_prompt` (CoT prompts), `grading.grade_rows`
 (verdicts), `corrector.prompt` / `corrector.parse` (the corrector) and `build` (training rows); a
