@@ -200,7 +200,12 @@ def strip_answer(span: str) -> str:
     span = span.strip().strip("*_").strip()
     # A sentence after the answer on the same line ("42. So she has 42 apples.") is not part of it.
     span = _SENTENCE_AFTER.split(span, maxsplit=1)[0]
-    span = span.strip().strip("*_").strip().rstrip(".").strip()
+    # Markdown emphasis and a final period in either order: "**bank**." and "**42.**" -> bank, 42.
+    while True:
+        stripped = span.strip().strip("*_").strip().rstrip(".").strip()
+        if stripped == span:
+            break
+        span = stripped
     if span.startswith("$") and span.endswith("$") and len(span) >= 2 and span.count("$") == 2:
         span = span[1:-1].strip()
     if span.startswith("\\(") and span.endswith("\\)"):

@@ -181,6 +181,16 @@ class EvalConfig(ProblemArgs, HubArgs, EndpointArgs):
             "to this many decimals (the paper's SVAMP/ASDiv protocol: 2). Default: exact comparison."
         },
     )
+    choice_mapping: str = field(
+        default="lema_hub",
+        metadata={
+            "help": "Multiple choice (CSQA): how a stated answer is matched to a candidate. lema_hub (ours): "
+            "a candidate as written, a bare label (B, (B), option B) by position, the one candidate named in "
+            "the answer, or the unique nearest candidate within edit distance 0.4 of its length, else no match "
+            "(wrong) | paper: every answer to its nearest candidate by edit distance (ties: the first), as the "
+            "paper did. Recorded in the results."
+        },
+    )
     merge_shards: bool = field(
         default=False,
         metadata={
@@ -287,7 +297,9 @@ def _build_prompt(problem: Problem, style: str, template: PromptTemplate | None 
     return as_messages(text) if style == "chat" else text
 
 
-def _choice_protocol(problems: Sequence[Problem], template: PromptTemplate) -> dict[str, Any] | None:
+def _choice_protocol(
+    problems: Sequence[Problem], template: PromptTemplate, choice_mapping: str = "lema_hub"
+) -> dict[str, Any] | None:
     """Multiple-choice problems (CSQA) are prompted with the paper's CSQA prompt whatever the model's
     template (the templates are math prompts): the record of the prompt used, else None."""
     if not any(p.candidates for p in problems):
@@ -298,7 +310,7 @@ def _choice_protocol(problems: Sequence[Problem], template: PromptTemplate) -> d
         logger.warning(
             "prompt template %s is a math template: CSQA uses the paper's CSQA prompt", template.name
         )
-    return prompt_record()
+    return {**prompt_record(), "choice_mapping": choice_mapping}
 
 
 def choice_stops() -> list[str]:
@@ -308,14 +320,24 @@ def choice_stops() -> list[str]:
     return list(PLAIN_STOP)
 
 
-def mapping_counts(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """How often a multiple-choice answer had to be mapped to its nearest candidate (the issue asks
-    for it; the paper does not report it): answered rows, mapped rows, the rate. None for math."""
+def mapping_counts(rows: Sequence[dict[str, Any]], rule: str | None = None) -> dict[str, Any] | None:
+    """How multiple-choice answers were matched to a candidate (the paper does not report it):
+    answered rows, rows not a candidate as written (`mapping_needed`, its rate), and the rows of each
+    kind (`csqa.MAPPING_KINDS`: exact, label, contains, edit_distance, no_match) under `rule`. None for math."""
+    from lema_hub.csqa import MAPPING_KINDS
+
     answered = [r for r in rows if r.get("mapping_needed") is not None]
     if not answered:
         return None
     mapped = sum(bool(r["mapping_needed"]) for r in answered)
-    return {"answered": len(answered), "mapping_needed": mapped, "mapping_rate": mapped / len(answered)}
+    kinds = {k: sum(r.get("mapping") == k for r in answered) for k in MAPPING_KINDS}
+    return {
+        "rule": rule,
+        "answered": len(answered),
+        "mapping_needed": mapped,
+        "mapping_rate": mapped / len(answered),
+        "by_kind": kinds,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -361,6 +383,12 @@ def _validate(cfg: EvalConfig) -> None:
             )
         for t in cfg.prompt_templates:
             load_prompt_template(t)  # a bad name or file fails before any model is loaded
+    from lema_hub.csqa import CHOICE_MAPPINGS
+
+    if cfg.choice_mapping not in CHOICE_MAPPINGS:
+        raise InvalidInputError(
+            f"choice_mapping must be one of {CHOICE_MAPPINGS}, got {cfg.choice_mapping!r}."
+        )
     if cfg.answer_rounding is not None and not 0 <= cfg.answer_rounding <= 10:
         raise InvalidInputError(
             f"answer_rounding must be a number of decimals in 0..10, got {cfg.answer_rounding}."
@@ -378,7 +406,35 @@ def _labels(cfg: EvalConfig) -> list[str]:
     return out
 
 
-def _protocol(cfg: EvalConfig, style: str, stop: list[str] | None, predictions: bool) -> dict[str, Any]:
+def cut_at_stop(text: str, stop: Sequence[str] | None) -> dict[str, Any]:
+    """A predictions-file completion cut before its first stop string, as generation would have
+    stopped (finish_reason "stop" when cut, else null: the file does not say)."""
+    cuts = [i for i in (text.find(s) for s in stop or () if s) if i != -1]
+    if not cuts:
+        return {"text": text, "finish_reason": None}
+    return {"text": text[: min(cuts)], "finish_reason": "stop"}
+
+
+def _protocol(
+    cfg: EvalConfig, style: str | None, stop: list[str] | None, predictions: bool
+) -> dict[str, Any]:
+    if predictions:  # nothing was generated here: record only what was done
+        return {
+            "shots": 0,
+            "prompt": "lema-cot",
+            "prompt_style": style,
+            "decoding": "predictions file",
+            "temperature": None,
+            "top_p": None,
+            "max_new_tokens": None,
+            "num_samples": None,  # the file's rows per problem: samples_per_problem in the results
+            "seed": None,
+            "stop": stop,
+            "backend": "predictions-file",
+            "extraction": cfg.extraction,
+            "metric": "pass@1 (from the file's completions per problem)",
+            "answer_rounding": cfg.answer_rounding,
+        }
     decoding = "greedy" if cfg.temperature == 0 else f"sampling (T={cfg.temperature}, top_p={cfg.top_p})"
     return {
         "shots": 0,
@@ -454,7 +510,12 @@ def _generate(
     return [sorted(by_id[p.problem_id], key=lambda r: r.sample_index) for p in problems]
 
 
-def _grade_rows(rows: list[dict[str, Any]], workers: int | None, extraction: str = "strict") -> None:
+def _grade_rows(
+    rows: list[dict[str, Any]],
+    workers: int | None,
+    extraction: str = "strict",
+    choice_mapping: str = "lema_hub",
+) -> None:
     """Fill predicted_answer / verdict / grade_reason in place, grading each task's rows together."""
 
     todo = []
@@ -463,13 +524,16 @@ def _grade_rows(rows: list[dict[str, Any]], workers: int | None, extraction: str
             r.update(predicted_answer=None, verdict="ungradeable", grade_reason="generation failed")
         else:
             todo.append(r)
-    for r, v in zip(todo, grade_rows(todo, extraction=extraction, workers=workers)):
+    for r, v in zip(
+        todo, grade_rows(todo, extraction=extraction, workers=workers, choice_mapping=choice_mapping)
+    ):
         r.update(
             predicted_answer=v.predicted_answer,
             verdict=v.verdict,
             grade_reason=v.reason,
             mapped_answer=v.mapped_answer,
             mapping_needed=v.mapping_needed,
+            mapping=v.mapping,
         )
 
 
@@ -478,8 +542,8 @@ def _details_rows(
     outputs: Sequence[Sequence[Any]],
     model: str,
     label: str,
-    style: str,
-    sampling: dict[str, Any],
+    style: str | None,
+    sampling: dict[str, Any] | None,
     template: PromptTemplate | None = None,
 ) -> list[dict[str, Any]]:
 
@@ -548,10 +612,17 @@ def source_filter_note(report: dict[str, Any] | None) -> str:
 
 
 def mapping_note(mapping: dict[str, Any] | None) -> str:
-    """`; 3 of 8 answers mapped to the nearest candidate` for card notes (multiple choice), or nothing."""
+    """`; choices matched by the lema_hub rule: 3 of 8 answers not a candidate as written (2 labels,
+    1 no match)` for card notes (multiple choice), or nothing."""
     if not mapping:
         return ""
-    return f"; {mapping['mapping_needed']} of {mapping['answered']} answers mapped to the nearest candidate"
+    kinds = {k: n for k, n in (mapping.get("by_kind") or {}).items() if n and k != "exact"}
+    detail = f" ({', '.join(f'{n} {k}' for k, n in kinds.items())})" if kinds else ""
+    rule = f" by the {mapping['rule']} rule" if mapping.get("rule") else ""
+    return (
+        f"; choices matched{rule}: {mapping['mapping_needed']} of {mapping['answered']} answers "
+        f"not a candidate as written{detail}"
+    )
 
 
 _OUTPUT_COLUMNS = ("sample_index", "finish_reason", "prompt_tokens", "completion_tokens", "error")
@@ -602,7 +673,11 @@ def read_eval_shards(
         # Shards that disagree are refused (shard_value), and so are shards of another command.
         agreed = {k: distributed.shard_value(entries, k) for k in ("model", *_SHARDS_AGREE_ON)}
         protocol = agreed["protocol"] or {}
-        other = [f"{k}={protocol.get(k)!r}" for k, v in sampling.items() if protocol.get(k) != v]
+        other = [
+            f"{k}={protocol.get(k)!r}"
+            for k, v in sampling.items()
+            if protocol.get(k) != v and protocol.get("backend") != "predictions-file"  # nothing sampled
+        ]
         if agreed["model"] != public_model_name(model):
             other.insert(0, f"model {agreed['model']!r}")
         if other:
@@ -671,26 +746,33 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         if cfg.merge_shards:  # its wall time: every shard's (the time one process takes), then the merge's
             started -= sharded[f"{label}-{benchmark}"].wall_s
         predictions = cfg.predictions_path is not None
-        if predictions:  # how the completions were prompted is the file's business; default: the paper's
-            style = "plain" if cfg.prompt_style == "auto" else cfg.prompt_style
+        choice = _choice_protocol(problems, template, cfg.choice_mapping)  # CSQA: the paper's CSQA prompt
+        default_stop = choice_stops() if choice else template.stops()
+        sampling: dict[str, Any] | None
+        if predictions:
+            # How the file's completions were made is the file's business: its prompt style is unknown
+            # unless given, nothing was sampled here, and the template's stops (unless prompt_style is
+            # chat, or `stop` says otherwise) cut them where generation would have stopped.
+            style = None if cfg.prompt_style == "auto" else cfg.prompt_style
+            stop = cfg.stop if cfg.stop is not None else (default_stop if style != "chat" else None)
+            sampling = None
         else:
             style = resolve_prompt_style(cfg.prompt_style, model, cfg.backend)
-        choice = _choice_protocol(problems, template)  # CSQA: the paper's CSQA prompt, its own stops
-        default_stop = choice_stops() if choice else template.stops()
-        stop = cfg.stop if cfg.stop is not None else (default_stop if style == "plain" else None)
+            stop = cfg.stop if cfg.stop is not None else (default_stop if style == "plain" else None)
+            sampling = {
+                "temperature": cfg.temperature,
+                "top_p": cfg.top_p,
+                "max_tokens": cfg.max_new_tokens,
+                "seed": cfg.seed,
+            }
         protocol = {**_protocol(cfg, style, stop, predictions), **template.record(), **(choice or {})}
-        sampling = {
-            "temperature": cfg.temperature,
-            "top_p": cfg.top_p,
-            "max_tokens": cfg.max_new_tokens,
-            "seed": cfg.seed,
-        }
         config_name = f"{label}-{benchmark}"
         outcome = None
         if cfg.merge_shards:  # the shards' completions in problem order, graded below as one run's
             outputs = sharded[config_name].outputs
         elif predictions:
-            outputs = match_predictions(problems, read_records(cfg.predictions_path), cfg.predictions_column)
+            texts = match_predictions(problems, read_records(cfg.predictions_path), cfg.predictions_column)
+            outputs = [[cut_at_stop(t, stop) for t in per_problem] for per_problem in texts]
         else:
             outcome = RequestOutcome(f"evaluate [{label}]")
             outputs = _generate(
@@ -705,14 +787,14 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         if outcome is not None:
             requests[config_name] = outcome.record()
         rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling, template)
-        _grade_rows(rows, cfg.grading_workers, cfg.extraction)
+        _grade_rows(rows, cfg.grading_workers, cfg.extraction, cfg.choice_mapping)
         if cfg.answer_rounding is not None:
             apply_answer_rounding(rows, cfg.answer_rounding)
         details = eval_detail_features()
         save_dataset_config(out_dir, config_name, {"test": conform(rows, details)}, features=details)
 
         metrics = summarize_rows(rows, cfg.confidence)
-        mapping = mapping_counts(rows)
+        mapping = mapping_counts(rows, cfg.choice_mapping if choice else None)
         if mapping is not None:
             metrics["choice_mapping"] = mapping
         entry = {
@@ -729,6 +811,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
             "wall_time_s": round(time.perf_counter() - started, 1),
             "protocol": protocol,
             **metrics,
+            # predictions-file completions cut at a stop string (a merge's: its shards' rows)
+            **({"cut_at_stop": sum(r["finish_reason"] == "stop" for r in rows)} if predictions else {}),
             "n": metrics["num_problems"],
         }
         if source_report is not None:

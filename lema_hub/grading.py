@@ -101,6 +101,8 @@ class Verdict:
     # mapping was needed (the stated answer is not one of the candidates as written).
     mapped_answer: str | None = None
     mapping_needed: bool | None = None
+    # How it matched (``csqa.MAPPING_KINDS``: exact | label | contains | edit_distance | no_match).
+    mapping: str | None = None
 
     @property
     def is_correct(self) -> bool:
@@ -245,12 +247,18 @@ def grade_many(
     return [r if r is not None else _ungradeable("not graded") for r in results]
 
 
-def grade_choice(prediction: str | None, gold: str, candidates: Sequence[str] | None) -> Verdict:
-    """Grade a multiple-choice (CSQA) completion as the paper does: the text after the last "The
-    answer is" (the paper's rule, whatever ``extraction`` the stage uses: the flexible fallbacks read
-    numbers, not choices), mapped to the candidate with the smallest edit distance, compared with
-    the gold candidate. Never raises."""
-    from lema_hub.csqa import map_to_candidate
+def grade_choice(
+    prediction: str | None,
+    gold: str,
+    candidates: Sequence[str] | None,
+    choice_mapping: str = "lema_hub",
+) -> Verdict:
+    """Grade a multiple-choice (CSQA) completion: the text after the last "The answer is" (the
+    paper's rule, whatever ``extraction`` the stage uses: the flexible fallbacks read numbers, not
+    choices), matched to a candidate by ``csqa.match_candidate`` under ``choice_mapping``
+    (``lema_hub``: bare labels by position, no match for an answer near no candidate; ``paper``: the
+    nearest candidate by edit distance, always), compared with the gold candidate. Never raises."""
+    from lema_hub.csqa import match_candidate
 
     try:
         if not candidates:
@@ -267,14 +275,20 @@ def grade_choice(prediction: str | None, gold: str, candidates: Sequence[str] | 
         if answer is None:
             return Verdict(NO_ANSWER, None, _NO_ANSWER_REASON["strict"])
         answer = answer[:MAX_ANSWER_CHARS]
-        choice, mapped = map_to_candidate(answer, candidates)
+        choice, kind = match_candidate(answer, candidates, choice_mapping)
+        extra = {"mapping_needed": kind != "exact", "mapping": kind}
+        if choice is None:
+            return Verdict(WRONG, answer, f"{answer[:80]!r} matches no candidate; gold {gold!r}", **extra)
         verdict = CORRECT if choice.strip() == gold.strip() else WRONG
-        how = (
-            f"{answer[:80]!r} mapped to the nearest candidate (edit distance) {choice!r}"
-            if mapped
-            else f"{answer[:80]!r} is the candidate {choice!r}"
+        how = {
+            "exact": "is the candidate",
+            "label": "is the label of the candidate",
+            "contains": "names the candidate",
+            "edit_distance": "mapped to the nearest candidate (edit distance)",
+        }[kind]
+        return Verdict(
+            verdict, answer, f"{answer[:80]!r} {how} {choice!r}; gold {gold!r}", mapped_answer=choice, **extra
         )
-        return Verdict(verdict, answer, f"{how}; gold {gold!r}", mapped_answer=choice, mapping_needed=mapped)
     except Exception as e:  # the contract: no exception escapes
         logger.exception("grading failed")
         return _ungradeable(f"grading failed: {type(e).__name__}: {str(e)[:200]}")
@@ -302,6 +316,7 @@ def grade_rows(
     gold: Callable[[Mapping], str] = _gold,
     task: Callable[[Mapping], str] = task_of,
     candidates: Callable[[Mapping], Sequence[str] | None] = _candidates,
+    choice_mapping: str = "lema_hub",
 ) -> list[Verdict]:
     """One verdict per row, in order: the rows of each task (``task(row)``, by default
     ``problems.task_of``) graded together by ``grade_many`` with ``workers``.
@@ -309,7 +324,7 @@ def grade_rows(
     The one way every stage grades rows (collect, correct, evaluate); each stage maps the verdicts
     onto its own columns. ``text``/``gold`` read what is graded (default: ``completion`` against
     ``gold_answer``). Multiple-choice rows (task ``csqa``) are graded by ``grade_choice`` against
-    ``candidates(row)`` (default: the row's ``candidates``).
+    ``candidates(row)`` (default: the row's ``candidates``) under ``choice_mapping``.
     """
     check_extraction(extraction)
     by_task: dict[str, list[int]] = {}
@@ -319,7 +334,7 @@ def grade_rows(
     for t, idx in by_task.items():
         if t == CHOICE_TASK:
             for i in idx:
-                out[i] = grade_choice(text(rows[i]), gold(rows[i]), candidates(rows[i]))
+                out[i] = grade_choice(text(rows[i]), gold(rows[i]), candidates(rows[i]), choice_mapping)
             continue
         verdicts = grade_many(
             [text(rows[i]) for i in idx],

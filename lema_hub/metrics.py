@@ -159,7 +159,7 @@ def comparison_table(results: dict[str, dict[str, Any]]) -> str:
 
 def _prompt_cell(protocol: dict[str, Any]) -> str:
     template = protocol.get("prompt")
-    style = protocol["prompt_style"]
+    style = protocol["prompt_style"] or "predictions file"  # a file's completions: style not known
     return style if template in (None, "lema-cot") else f"{template}, {style}"
 
 
@@ -179,11 +179,16 @@ def model_card_table(entries: Sequence[dict[str, Any]]) -> str:
 
 def protocol_notes(protocol: dict[str, Any]) -> str:
     n = protocol["num_samples"]
-    est = "" if n == 1 else f", pass@1 from {n} samples"
+    est = "" if n in (1, None) else f", pass@1 from {n} samples"  # None: a predictions file's rows
     if protocol.get("answer_rounding") is not None:
         est += f", numbers compared after rounding to {protocol['answer_rounding']} decimals"
     template = protocol.get("prompt")
     prompt = "" if template in (None, "lema-cot") else f"{template} template, "
+    if protocol.get("backend") == "predictions-file":  # nothing was generated: say what was done
+        stop = protocol.get("stop")
+        cut = f", cut at the stop strings {stop!r}" if stop else ""
+        style = f", {protocol['prompt_style']} prompt" if protocol.get("prompt_style") else ""
+        return f"zero-shot CoT ({prompt}completions from a predictions file{style}{cut}){est}"
     return (
         f"zero-shot CoT ({prompt}{protocol['prompt_style']} prompt), {protocol['decoding']}, "
         f"max {protocol['max_new_tokens']} new tokens{est}"

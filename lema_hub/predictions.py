@@ -51,14 +51,28 @@ def _squash_spaces(text: str) -> str:
 _QUESTION_IN_PROMPT = re.compile(r"Question:\s*(.*?)\s*\nAnswer:", re.S)
 
 
+def question_in_prompt(prompt: str) -> str:
+    """The question inside a prompt: the paper's CSQA prompt (question then candidates), a LeMa CoT
+    prompt (`Question: ...` / `Answer:`), else the prompt itself."""
+    from lema_hub.csqa import parse_csqa_prompt
+
+    try:  # a prompt written without its final newline is still the paper's
+        return parse_csqa_prompt(prompt if prompt.endswith("\n") else prompt + "\n")[0]
+    except ValueError:
+        pass
+    m = _QUESTION_IN_PROMPT.search(prompt)
+    return m.group(1) if m else prompt
+
+
 def match_predictions(
     problems: Sequence[Problem], rows: Sequence[dict[str, Any]], column: str
 ) -> list[list[str]]:
     """Completions per problem (several rows per problem = several samples).
 
-    Rows are matched by `problem_id`, else `question`, else the question inside a LeMa CoT `prompt`,
-    else by position (then the file must have exactly one row per problem). Rows matching no problem
-    (e.g. outside `problems_limit`) are ignored; a problem without a completion is an error.
+    Rows are matched by `problem_id`, else `question`, else the question inside a LeMa CoT or CSQA
+    `prompt` (`question_in_prompt`), else by position (then the file must have exactly one row per
+    problem). Rows matching no problem (e.g. outside `problems_limit`) are ignored; a problem without
+    a completion is an error.
     """
     if not rows:
         raise InvalidInputError("The predictions file is empty.")
@@ -78,8 +92,7 @@ def match_predictions(
             if "question" in cols:
                 keys.append(_squash_spaces(r["question"]))
             else:
-                m = _QUESTION_IN_PROMPT.search(str(r["prompt"]))
-                keys.append(_squash_spaces(m.group(1) if m else r["prompt"]))
+                keys.append(_squash_spaces(question_in_prompt(str(r["prompt"]))))
     else:
         if len(rows) != len(problems):
             raise InvalidInputError(

@@ -501,13 +501,19 @@ def mapped_problems(
 CSQA_SOURCES = ("csqa", TASKS["csqa"].hub_id)
 
 
-def csqa_problems(rows: list[dict[str, Any]], split: str, source: str = "csqa") -> list[Problem]:
-    """CSQA rows (the Hub's shape or the paper's `csqa_dev.jsonl` shape) -> Problems with candidates."""
+def csqa_problems(
+    rows: list[dict[str, Any]], split: str, source: str = "csqa", where: str | None = None
+) -> list[Problem]:
+    """CSQA rows (the Hub's shape or the paper's `csqa_dev.jsonl` shape) -> Problems with candidates.
+
+    A bad row is a ProblemSourceError naming `where` (the file; default `<source>/<split>`), the row
+    and the value."""
     from lema_hub import csqa
 
     if not rows:
         return []
-    first = rows[0]
+    where = where or f"{source}/{split}"
+    first = rows[0] if isinstance(rows[0], dict) else {}
     try:
         if "choices" in first:
             items = csqa.hub_items(rows, split)
@@ -517,11 +523,13 @@ def csqa_problems(rows: list[dict[str, Any]], split: str, source: str = "csqa") 
             ids = [str(i) for i in range(len(rows))]
         else:
             raise ProblemSourceError(
-                f"{source}/{split}: rows need `choices` + `answerKey` (the Hub's rows) or `prompt` + "
+                f"{where}: rows need `choices` + `answerKey` (the Hub's rows) or `prompt` + "
                 f"`candidates` + `answer` (the paper's csqa_dev.jsonl); columns are {sorted(first)}"
             )
-    except (KeyError, ValueError) as e:
-        raise ProblemSourceError(f"{source}/{split}: {e}") from e
+    except ProblemSourceError:
+        raise
+    except ValueError as e:
+        raise ProblemSourceError(f"{where}: {e}") from e
     return [
         Problem(
             problem_id=f"{source}/{split}/{key}",
@@ -536,14 +544,20 @@ def csqa_problems(rows: list[dict[str, Any]], split: str, source: str = "csqa") 
     ]
 
 
+def looks_like_csqa(row: Any) -> bool:
+    """Whether a row is a CSQA row (the Hub's `choices` + `answerKey` or the paper's `prompt` + `candidates`)."""
+    if not isinstance(row, dict):
+        return False
+    return {"choices", "answerKey"} <= row.keys() or {"prompt", "candidates"} <= row.keys()
+
+
 def load_csqa(args: ProblemArgs) -> list[Problem]:
     """CSQA from ``problems_path`` (either row shape) or the Hub (``tau/commonsense_qa``, train / validation)."""
     split = args.problems_split
     if args.problems_path:
-        rows = _read_rows(args.problems_path)
-    else:
-        rows = _hub_rows(TASKS["csqa"].hub_id, args.problems_subset, split)
-    return csqa_problems(rows, split)
+        return csqa_problems(_read_rows(args.problems_path), split, where=str(args.problems_path))
+    rows = _hub_rows(TASKS["csqa"].hub_id, args.problems_subset, split)
+    return csqa_problems(rows, split, where=f"{TASKS['csqa'].hub_id} ({split})")
 
 
 def _bundled_rows(name: str, split: str) -> list[dict[str, Any]]:
@@ -583,6 +597,13 @@ def parse_shard(shard: str) -> tuple[int, int]:
 def load_problems(args: ProblemArgs) -> list[Problem]:
     """Problems for a run: the source, then ``problems_limit``, then ``shard``."""
     src, split = args.problems, args.problems_split
+    if src in ("sample", "csqa_sample") and args.problems_path:
+        task, test_set = ("csqa", "csqa_dev") if src == "csqa_sample" else ("gsm8k", "gsm8k_test")
+        raise ProblemSourceError(
+            f"problems {src!r} is a bundled sample and takes no path (got {args.problems_path!r}); "
+            f"for that file use --problems {task} --problems_path FILE "
+            f"(build: --decontaminate {test_set} --decontaminate_path FILE)"
+        )
     if src == "sample":
         problems = load_sample(split)
     elif src == "csqa_sample":
@@ -615,6 +636,11 @@ def load_problems(args: ProblemArgs) -> list[Problem]:
     else:
         is_file = Path(src).suffix.lower() in (".json", ".jsonl", ".parquet") or Path(src).is_file()
         rows = _read_rows(src) if is_file else _hub_rows(src, args.problems_subset, split)
+        if looks_like_csqa(rows[0] if rows else None):
+            raise ProblemSourceError(
+                f"{src} holds CommonsenseQA rows: use --problems csqa --problems_path FILE "
+                "(build: --decontaminate csqa_dev --decontaminate_path FILE)"
+            )
         problems = mapped_problems(
             rows,
             _dataset_name(src),

@@ -272,6 +272,8 @@ EVAL_DETAIL_COLUMNS: dict[str, Any] = {
     # whether a mapping was needed (the stated answer is not a candidate as written); null for math.
     "mapped_answer": "string",
     "mapping_needed": "bool",
+    # ... and how it matched: exact | label | contains | edit_distance | no_match (csqa.MAPPING_KINDS).
+    "mapping": "string",
 }
 
 

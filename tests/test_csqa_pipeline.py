@@ -257,11 +257,21 @@ def test_evaluate_grades_with_the_mapping_and_reports_it(pipeline):
     answered = sum(r["mapping_needed"] is not None for r in rows)
     entry = pipeline["evaluate"]["results"]["fake-csqa"]
     assert entry["accuracy"] == n_correct / 8
+    assert [r["mapping"] for r in rows if r["mapping_needed"]] == ["edit_distance"] * mapped
     assert entry["choice_mapping"] == {
+        "rule": "lema_hub",
         "answered": answered,
         "mapping_needed": mapped,
         "mapping_rate": mapped / answered,
+        "by_kind": {
+            "exact": answered - mapped,
+            "label": 0,
+            "contains": 0,
+            "edit_distance": mapped,
+            "no_match": 0,
+        },
     }
+    assert entry["protocol"]["choice_mapping"] == "lema_hub"
     assert (
         entry["protocol"]["prompt"] == "csqa-cot" and entry["protocol"]["prompt_template"] == csqa.CSQA_PROMPT
     )
@@ -269,7 +279,8 @@ def test_evaluate_grades_with_the_mapping_and_reports_it(pipeline):
     assert entry["protocol"]["stop"] == list(csqa.PLAIN_STOP)  # plain prompts stop at the next CSQA example
     card = _card(folder)
     assert f"| `fake-csqa` | 8 | {100 * n_correct / 8:.1f}% |" in card
-    assert f"| `fake-csqa` | {answered} | {mapped} | {100 * mapped / answered:.1f}% |" in card
+    row = f"| `fake-csqa` | lema_hub | {answered} | {answered - mapped} | 0 | 0 | {mapped} | 0 | {100 * mapped / answered:.1f}% |"
+    assert row in card
     assert "CommonsenseQA: MIT" in card
 
 
@@ -304,7 +315,7 @@ def test_a_csqa_file_of_another_shape_fails_with_one_line(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
-    with pytest.raises(ProblemSourceError, match=r"csqa/train: rows need `choices`"):
+    with pytest.raises(ProblemSourceError, match=r"bad\.jsonl: rows need `choices`"):
         load_problems(ProblemArgs(problems="csqa", problems_path=str(bad)))
 
 
@@ -376,6 +387,7 @@ def test_bundled_csqa_corrector_prompt_is_ours_and_parses():
     prompt = corrector_prompt("csqa")
     instruction, demos = split_demonstrations(prompt.text)
     assert len(demos) == 4 and prompt.newline == "\n"
+    assert "five" not in instruction  # a CSQA file may have any number (>= 2) of candidates
     for demo in demos:
         assert demo.startswith("Question: ") and f"\n{csqa.CANDIDATES_LABEL} " in demo
         parsed = parse_correction(demo.split(csqa.MISTAKES_LABEL, 1)[1], 0, "csqa")
@@ -492,9 +504,11 @@ def test_model_card_notes_how_often_answers_were_mapped(tmp_path):
     )  # fmt: skip
     results = (model / LOCAL_EVAL_FILE).read_text(encoding="utf-8")
     # 8 problems: kinds 0..3 twice; kinds 0-2 state an answer, kind 1 needs the mapping.
-    assert "csqa-cot template" in results and "2 of 6 answers mapped to the nearest candidate" in results
+    note = "choices matched by the lema_hub rule: 2 of 6 answers not a candidate as written (2 edit_distance)"
+    assert "csqa-cot template" in results and note in results
     card = (model / "README.md").read_text(encoding="utf-8")
-    assert "2 of 6 answers mapped to the nearest candidate" in card and "| 50.0 |" in card
+    assert note in card and "| 50.0 |" in card
+    assert "completions from a predictions file" in card and "max 2048 new tokens" not in card
 
 
 # ------------------------------------------------------------------- training data: exact answers only
@@ -724,3 +738,237 @@ def test_model_card_of_a_csqa_trained_model(pipeline, tmp_path, tiny_model):
     exec("\n".join(lines[start : start + 3]), scope)  # the card's own question, candidates and prompt
     assert scope["prompt"] == csqa.csqa_prompt(scope["question"], scope["candidates"])
     assert len(scope["candidates"]) == 5 and scope["question"].endswith("?")
+
+
+
+# ------------------------------------------------------------------ probe fixes: matching, mapping, stops
+def _dev_rows(shared_data: Path) -> list[dict]:
+    path = shared_data / "lema" / "test_data" / "csqa_dev.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _eval_file(tmp_path: Path, preds: list[dict], **kw) -> dict:
+    from lema_hub.evaluate import EvalConfig, evaluate
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "preds.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in preds), encoding="utf-8")
+    kw.setdefault("problems", "csqa_sample")
+    cfg = EvalConfig(
+        models=["fake"],
+        predictions_path=str(path),
+        output_dir=str(tmp_path / "eval"),
+        update_model_card=False,
+        **kw,
+    )
+    return next(iter(evaluate(cfg)["results"].values()))
+
+
+@pytest.mark.shared_data
+def test_predictions_with_the_papers_prompt_column_match_the_dev_problems(shared_data, tmp_path):
+    rows = _dev_rows(shared_data)
+    preds = [{"prompt": r["prompt"], "completion": f"The answer is {r['answer']}."} for r in rows]
+    dev = str(shared_data / "lema" / "test_data" / "csqa_dev.jsonl")
+    entry = _eval_file(tmp_path, preds, problems="csqa", problems_path=dev, problems_split="validation")
+    assert entry["num_problems"] == 1221 and entry["accuracy"] == 1.0
+
+
+@pytest.mark.shared_data
+def test_letters_map_by_position_and_junk_matches_no_candidate_on_the_dev_file(shared_data):
+    """The probe's dev rows 3 and 4 (`(A)`, `A`), then every dev item: the gold's label is right,
+    junk is wrong under our rule; the paper's rule (edit distance for everything) stays reachable."""
+    from lema_hub.grading import grade_choice
+
+    items = csqa.paper_items(_dev_rows(shared_data))
+    for i, answer in ((3, "The answer is (A)."), (4, "The answer is A")):
+        v = grade_choice(answer, items[i].answer, items[i].candidates)
+        assert (v.verdict, v.mapping, v.mapped_answer) == ("correct", "label", items[i].candidates[0])
+        assert (
+            grade_choice(answer, items[i].answer, items[i].candidates, "paper").mapped_answer
+            != items[i].answer
+        )
+    for form in ("{}", "({})", "option {}", "{}."):
+        ok = 0
+        for it in items:
+            label = csqa.candidate_label(it.candidates.index(it.answer))
+            ok += grade_choice(f"The answer is {form.format(label)}", it.answer, it.candidates).is_correct
+        assert ok == len(items)
+    for junk in ("???", "I do not know", "none of the above"):
+        verdicts = [grade_choice(f"The answer is {junk}.", it.answer, it.candidates) for it in items]
+        assert sum(v.is_correct for v in verdicts) <= 1  # "none of the above" names one item's "above"
+        assert sum(v.mapping == "no_match" for v in verdicts) >= len(items) - 1
+        assert all(v.reason.endswith(f"matches no candidate; gold {v.reason.split('gold ')[1]}") for v in verdicts
+                   if v.mapping == "no_match")  # fmt: skip
+        paper = [grade_choice(f"The answer is {junk}.", it.answer, it.candidates, "paper") for it in items]
+        assert sum(v.is_correct for v in paper) > 100  # the paper's rule: ties go to the first candidate
+
+
+def test_evaluate_records_the_choice_mapping_rule_and_counts_each_kind(tmp_path):
+    test = load_csqa_sample("test")
+    p0, p1, p2 = test[:3]
+    label = csqa.candidate_label(p0.candidates.index(p0.gold_answer))
+    answers = [f"({label})", "I do not know", f"**{p2.gold_answer}**"] + [p.gold_answer for p in test[3:]]
+    preds = [{"problem_id": p.problem_id, "completion": f"The answer is {a}."} for p, a in zip(test, answers)]
+    ours = _eval_file(tmp_path / "ours", preds)
+    assert ours["protocol"]["choice_mapping"] == "lema_hub" and ours["choice_mapping"]["rule"] == "lema_hub"
+    assert ours["choice_mapping"]["by_kind"] == {
+        "exact": 6,
+        "label": 1,
+        "contains": 0,
+        "edit_distance": 0,
+        "no_match": 1,
+    }
+    assert ours["accuracy"] == 7 / 8
+    rows = {r["problem_id"]: r for r in _rows(tmp_path / "ours" / "eval", "fake-csqa_sample", "test")}
+    assert rows[p1.problem_id]["mapping"] == "no_match" and rows[p1.problem_id]["mapped_answer"] is None
+    assert rows[p1.problem_id]["grade_reason"].startswith("'I do not know' matches no candidate")
+    assert rows[p2.problem_id]["mapping"] == "exact"  # **bold** is not a mapping
+    card = _card(tmp_path / "ours" / "eval")
+    assert "| `fake-csqa_sample` | lema_hub | 8 | 6 | 1 | 0 | 0 | 1 | 25.0% |" in card
+    paper = _eval_file(tmp_path / "paper", preds, choice_mapping="paper")
+    assert paper["protocol"]["choice_mapping"] == "paper"
+    assert paper["choice_mapping"]["by_kind"] == {
+        "exact": 6,
+        "label": 0,
+        "contains": 0,
+        "edit_distance": 2,
+        "no_match": 0,
+    }
+    assert "| `fake-csqa_sample` | paper | 8 | 6 | 0 | 0 | 2 | 0 | 25.0% |" in _card(
+        tmp_path / "paper" / "eval"
+    )
+
+
+@pytest.mark.parametrize("task", ["csqa_sample", "sample"])
+def test_predictions_file_completions_are_cut_at_the_stop_strings(tmp_path, task):
+    """A completion that runs on into a new example is graded on its first answer, as generation would
+    have stopped there; results record what was done (stops applied, nothing sampled)."""
+    from lema_hub.problems import load_sample
+
+    problems = load_csqa_sample("test") if task == "csqa_sample" else load_sample("test")
+    wrong = [_other(p) if p.candidates else f"{p.gold_answer}1" for p in problems]
+    preds = [
+        {"problem_id": p.problem_id, "completion": f"The answer is {p.gold_answer}.\nQuestion: next one?\nThe answer is {w}."}
+        for p, w in zip(problems, wrong)
+    ]  # fmt: skip
+    entry = _eval_file(tmp_path, preds, problems=task)
+    proto = entry["protocol"]
+    assert (
+        entry["accuracy"] == 1.0 and entry["cut_at_stop"] == len(problems) and "\nQuestion:" in proto["stop"]
+    )
+    assert (proto["temperature"], proto["max_new_tokens"], proto["prompt_style"]) == (None, None, None)
+    assert proto["decoding"] == "predictions file" and proto["backend"] == "predictions-file"
+    rows = _rows(tmp_path / "eval", f"fake-{task}", "test")
+    assert all(r["finish_reason"] == "stop" and "next one" not in r["completion"] for r in rows)
+    assert all(r["sampling"] is None for r in rows)
+    chat = _eval_file(tmp_path / "chat", preds, problems=task, prompt_style="chat")
+    assert chat["protocol"]["stop"] is None and chat["accuracy"] == 0.0  # no stops for chat: the last answer
+
+
+# --------------------------------------------------------------------------- bad CSQA files: one line
+_HUB_ROW = json.loads(TEST_FILE.read_text(encoding="utf-8").splitlines()[0])
+_PROMPT = csqa.csqa_prompt("Where is the money kept?", ["bank", "library", "mall"])
+_PAPER_ROW = {"prompt": _PROMPT, "answer": "bank", "candidates": ["bank", "library", "mall"]}
+
+
+def _hub(**kw) -> dict:
+    return {**_HUB_ROW, **kw}
+
+
+def _choices(texts, labels=None) -> dict:
+    return {"label": labels or [csqa.candidate_label(i) for i in range(len(texts))], "text": texts}
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (_hub(question=None), "row 1: question is None"),
+        (_hub(question="  "), "row 1: question is '  '"),
+        (_hub(choices=_choices(["a", None, "c"])), "row 1: candidate 1 is None"),
+        (_hub(choices=_choices(["a", 3, "c"])), "row 1: candidate 1 is 3"),
+        (_hub(choices=_choices(["", "b", "c"]), answerKey="A"), "row 1: candidate 0 is ''"),  # an empty gold
+        (_hub(choices=[{"label": "A", "text": "a"}, {"label": "B", "text": "b"}]), "row 1: choices must be"),
+        (_hub(choices=_choices(["only"]), answerKey="A"), "row 1: 1 candidate(s) ['only']; at least 2"),
+        (_hub(answerKey="b"), "row 1: answerKey 'b' is not one of the labels"),
+        ({k: v for k, v in _HUB_ROW.items() if k != "answerKey"}, "row 1: no answerKey"),
+        ({**_PAPER_ROW, "candidates": None}, "row 1: candidates are None"),
+        ({**_PAPER_ROW, "candidates": ["bank", "library"]}, "row 1: candidates ['bank', 'library'] are not the prompt's"),
+        ({**_PAPER_ROW, "prompt": "Q: what? A:"}, "row 1: prompt 'Q: what? A:'... is not a CSQA prompt"),
+        ({k: v for k, v in _PAPER_ROW.items() if k != "answer"}, "row 1: no answer"),
+        ({**_PAPER_ROW, "prompt": _PROMPT.replace("Where is the money kept?", " ")}, "row 1: the prompt's question is ' '"),
+    ],
+)  # fmt: skip
+def test_a_bad_csqa_row_is_one_line_naming_the_file_row_and_value(tmp_path, row, message):
+    from lema_hub.problems import ProblemSourceError
+
+    first = _HUB_ROW if "choices" in row or "question" in row else _PAPER_ROW
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(first) + "\n" + json.dumps(row) + "\n", encoding="utf-8")
+    with pytest.raises(ProblemSourceError) as exc:
+        load_problems(ProblemArgs(problems="csqa", problems_path=str(bad)))
+    text = str(exc.value)
+    assert text.startswith(f"{bad}: row 1: ") and message in text and "\n" not in text, text
+    assert "csqa/" not in text  # no doubled "csqa/test: csqa/test row" prefix
+
+
+def test_csqa_rows_with_any_number_of_candidates_and_duplicates_load(tmp_path):
+    rows = [
+        _hub(id="four", choices=_choices(["sink", "bed", "car", "closet"]), answerKey="A"),
+        _hub(id="two", choices=_choices(["yes", "no"]), answerKey="B"),
+        _hub(id="dup", choices=_choices(["sink", "bed", "sink"]), answerKey="C"),
+    ]
+    path = tmp_path / "ok.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    four, two, dup = load_problems(ProblemArgs(problems="csqa", problems_path=str(path)))
+    assert (len(four.candidates), two.gold_answer, dup.candidates) == (4, "no", ["sink", "bed", "sink"])
+
+
+def test_a_bad_csqa_file_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "nullq.jsonl"
+    bad.write_text(json.dumps(_hub(question=None)) + "\n", encoding="utf-8")
+    cmd = [sys.executable, "-m", "lema_hub.cli", "evaluate", "--problems", "csqa", "--problems_path", str(bad),
+           "--output_dir", str(tmp_path / "out")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr[-2000:]
+    assert lines[0] == f"lema-hub evaluate: {bad}: row 0: question is None; a non-empty string is needed"
+
+
+@pytest.mark.parametrize("shape", ["hub", "paper"])
+def test_a_csqa_file_as_a_generic_problems_source_says_how_to_load_it(tmp_path, shape):
+    from lema_hub.build import load_test_questions
+    from lema_hub.problems import ProblemSourceError
+
+    path = tmp_path / "mine.jsonl"
+    path.write_text(json.dumps(_HUB_ROW if shape == "hub" else _PAPER_ROW) + "\n", encoding="utf-8")
+    with pytest.raises(
+        ProblemSourceError,
+        match=r"mine\.jsonl holds CommonsenseQA rows: use --problems csqa --problems_path FILE",
+    ):
+        load_problems(ProblemArgs(problems=str(path)))
+    with pytest.raises(ProblemSourceError, match=r"--decontaminate csqa_dev --decontaminate_path FILE"):
+        load_test_questions(str(path))  # build --decontaminate <csqa file>
+    assert len(load_test_questions("csqa_dev", str(path))) == 1  # ... and the way it names works
+
+
+@pytest.mark.parametrize("sample", ["csqa_sample", "sample"])
+def test_a_bundled_sample_takes_no_path(tmp_path, sample):
+    from lema_hub.build import load_test_questions
+    from lema_hub.problems import ProblemSourceError
+
+    with pytest.raises(
+        ProblemSourceError, match=rf"problems '{sample}' is a bundled sample and takes no path"
+    ):
+        load_problems(ProblemArgs(problems=sample, problems_path=str(TEST_FILE)))
+    with pytest.raises(ProblemSourceError, match="takes no path"):
+        # build --decontaminate <sample>_test --decontaminate_path FILE
+        load_test_questions(f"{sample}_test", str(TEST_FILE))
+
+
+def test_the_csqa_evaluate_recipe_names_the_validation_split_for_the_dev_file():
+    text = (REPO / "recipes" / "smollm2-135m" / "evaluate" / "config_csqa.yaml").read_text(encoding="utf-8")
+    dev_line = next(ln for ln in text.splitlines() if "csqa_dev.jsonl" in ln)
+    assert "--problems csqa" in dev_line and "--problems_split validation" in dev_line

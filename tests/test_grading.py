@@ -35,6 +35,9 @@ from lema_hub.grading import (
         ("Thus $x = \\boxed{\\frac{1}{2}}$.", "\\frac{1}{2}"),  # no 'The answer is' -> last box
         ("The answer is $\\boxed{7}$.", "7"),
         ("The final answer is positive. So $\\boxed{3}$.", "3"),  # a box beats 'final answer is'
+        ("The answer is **bank**.", "bank"),  # bold then a period: both stripped, in either order
+        ("The answer is **42**.", "42"),
+        ("The answer is **42.**", "42"),
         ("The final answer is 12", None),  # not the paper's rule: only flexible reads it
         ("no answer here", None),
         ("", None),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -306,6 +307,15 @@ def _stats_training_rows(folder: Path, tables: dict, main: list[str], ctx: dict)
         )
 
 
+def _results(folder: Path) -> dict[str, Any]:
+    """An eval folder's results.json (config -> entry), {} when absent or unreadable."""
+    try:
+        data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _stats_eval(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
     acc = []
     for cfg in tables:
@@ -317,18 +327,25 @@ def _stats_eval(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
                 {"config": cfg, "n": len(vals), "accuracy": 100 * sum(bool(v) for v in vals) / len(vals)}
             )
     ctx["eval_table"] = [dict(a, accuracy=f"{a['accuracy']:.1f}%") for a in acc]
-    # Multiple-choice configs (CSQA): how often a stated answer had to be mapped to its nearest candidate.
+    # Multiple-choice configs (CSQA): how the stated answers were matched to a candidate, and by which rule.
     mapping = []
+    rules = {k: (v.get("protocol") or {}).get("choice_mapping") for k, v in _results(folder).items()}
     for cfg in tables:
         flags = [v for v in _all_values(tables, "mapping_needed", [cfg]) if v is not None]
         if flags:
+            kinds = Counter(v for v in _all_values(tables, "mapping", [cfg]) if v is not None)
             mapped = sum(bool(v) for v in flags)
             mapping.append(
                 {
                     "config": cfg,
+                    "rule": rules.get(cfg) or "not recorded",
                     "answered": len(flags),
                     "mapped": mapped,
                     "rate": f"{100 * mapped / len(flags):.1f}%",
+                    **{
+                        k: kinds.get(k, 0)
+                        for k in ("exact", "label", "contains", "edit_distance", "no_match")
+                    },
                 }
             )
     ctx["choice_mapping"] = mapping
