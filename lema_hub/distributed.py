@@ -38,6 +38,7 @@ PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
 EXIT_TIMEOUT = timedelta(minutes=5)
 _STOP, _GENERATE, _CLOSE = "stop", "generate", "close"
 _SUM_KEYS = ("samples", "cached", "generated", "failed", "prompt_tokens", "completion_tokens")
+_SUM_KEYS += ("hedges", "hedge_wins")  # the engine's hedged requests
 
 
 @dataclass(frozen=True)
