@@ -173,19 +173,20 @@ def serve(port: int, latency_scale: float, seed: int) -> None:
                     headers={"Retry-After": f"{1.0 * latency_scale:g}"},
                 )
             delay = min(30.0, rng.lognormvariate(math.log(MEDIAN_S), SIGMA)) * latency_scale
-            t0 = time.perf_counter()
+            latencies, t0 = stats["latencies"], time.perf_counter()
+            latencies.append(delay)  # in arrival order (the list schedule takes them so)
+            at = len(latencies) - 1
             try:
                 if delay:
                     await asyncio.sleep(delay)
             except asyncio.CancelledError:  # the client went away (a hedge won): count what was served
                 served = time.perf_counter() - t0
+                latencies[at] = served
                 stats["latency_s"] += served
-                stats["latencies"].append(served)
                 stats["cancelled"] += 1
                 stats["cancelled_s"] += served
                 raise
             stats["latency_s"] += delay
-            stats["latencies"].append(delay)
             if "Original Solution:" in text:
                 answer = llm.correction(text, bad=rng.random() < P_BAD_FIX)
             else:
