@@ -189,3 +189,13 @@ def test_hedge_settings_are_checked():
     with pytest.raises(ValueError, match="max_hedges"):
         EngineConfig(backend="openai", hedge_after_s=1, max_hedges=0)
     assert not EngineConfig(backend="openai").hedging
+
+
+def test_ranks_hedges_add_up_in_the_merged_summary():
+    from lema_hub.distributed import merge_summaries
+
+    rank = {"samples": 4, "cached": 0, "generated": 4, "failed": 0, "wall_s": 1.0, "tokens_per_s": 1.0}
+    merged = merge_summaries(
+        [{**rank, "hedges": 2, "hedge_wins": 1}, {**rank, "hedges": 3, "hedge_wins": 0}], 1.0
+    )
+    assert (merged["hedges"], merged["hedge_wins"]) == (5, 1)

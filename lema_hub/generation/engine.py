@@ -311,7 +311,7 @@ class _Dispatch:
         self.timers: dict[int, asyncio.TimerHandle] = {}  # position -> its retry's back-off
         self.hedges = 0
         self.hedge_wins = 0
-        self.latencies: list[float] = []  # of the answers used, for the quantile threshold
+        self.latencies: list[float] = []  # of the answers used (with hedge_quantile only)
         self._threshold: float | None = None
         self._threshold_n = 0
         self.closing = False
@@ -388,7 +388,8 @@ class _Dispatch:
             except MalformedResponse as bad:
                 exc = bad
             else:
-                self.latencies.append(asyncio.get_running_loop().time() - started)
+                if self.config.hedge_quantile is not None:
+                    self.latencies.append(asyncio.get_running_loop().time() - started)
                 self.hedge_wins += hedge
                 self._resolve(flight, self.engine._store(u, out))
                 return
@@ -427,7 +428,7 @@ class _Dispatch:
         self.left -= 1
 
     def _hedge_candidate(self, now: float) -> tuple[_Flight | None, float | None]:
-        """The oldest running unit past the threshold, else (None, seconds until one passes it)."""
+        """The first running unit (by first attempt) past the threshold, else (None, seconds until one is)."""
         threshold = self._hedge_threshold()
         if threshold is None:
             return None, None  # not enough finished attempts yet: wait for the next one
