@@ -25,9 +25,17 @@ from lema_hub.generation.engine import _Dispatch  # noqa: E402
 class PromptServer:
     """`attempts`, `answered`, `cancelled`: Counters by prompt; `order`: (prompt, attempt) as they came."""
 
-    def __init__(self, hang_first: set[str] = frozenset(), limit_first: set[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        hang_first: set[str] = frozenset(),
+        limit_first: set[str] = frozenset(),
+        hang_second: set[str] = frozenset(),
+        first_after_s: float = 0.0,
+    ) -> None:
         self.hang_first = set(hang_first)  # first attempt never answered
         self.limit_first = set(limit_first)  # first attempt answered 429 + Retry-After
+        self.hang_second = set(hang_second)  # second attempt never answered
+        self.first_after_s = first_after_s  # any first attempt is answered after this long
         self.attempts: collections.Counter[str] = collections.Counter()
         self.answered: collections.Counter[str] = collections.Counter()
         self.cancelled: collections.Counter[str] = collections.Counter()
@@ -42,12 +50,14 @@ class PromptServer:
         n = self.attempts[prompt]
         self.order.append((prompt, n))
         self.seeds[prompt].add((payload.get("seed"), request.headers.get("X-Lema-Request-Key")))
-        if n == 1 and prompt in self.hang_first:
+        if n == 1 and prompt in self.hang_first or n == 2 and prompt in self.hang_second:
             try:
                 await asyncio.sleep(120)
             except asyncio.CancelledError:
                 self.cancelled[prompt] += 1
                 raise
+        if n == 1 and self.first_after_s and prompt in self.hang_second:
+            await asyncio.sleep(self.first_after_s)
         if n == 1 and prompt in self.limit_first:
             return web.json_response(
                 {"error": {"message": "slow down"}}, status=429, headers={"Retry-After": "0.5"}
@@ -146,6 +156,19 @@ def test_a_hung_request_is_hedged_answered_once_and_its_first_attempt_cancelled(
             assert engine.last_summary["cached"] == len(PROMPTS) and engine.last_summary["hedges"] == 0
         assert sum(srv.attempts.values()) == before
         assert [r.text for r in again] == [r.text for r in out]
+
+
+def test_when_the_first_attempt_answers_first_the_hedge_is_cancelled_and_unused(tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    with PromptServer(hang_second={"slow"}, first_after_s=3.0) as srv:
+        with _engine(srv, cache, hedge_after_s=0.3, max_hedges=1) as engine:
+            out = engine.generate(_requests())
+            summary = engine.last_summary
+        srv.wait_for(lambda: srv.cancelled["slow"] == 1, "the hung hedge cancelled")
+        assert out[0].text == "slow answer #1"
+        assert srv.attempts["slow"] == 2 and srv.answered["slow"] == 1
+        assert summary["hedges"] == 1 and summary["hedge_wins"] == 0
+        assert len(cache.read_text().splitlines()) == len(PROMPTS)
 
 
 def test_without_hedging_each_request_is_sent_once(tmp_path):
