@@ -18,6 +18,11 @@ three cards re-rendered -> `evaluate` on the test problems), each timed with its
     python benchmarks/scale.py --latency_scale 0                 # non-LLM work only
     python benchmarks/scale.py --resume_test --latency_scale 0.25   # SIGKILL collect at 50 %, resume
     python benchmarks/scale.py --stages build cards --work_dir DIR   # rerun stages on a kept folder
+    python benchmarks/scale.py --hedge_quantile -1               # the engine's default: no hedging
+
+The LLM stages run with hedged requests (`--hedge_quantile 0.75 --max_hedges 2`); the server
+counts an attempt the client cancels (a hedge lost the race) with the time it served until then,
+so "total latency served" and the ideal include it ("ideal_used_s" leaves it out).
 """
 
 from __future__ import annotations
