@@ -19,6 +19,11 @@ three cards re-rendered -> `evaluate` on the test problems), each timed with its
     python benchmarks/scale.py --resume_test --latency_scale 0.25   # SIGKILL collect at 50 %, resume
     python benchmarks/scale.py --stages build cards --work_dir DIR   # rerun stages on a kept folder
     python benchmarks/scale.py --latency_scale 0 --problems 15000   # train repeated (new ids): memory
+    python benchmarks/scale.py --hedge_quantile -1               # the engine's default: no hedging
+
+The LLM stages run with hedged requests (`--hedge_quantile 0.75 --max_hedges 2`); the server
+counts an attempt the client cancels (a hedge lost the race) with the time it served until then,
+so "total latency served" and the ideal include it ("ideal_used_s" leaves it out).
 """
 
 from __future__ import annotations
@@ -146,6 +151,7 @@ def serve(port: int, latency_scale: float, seed: int) -> None:
     def reset() -> None:
         stats.clear()
         stats.update(attempts=0, ok=0, r429=0, latency_s=0.0, max_in_flight=0, in_flight=0, first_at=None)
+        stats.update(cancelled=0, cancelled_s=0.0)  # attempts the client gave up on (hedges) and their time
         stats["ok_keys"] = Counter()
         stats["latencies"] = []  # per attempt, in arrival order
 
@@ -173,10 +179,20 @@ def serve(port: int, latency_scale: float, seed: int) -> None:
                     headers={"Retry-After": f"{1.0 * latency_scale:g}"},
                 )
             delay = min(30.0, rng.lognormvariate(math.log(MEDIAN_S), SIGMA)) * latency_scale
+            latencies, t0 = stats["latencies"], time.perf_counter()
+            latencies.append(delay)  # in arrival order (the list schedule takes them so)
+            at = len(latencies) - 1
+            try:
+                if delay:
+                    await asyncio.sleep(delay)
+            except asyncio.CancelledError:  # the client went away (a hedge won): count what was served
+                served = time.perf_counter() - t0
+                latencies[at] = served
+                stats["latency_s"] += served
+                stats["cancelled"] += 1
+                stats["cancelled_s"] += served
+                raise
             stats["latency_s"] += delay
-            stats["latencies"].append(delay)
-            if delay:
-                await asyncio.sleep(delay)
             if "Original Solution:" in text:
                 answer = llm.correction(text, bad=rng.random() < P_BAD_FIX)
             else:
@@ -222,7 +238,10 @@ def serve(port: int, latency_scale: float, seed: int) -> None:
         ]
     )
     print(f"serving on http://127.0.0.1:{port}/v1", flush=True)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, backlog=4096, access_log=None)
+    # handler_cancellation: a request the client abandons stops being served (and is counted).
+    web.run_app(
+        app, host="127.0.0.1", port=port, print=None, backlog=4096, access_log=None, handler_cancellation=True
+    )
 
 
 # ------------------------------------------------------------------------------------ the driver
@@ -281,6 +300,7 @@ def run_stage(name: str, argv: list[str], root: str, log: Path, concurrency: int
     s = server_stats(root, concurrency=concurrency)
     cpu = ru.ru_utime + ru.ru_stime
     ideal = s["latency_s"] / concurrency if s["attempts"] else 0.0
+    used = (s["latency_s"] - s["cancelled_s"]) / concurrency if s["attempts"] else 0.0
     return {
         "stage": name,
         "wall_s": round(wall, 1),
@@ -290,6 +310,9 @@ def run_stage(name: str, argv: list[str], root: str, log: Path, concurrency: int
         "ideal_s": round(ideal, 1),
         "of_ideal": round(ideal / wall, 3) if ideal else None,
         "ideal_with_tail_s": round(s.get("list_schedule_s", 0.0), 1),
+        "ideal_used_s": round(used, 1),
+        "cancelled": s["cancelled"],
+        "cancelled_s": round(s["cancelled_s"], 1),
         "max_in_flight": s["max_in_flight"],
         "cpu_s": round(cpu, 1),
         "cpu_ms_per_request": round(1000 * cpu / s["attempts"], 2) if s["attempts"] else None,
@@ -299,18 +322,32 @@ def run_stage(name: str, argv: list[str], root: str, log: Path, concurrency: int
     }
 
 
-def engine_wall(name: str, work: Path) -> float | None:
-    """Seconds the stage spent in `engine.generate` (its own record), where the stage records it."""
+def engine_summaries(name: str, work: Path) -> list[dict] | None:
+    """The stage's own records of its `engine.generate` calls (`last_summary`), where it keeps them."""
     try:
         if name.startswith("collect"):
             s = json.loads((work / "mistakes" / "run_summary.json").read_text())["collect"]
-            return sum(g["wall_s"] for g in s["generators"].values())
+            return list(s["generators"].values())
         if name == "correct":
             s = json.loads((work / "corrections" / "run_summary.json").read_text())["correct"]
-            return s["tokens"]["engine"]["wall_s"]
+            return [s["tokens"]["engine"]]
     except (OSError, KeyError, ValueError):
         return None
-    return 0.0 if name in ("build", "cards") else None
+    return [] if name in ("build", "cards") else None
+
+
+def engine_wall(name: str, work: Path) -> float | None:
+    """Seconds the stage spent in `engine.generate` (its own record), where the stage records it."""
+    summaries = engine_summaries(name, work)
+    return None if summaries is None else sum(g["wall_s"] for g in summaries)
+
+
+def engine_hedges(name: str, work: Path) -> tuple[int, int] | None:
+    """(hedges sent, hedges that answered first) as the stage's run summary reports them."""
+    summaries = engine_summaries(name, work)
+    if not summaries:
+        return None
+    return sum(g.get("hedges", 0) for g in summaries), sum(g.get("hedge_wins", 0) for g in summaries)
 
 
 def cli(stage: str, *args: object) -> list[str]:
@@ -331,9 +368,11 @@ def train_file(work: Path, n: int) -> Path:
     return path
 
 
-def stage_commands(work: Path, url: str, n: int, c: int, latency_scale: float) -> list[tuple[str, list[str]]]:
+def stage_commands(
+    work: Path, url: str, n: int, c: int, latency_scale: float, hedge: tuple = ()
+) -> list[tuple[str, list[str]]]:
     retry = max(0.01, latency_scale)
-    endpoint = ("--backend", "openai", "--base_urls", url, "--prompt_style", "chat", "--concurrency", c,
+    endpoint = (*hedge, "--backend", "openai", "--base_urls", url, "--prompt_style", "chat", "--concurrency", c,
                 "--progress", "false")  # fmt: skip
     train, test = train_file(work, n), DATA / "gsm8k" / "test.jsonl"
     cards = (
@@ -357,9 +396,10 @@ def stage_commands(work: Path, url: str, n: int, c: int, latency_scale: float) -
 
 
 def table(rows: list[dict]) -> str:
-    head = ("| stage | wall s | requests (attempts, 429) | ideal s | % of ideal rate | ideal with its tail s | client CPU s "
+    head = ("| stage | wall s | requests (attempts, 429) | hedges (won) | ideal s | % of ideal rate "
+            "| in the engine: s, % of ideal, % of ideal of answers used | ideal with its tail s | client CPU s "
             "| CPU ms / request | peak RSS MiB | outside the engine s |")  # fmt: skip
-    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         pct = f"{r['of_ideal']:.0%}" if r["of_ideal"] else "-"
         reqs = f"{r['requests']:,} ({r['attempts']:,}, {r['r429']})" if r["attempts"] else "-"
@@ -367,20 +407,29 @@ def table(rows: list[dict]) -> str:
         ideal = r["ideal_s"] if r["attempts"] else "-"
         outside = r.get("outside_engine_s")
         tail = r["ideal_with_tail_s"] if r["attempts"] else "-"
-        cells = [r["stage"], r["wall_s"], reqs, ideal, pct, tail, r["cpu_s"], per, r["peak_rss_mib"]]
-        cells.append("-" if outside is None else outside)
+        hedges = f"{r['hedges']:,} ({r['hedge_wins']:,})" if r.get("hedges") is not None else "-"
+        gen = r.get("engine_s")
+        inside = "-"
+        if gen and r["attempts"]:
+            inside = f"{gen:.1f}, {r['ideal_s'] / gen:.0%}, {r['ideal_used_s'] / gen:.0%}"
+        cells = [r["stage"], r["wall_s"], reqs, hedges, ideal, pct, inside, tail, r["cpu_s"], per]
+        cells += [r["peak_rss_mib"], "-" if outside is None else outside]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
     return "\n".join(lines)
 
 
 def pipeline(args: argparse.Namespace, root: str, work: Path) -> list[dict]:
     rows = []
-    for name, argv in stage_commands(work, f"{root}/v1", args.problems, args.concurrency, args.latency_scale):
+    commands = stage_commands(
+        work, f"{root}/v1", args.problems, args.concurrency, args.latency_scale, hedge_args(args)
+    )
+    for name, argv in commands:
         if args.stages and name not in args.stages:
             continue
         r = run_stage(name, argv, root, work / f"{name}.log", args.concurrency)
         gen = engine_wall(name, work)
         r["engine_s"] = gen
+        r["hedges"], r["hedge_wins"] = engine_hedges(name, work) or (None, None)
         r["outside_engine_s"] = round(r["wall_s"] - gen, 1) if gen is not None else None
         print(json.dumps(r), flush=True)
         rows.append(r)
@@ -396,7 +445,9 @@ def pipeline(args: argparse.Namespace, root: str, work: Path) -> list[dict]:
 
 def resume_test(args: argparse.Namespace, root: str, work: Path) -> dict:
     """SIGKILL collect once half its requests are answered, rerun it, count what the server saw."""
-    name, argv = stage_commands(work, f"{root}/v1", args.problems, args.concurrency, args.latency_scale)[0]
+    name, argv = stage_commands(
+        work, f"{root}/v1", args.problems, args.concurrency, args.latency_scale, hedge_args(args)
+    )[0]
     total = 4 * args.problems
     server_stats(root, reset=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
@@ -435,6 +486,13 @@ def resume_test(args: argparse.Namespace, root: str, work: Path) -> dict:
     return out
 
 
+def hedge_args(args: argparse.Namespace) -> tuple:
+    """The stages' hedging flags (the engine's default is off)."""
+    if args.hedge_quantile is None:
+        return ()
+    return ("--hedge_quantile", args.hedge_quantile, "--max_hedges", args.max_hedges)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
@@ -447,16 +505,26 @@ def main() -> None:
     ap.add_argument("--latency_scale", type=float, default=1.0, help="0 = answer at once (non-LLM work)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume_test", action="store_true")
+    ap.add_argument(
+        "--hedge_quantile",
+        type=float,
+        default=0.75,
+        help="the stages' hedge_quantile (a negative value: no hedging)",
+    )
+    ap.add_argument("--max_hedges", type=int, default=2)  # fmt: skip
     ap.add_argument("--stages", nargs="+", default=None, help="only these (each needs the ones before it)")
     ap.add_argument("--work_dir", default=None, help="keep the stage folders here (default: a temp dir)")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.hedge_quantile is not None and args.hedge_quantile < 0:
+        args.hedge_quantile = None
     if args.serve:
         serve(args.port, args.latency_scale, args.seed)
         return
     print(
         f"# scale: {args.problems} problems x 4, concurrency {args.concurrency}, latency x{args.latency_scale} "
+        f"hedging {'off' if args.hedge_quantile is None else f'past p{args.hedge_quantile * 100:g}, ' + str(args.max_hedges) + ' per request'} "
         f"({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f})",
         flush=True,
     )

@@ -84,6 +84,9 @@ GENERATOR_KEYS = (
     "extra_body",
     "retry_base_delay",
     "retry_max_delay",
+    "hedge_quantile",
+    "hedge_after_s",
+    "max_hedges",
 )
 # The generator keys that configure its engine (the rest: name and sampling).
 ENGINE_KEYS = tuple(k for k in GENERATOR_KEYS if k in {f.name for f in dataclasses.fields(EngineConfig)})

@@ -46,6 +46,7 @@ EXIT_TIMEOUT = timedelta(minutes=5)
 _STOP, _GENERATE, _CLOSE = "stop", "generate", "close"
 T = TypeVar("T")
 _SUM_KEYS = ("samples", "cached", "generated", "failed", "prompt_tokens", "completion_tokens")
+_SUM_KEYS += ("hedges", "hedge_wins")  # the engine's hedged requests
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """The engine: expand requests into samples, reuse the cache, run a backend, retry, report.
 
-Remote backends (`openai`, `tgi`) are driven by `concurrency` asyncio workers, each sample its own
-request (so `n` works even where the server ignores it, and each sample is cached on its own).
+Remote backends (`openai`, `tgi`) get at most `concurrency` requests in flight, each sample its own
+request (so `n` works even where the server ignores it, and each sample is cached on its own); a
+retry waits out its back-off without holding a slot, and with hedging on (`hedge_quantile` /
+`hedge_after_s`) the slots left idle at the end of a call re-send the slowest requests.
 Local backends (`transformers`, `vllm`) get length-sorted batches; every finished batch is
 appended to the cache before the next starts.
 """
@@ -13,8 +15,9 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +96,7 @@ class Engine:
         self.policy = RetryPolicy(config.max_retries, config.retry_base_delay, config.retry_max_delay)
         self._secrets = _endpoint_secrets(config)
         self._flush_scheduled = False
+        self._hedges = (0, 0)
 
     # ----------------------------------------------------------------- public API
     def generate(
@@ -111,6 +115,7 @@ class Engine:
         cached = len(units) - len(pending)
         progress = _Progress(len(units), cached, desc, self.config.progress)
         start = time.perf_counter()
+        self._hedges = (0, 0)
         try:
             if pending:
                 if self.backend.is_async:
@@ -176,58 +181,26 @@ class Engine:
 
     async def _run_async(self, pending: list[Unit], results: list, progress: _Progress) -> None:
         await self.backend.astart()
-        queue: asyncio.Queue[Unit] = asyncio.Queue()
-        for u in pending:
-            queue.put_nowait(u)
-
-        async def worker() -> None:
-            while True:
-                try:
-                    u = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                res = await self._attempt(u)
-                results[u.position] = res
-                progress.update(res.completion_tokens)
-
+        dispatch = _Dispatch(self, pending, results, progress)
         try:
-            await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, len(pending)))))
+            await dispatch.run()
         finally:
+            self._hedges = (dispatch.hedges, dispatch.hedge_wins)
             self.cache.flush()
             await self.backend.astop()
-
-    async def _attempt(self, u: Unit) -> GenerationResult:
-        reason = "no attempt made"
-        for attempt in range(self.policy.max_retries + 1):
-            retry_after = None
-            try:
-                out = await self.backend.agenerate(u)
-                _validate(out)
-            except PermanentError as exc:
-                return self._fail(u, str(exc))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - every failure is classified below
-                status = status_of(exc)
-                if is_permanent_status(status):
-                    return self._fail(u, f"HTTP {status}: {_error_text(exc, secrets=self._secrets)}")
-                reason = _describe(exc, status, self._secrets)
-                retry_after = parse_retry_after(headers_of(exc))
-                if attempt < self.policy.max_retries:
-                    await asyncio.sleep(self.policy.delay(attempt, retry_after))
-                continue
-            # One flush for every result that finished in the same event-loop iteration, run
-            # right after it (a flush per result was the engine's largest CPU item at 64 in flight).
-            self.cache.put(u.key, out, flush=False)
-            if not self._flush_scheduled:
-                self._flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush_cache)
-            return _result(u, out)
-        return self._fail(u, f"gave up after {self.policy.max_retries + 1} attempts: {reason}")
 
     def _flush_cache(self) -> None:
         self._flush_scheduled = False
         self.cache.flush()
+
+    def _store(self, u: Unit, out: dict[str, Any]) -> GenerationResult:
+        """Cache one answer, with one flush for every answer that lands in the same loop iteration."""
+        # (a flush per result was the engine's largest CPU item at 64 in flight)
+        self.cache.put(u.key, out, flush=False)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_cache)
+        return _result(u, out)
 
     def _run_batched(self, pending: list[Unit], results: list, progress: _Progress) -> None:
         # Greedy samples of one prompt are identical: decode each distinct greedy prompt once.
@@ -292,7 +265,194 @@ class Engine:
             "wall_s": round(wall, 3),
             "requests_per_s": round((generated + len(failed)) / wall, 2) if wall > 0 else 0.0,
             "tokens_per_s": round(new_tokens / wall, 2) if wall > 0 else 0.0,
+            # Extra attempts sent for slow requests, and how many of those answered first.
+            "hedges": self._hedges[0],
+            "hedge_wins": self._hedges[1],
         }
+
+
+@dataclass
+class _Flight:
+    """A unit without its final result: its attempts in flight and what it has cost so far."""
+
+    unit: Unit
+    tasks: set = field(default_factory=set)
+    started: float = 0.0  # loop time of its latest attempt (a hedge waits from there)
+    failures: int = 0
+    hedges: int = 0
+    reason: str = "no attempt made"
+    done: bool = False
+
+
+class _Dispatch:
+    """At most `concurrency` attempts in flight; retries wait out their back-off without a slot.
+
+    Each attempt is a task whose done-callback settles its unit: the first answer is cached and
+    recorded (the unit's other attempts are cancelled, their answers never used), a retryable
+    failure re-queues the unit after its back-off unless another attempt of it is still running.
+    With hedging on, once nothing is ready to send, an idle slot re-sends the same unit (same
+    key, payload and seed) whose latest attempt has run past the threshold.
+    """
+
+    MIN_SAMPLES = 20  # finished attempts before a quantile threshold is trusted
+
+    def __init__(self, engine: Engine, pending: list[Unit], results: list, progress: _Progress) -> None:
+        self.engine = engine
+        self.config = engine.config
+        self.policy = engine.policy
+        self.results = results
+        self.progress = progress
+        self.ready: deque[Unit] = deque(pending)
+        self.flights: dict[int, _Flight] = {}  # position -> state, in order of first attempt
+        self.left = len(pending)
+        self.in_flight = 0
+        self.wake = asyncio.Event()
+        self.crash: BaseException | None = None
+        self.timers: dict[int, asyncio.TimerHandle] = {}  # position -> its retry's back-off
+        self.hedges = 0
+        self.hedge_wins = 0
+        self.latencies: list[float] = []  # of the answers used (with hedge_quantile only)
+        self._threshold: float | None = None
+        self._threshold_n = 0
+        self.closing = False
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        limit = self.config.concurrency
+        try:
+            while self.left:
+                if self.crash is not None:
+                    raise self.crash
+                timeout = None
+                while self.in_flight < limit:
+                    if self.ready:
+                        self._launch(self.ready.popleft(), loop)
+                        continue
+                    if not self.config.hedging:
+                        break
+                    flight, timeout = self._hedge_candidate(loop.time())
+                    if flight is None:
+                        break
+                    self.hedges += 1
+                    flight.hedges += 1
+                    self._launch(flight.unit, loop, hedge=True)
+                self.wake.clear()
+                if timeout is None:
+                    await self.wake.wait()
+                else:  # the next attempt to pass the threshold, unless something lands first
+                    try:
+                        await asyncio.wait_for(self.wake.wait(), timeout)
+                    except TimeoutError:
+                        pass
+            if self.crash is not None:
+                raise self.crash
+        finally:
+            self.closing = True  # what lands from here on (cancelled attempts) settles nothing
+            for handle in self.timers.values():
+                handle.cancel()
+            tasks = [t for f in self.flights.values() for t in f.tasks]
+            for t in tasks:
+                t.cancel()
+            if tasks:  # let them close their connections before the backend stops
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _launch(self, u: Unit, loop: asyncio.AbstractEventLoop, hedge: bool = False) -> None:
+        flight = self.flights.get(u.position)
+        if flight is None:
+            flight = self.flights[u.position] = _Flight(u)
+        started = loop.time()
+        flight.started = started
+        task = loop.create_task(self.engine.backend.agenerate(u))
+        flight.tasks.add(task)
+        self.in_flight += 1
+        task.add_done_callback(lambda t: self._landed(flight, t, started, hedge))
+
+    def _landed(self, flight: _Flight, task: asyncio.Task, started: float, hedge: bool) -> None:
+        self.in_flight -= 1
+        flight.tasks.discard(task)
+        self.wake.set()
+        if flight.done or self.closing:  # another attempt answered first: this one is not used
+            return
+        try:
+            self._settle(flight, task, started, hedge)
+        except BaseException as exc:  # noqa: BLE001 - e.g. the cache's disk is full: run() raises it
+            self.crash = exc
+
+    def _settle(self, flight: _Flight, task: asyncio.Task, started: float, hedge: bool) -> None:
+        u = flight.unit
+        exc = asyncio.CancelledError() if task.cancelled() else task.exception()
+        if exc is None:
+            out = task.result()
+            try:
+                _validate(out)
+            except MalformedResponse as bad:
+                exc = bad
+            else:
+                if self.config.hedge_quantile is not None:
+                    self.latencies.append(asyncio.get_running_loop().time() - started)
+                self.hedge_wins += hedge
+                self._resolve(flight, self.engine._store(u, out))
+                return
+        if isinstance(exc, PermanentError):
+            self._resolve(flight, self.engine._fail(u, str(exc)))
+            return
+        status = status_of(exc)
+        if is_permanent_status(status):
+            text = _error_text(exc, secrets=self.engine._secrets)
+            self._resolve(flight, self.engine._fail(u, f"HTTP {status}: {text}"))
+            return
+        flight.failures += 1
+        flight.reason = _describe(exc, status, self.engine._secrets)
+        if flight.tasks:  # another attempt of this unit is still running: it carries the unit
+            return
+        if flight.failures > self.policy.max_retries:
+            reason = f"gave up after {flight.failures} attempts: {flight.reason}"
+            self._resolve(flight, self.engine._fail(u, reason))
+            return
+        delay = self.policy.delay(flight.failures - 1, parse_retry_after(headers_of(exc)))
+        self.timers[u.position] = asyncio.get_running_loop().call_later(delay, self._requeue, u)
+
+    def _requeue(self, u: Unit) -> None:
+        del self.timers[u.position]
+        self.ready.appendleft(u)  # it was asked before the units still queued
+        self.wake.set()
+
+    def _resolve(self, flight: _Flight, res: GenerationResult) -> None:
+        """The unit's final result: recorded once; its other attempts are cancelled."""
+        flight.done = True
+        for t in flight.tasks:
+            t.cancel()
+        del self.flights[flight.unit.position]
+        self.results[flight.unit.position] = res
+        self.progress.update(res.completion_tokens)
+        self.left -= 1
+
+    def _hedge_candidate(self, now: float) -> tuple[_Flight | None, float | None]:
+        """The first running unit (by first attempt) past the threshold, else (None, seconds until one is)."""
+        threshold = self._hedge_threshold()
+        if threshold is None:
+            return None, None  # not enough finished attempts yet: wait for the next one
+        soonest = None
+        for flight in self.flights.values():
+            if not flight.tasks or flight.hedges >= self.config.max_hedges:
+                continue  # waiting out a back-off, or hedged enough
+            due = flight.started + threshold
+            if due <= now:
+                return flight, None
+            soonest = due if soonest is None else min(soonest, due)
+        return None, None if soonest is None else soonest - now
+
+    def _hedge_threshold(self) -> float | None:
+        q, floor = self.config.hedge_quantile, self.config.hedge_after_s
+        if q is None:
+            return floor
+        n = len(self.latencies)
+        if n < self.MIN_SAMPLES:
+            return None
+        if self._threshold is None or n >= self._threshold_n * 1.02 + 16:  # re-sorted now and then
+            self._threshold = sorted(self.latencies)[min(n - 1, int(q * n))]
+            self._threshold_n = n
+        return max(self._threshold, floor or 0.0)
 
 
 def make_engine(config: EngineConfig, cache_path: str | Path | None = None) -> Engine:

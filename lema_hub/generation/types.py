@@ -73,6 +73,13 @@ class EngineConfig:
     retry_max_delay: float = 60.0
     progress: bool = True  # tqdm progress bar with req/s, tok/s and ETA
     http_transport: str = "auto"  # openai backend: aiohttp | httpx | auto (aiohttp when installed)
+    # Hedged requests (remote backends; off by default: every hedge is one more request, which a
+    # paid API bills): once no request is left to send and a slot is idle, an attempt running
+    # longer than the `hedge_quantile` of this call's finished attempts (and `hedge_after_s`) is
+    # sent again; the first answer wins, the other is cancelled. Same key, seed and cache entry.
+    hedge_quantile: float | None = None  # e.g. 0.75; None: no quantile threshold
+    hedge_after_s: float | None = None  # a fixed threshold (with a quantile: never sooner than it)
+    max_hedges: int = 2  # extra attempts per request at most
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -97,6 +104,19 @@ class EngineConfig:
             raise InvalidInputError("EngineConfig.concurrency and batch_size must be >= 1.")
         if self.max_retries < 0:
             raise InvalidInputError("EngineConfig.max_retries must be >= 0.")
+        if self.hedge_quantile is not None and not 0 < self.hedge_quantile < 1:
+            raise InvalidInputError(
+                f"EngineConfig.hedge_quantile must be in (0, 1) or None, got {self.hedge_quantile}."
+            )
+        if self.hedge_after_s is not None and self.hedge_after_s < 0:
+            raise InvalidInputError(f"EngineConfig.hedge_after_s must be >= 0, got {self.hedge_after_s}.")
+        if self.max_hedges < 1:
+            raise InvalidInputError(f"EngineConfig.max_hedges must be >= 1, got {self.max_hedges}.")
+
+    @property
+    def hedging(self) -> bool:
+        """Whether slow attempts are hedged (a quantile or a fixed threshold is set)."""
+        return self.hedge_quantile is not None or self.hedge_after_s is not None
 
 
 @dataclass
@@ -159,6 +179,21 @@ class EndpointArgs:
             "'{\"do_sample\": true}'} for transformers serve)."
         },
     )
+
+    hedge_quantile: float | None = field(
+        default=None,
+        metadata={
+            "help": "Hedged requests (off by default; each hedge is an extra request a paid API bills): "
+            "once nothing is left to send and a slot is idle, resend a request running longer than this "
+            "quantile of the finished ones (e.g. 0.75); the first answer wins, the other is cancelled."
+        },
+    )
+    hedge_after_s: float | None = field(
+        default=None,
+        metadata={"help": "Hedge a request running longer than this many seconds (with hedge_quantile: "
+                  "never sooner than this)."},
+    )  # fmt: skip
+    max_hedges: int = field(default=2, metadata={"help": "Hedges per request at most."})
 
     def engine_config(
         self, backend: str, model: str, prompt_style: str = "auto", **more: Any
