@@ -185,8 +185,10 @@ def test_without_hedging_each_request_is_sent_once(tmp_path):
 def test_a_quantile_threshold_hedges_only_past_enough_finished_attempts(tmp_path):
     # 20 finished attempts are needed before a quantile is trusted: with 8 prompts x 3 samples the
     # hung one is hedged once 23 others have answered; with 8 x 1 it would wait (never hedged).
+    # The 1 s floor keeps fast answers still in flight when the queue empties (a few ms past the
+    # median under load) from being hedged too: only the hung one is.
     with PromptServer(hang_first={"slow"}) as srv:
-        with _engine(srv, tmp_path / "c.jsonl", hedge_quantile=0.5) as engine:
+        with _engine(srv, tmp_path / "c.jsonl", hedge_quantile=0.5, hedge_after_s=1.0) as engine:
             out = engine.generate(_requests(n=3))
             summary = engine.last_summary
         assert _Dispatch.MIN_SAMPLES <= 3 * len(PROMPTS) - 1
