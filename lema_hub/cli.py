@@ -228,9 +228,12 @@ def run_stage(name: str, args: Sequence[str] | None = None, debug: bool | None =
     if "--debug" in args and not _has_field(config_types, "debug"):  # sft: TrainingArguments.debug
         args.remove("--debug")
         debug = True
+    from lema_hub.run_guard import take_partial  # deferred: the CLI imports only the stage it runs
+
+    take_partial()
     try:
         configs = parse_config(config_types, args, prog=f"lema-hub {name}")
-        return run(*configs)
+        result = run(*configs)
     except Exception as exc:
         message = user_error_message(exc)
         if message is None:
@@ -240,6 +243,16 @@ def run_stage(name: str, args: Sequence[str] | None = None, debug: bool | None =
         message = message.removeprefix(f"{name}: ")  # "correct: set `mistakes` ..." names it already
         print(f"lema-hub {name}: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    partial = take_partial()
+    if partial:  # written, but not finished: a pipeline must not go on as if it were
+        failed = sum(o.failed for o in partial)
+        print(
+            f"lema-hub {name}: exit 1: {failed} request(s) failed; the rows that succeeded are written "
+            "and a rerun of the same command asks only the rest.",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -148,6 +148,18 @@ def earlier_requests(folder: str | os.PathLike, recipe: str, key: str) -> dict[s
     return record if isinstance(record, dict) else None
 
 
+# Runs published although some of their requests failed, since `take_partial` was last called: the
+# CLI exits non-zero after such a run, so a pipeline (`sbatch --dependency=afterok`) stops there.
+_PARTIAL: list[RequestOutcome] = []
+
+
+def take_partial() -> list[RequestOutcome]:
+    """The partial runs published since the last call (and forget them)."""
+    out = list(_PARTIAL)
+    _PARTIAL.clear()
+    return out
+
+
 def guard_publish(
     outcome: RequestOutcome | None,
     folder: str | os.PathLike,
@@ -178,6 +190,7 @@ def guard_publish(
             )
     if why is None:
         print(outcome.report() + " The rows that succeeded are written.", file=sys.stderr)
+        _PARTIAL.append(outcome)
         return
     message = f"{outcome.report()}\n{recipe}: {why}; nothing written, {folder} is left as it was."
     raise RequestsFailed(message, outcome)

@@ -347,9 +347,9 @@ def test_a_failing_rank_is_reported_and_the_relaunch_completes_the_run(tmp_path)
         two = tmp_path / "two" / "lema-mistakes"
         partial = _launch(
             "collect.py", {**cfg, "base_urls": [a.base_url, dead], "output_dir": str(two)}, tmp_path,
-            "collect",
+            "collect", ok=False,
         )  # fmt: skip
-        # As on one process: the first, partial run is written, and says what failed and why.
+        # As on one process: the first, partial run is written, says what failed and why, exits 1.
         assert "6 of 14 requests failed" in partial.stderr or "6 failed" in partial.stderr, partial.stderr[
             -2000:
         ]

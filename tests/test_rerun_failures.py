@@ -191,6 +191,25 @@ def test_partial_runs_publish_resume_and_never_shrink_a_finished_folder(tmp_path
     assert snapshot(folder) == finished
 
 
+def test_a_partial_first_run_is_written_and_the_cli_exits_1(tmp_path):
+    """So `sbatch --dependency=afterok` (or `set -e`) does not go on with half a dataset; the rerun
+    that finishes it exits 0."""
+    with FakeOpenAIServer(responder=graded_responder(), fault_rate=0.5, faults=("500",), seed=3) as srv:
+        proc = _cli("collect", _collect_config(tmp_path, srv.base_url, max_retries=0))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    failed = json.loads((tmp_path / "mistakes" / "run_summary.json").read_text())["collect"][
+        "failed_requests"
+    ]
+    assert 0 < failed < 12
+    assert f"lema-hub collect: exit 1: {failed} request(s) failed; the rows that succeeded are written" in (
+        proc.stderr
+    )
+    with FakeOpenAIServer(responder=graded_responder()) as srv:
+        proc = _cli("collect", _collect_config(tmp_path, srv.base_url))
+        assert srv.total_requests == failed
+    assert proc.returncode == 0 and "exit 1" not in proc.stderr
+
+
 # ------------------------------------------------------------------------------------------ correct
 def _corrections_responder(rows: list[dict]):
     from lema_hub import formats
