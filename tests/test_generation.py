@@ -231,6 +231,18 @@ def test_config_errors_are_clear():
         SamplingParams(n=0)
     with pytest.raises(ValueError, match="http_transport must be one of"):
         EngineConfig(backend="openai", http_transport="requests")
+    # A typo in an endpoint is refused before any request, not retried as a failure.
+    for bad in ("not-a-url", "ftp://host/v1", "http://", '["http://127.0.0.1:8000/v1"]'):
+        with pytest.raises(ValueError, match=r"base_urls: .* is not an http\(s\) URL"):
+            EngineConfig(backend="openai", base_urls=[bad])
+    with pytest.raises(ValueError, match=r"separate values \(--base_urls URL1 URL2\)"):
+        EngineConfig(backend="openai", base_urls='["http://a:1/v1", "http://b:1/v1"]')
+    assert EngineConfig(backend="openai", base_urls="https://api.example.com/v1").base_urls == [
+        "https://api.example.com/v1"
+    ]
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError, match="hedge_after_s must be a finite number >= 0"):
+            EngineConfig(backend="openai", hedge_after_s=bad)
 
 
 def test_transformers_batched_greedy_equals_one_by_one(tiny_model, tmp_path):

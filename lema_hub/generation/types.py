@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 from lema_hub.errors import InvalidInputError  # a ValueError: bad settings are the user's input
 from lema_hub.schema import BACKENDS, EMBEDDED_MODEL
@@ -96,6 +98,8 @@ class EngineConfig:
             )
         if isinstance(self.base_urls, str):
             self.base_urls = [self.base_urls]
+        for url in self.base_urls or []:
+            _check_url(url)
         if self.backend == "tgi" and not self.base_urls:
             raise InvalidInputError(
                 "EngineConfig.base_urls is required for the tgi backend (the TGI endpoint URL)."
@@ -108,8 +112,12 @@ class EngineConfig:
             raise InvalidInputError(
                 f"EngineConfig.hedge_quantile must be in (0, 1) or None, got {self.hedge_quantile}."
             )
-        if self.hedge_after_s is not None and self.hedge_after_s < 0:
-            raise InvalidInputError(f"EngineConfig.hedge_after_s must be >= 0, got {self.hedge_after_s}.")
+        if self.hedge_after_s is not None and not (
+            math.isfinite(self.hedge_after_s) and self.hedge_after_s >= 0
+        ):
+            raise InvalidInputError(
+                f"EngineConfig.hedge_after_s must be a finite number >= 0 (seconds), got {self.hedge_after_s}."
+            )
         if self.max_hedges < 1:
             raise InvalidInputError(f"EngineConfig.max_hedges must be >= 1, got {self.max_hedges}.")
 
@@ -201,3 +209,18 @@ class EndpointArgs:
         """The engine settings for `model` on `backend`, with every endpoint field of these args."""
         endpoint = {f.name: getattr(self, f.name) for f in fields(EndpointArgs)}
         return EngineConfig(backend=backend, model=model, prompt_style=prompt_style, **endpoint, **more)
+
+
+def _check_url(url: object) -> None:
+    """An endpoint URL the client can post to (`http(s)://host[:port]/...`), else one clear line:
+    a typo would otherwise be retried as a failed request, `max_retries` times each."""
+    text = str(url)
+    parts = urlsplit(text) if isinstance(url, str) else None
+    if parts is not None and parts.scheme in ("http", "https") and parts.netloc:
+        return
+    hint = (
+        "; give several as separate values (--base_urls URL1 URL2) or a YAML list"
+        if text.lstrip().startswith("[")
+        else " (e.g. http://127.0.0.1:8000/v1)"
+    )
+    raise InvalidInputError(f"base_urls: {text!r} is not an http(s) URL{hint}.")
