@@ -15,8 +15,10 @@ The process group is gloo (CPU), used only to coordinate; it works on GPU nodes 
 (Slurm arrays): job i of n takes its slice (`shard_slice`: the contiguous slice rank i of n takes;
 collect's and evaluate's problems: every n-th, `problems.load_problems`), writes
 `<output_dir>-shard-0000i-of-0000n` (`shard_output`) and never pushes; `--merge_shards true` reads
-the complete set (`read_shards`, which refuses a missing or unfinished shard) and writes the real
-artifact, rows in the order one process writes them.
+the complete set (`read_shards`, which refuses a missing or unfinished shard; `check_merge_config`,
+which refuses a merge command whose data settings are not the ones each shard recorded) and writes
+the real artifact, rows in the order one process writes them, with the shards' request records and
+engine statistics added up (`merged_requests`, `merged_engine_stats`).
 """
 
 from __future__ import annotations
