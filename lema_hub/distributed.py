@@ -198,7 +198,7 @@ def shard_value(shards: Sequence[FinishedShard], key: str) -> Any:
 MERGE_FREE_KEYS = frozenset(
     {
         "output_dir", "shard", "merge_shards", "push_to_hub", "hub_repo_id", "hub_private",
-        "hub_revision", "progress", "write_card", "price_table", "corrector_benchmark",
+        "hub_revision", "progress", "write_card", "update_model_card", "cache_dir", "price_table", "corrector_benchmark",
         "grading_workers", "base_urls", "api_key_env", "concurrency", "batch_size", "max_retries",
         "request_timeout", "retry_base_delay", "retry_max_delay", "hedge_quantile", "hedge_after_s",
         "max_hedges",
@@ -220,18 +220,21 @@ def _short(value: Any, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def check_merge_config(shards: Sequence[FinishedShard], recipe: str, cfg: Any) -> None:
+def check_merge_config(
+    shards: Sequence[FinishedShard], recipe: str, cfg: Any, record: dict[str, Any] | None = None
+) -> None:
     """Refuse (one line, `InvalidInputError`) a merge command whose data settings are not the shards'.
 
     Each shard recorded its config (`lema_hub_config.yaml`, keyed by `recipe`); the merge's config,
     recorded the same way (credentials redacted, local paths shortened relative to the shard folder),
-    must match it in every field but MERGE_FREE_KEYS. A field a shard did not record (a shard
+    must match it in every field but MERGE_FREE_KEYS. `record`: the config as the stage records it,
+    when that is not `cfg` as a dict (`finish(record=...)`). A field a shard did not record (a shard
     written before the field existed) is not compared.
     """
     from lema_hub.artifacts import read_run_record, sanitize
     from lema_hub.configs import config_to_dict, redact
 
-    mine = redact(config_to_dict(cfg))
+    mine = redact(config_to_dict(cfg) if record is None else record)
     for shard in shards:
         recorded = read_run_record(shard.folder)[0].get(recipe)
         if not isinstance(recorded, dict):
