@@ -369,14 +369,27 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
 
 def merge_shards(cfg: CollectConfig) -> CollectSummary:
-    """Concatenate finished shard folders into `output_dir`, in the order an unsharded run writes."""
+    """Concatenate finished shard folders into `output_dir`, in the order an unsharded run writes.
 
+    Refused before anything is written: shards run with other data settings than this command
+    (`distributed.check_merge_config`), or problems that cannot be reloaded to restore the order.
+    The summary has an unsharded run's keys: the request records and each generator's engine
+    statistics added up over the shards; `wall_s` is the shards' added up plus the merge's own.
+    """
+
+    start = time.perf_counter()
     base = Path(cfg.output_dir)
     shards = distributed.read_shards(base, RECIPE)
+    distributed.check_merge_config(shards, RECIPE, cfg)
     # An empty shard (more shards than problems) has no samples, and a config name of its own.
     config_name = distributed.shard_value([s for s in shards if s.summary.get("samples")], "config_name")
     rows = [r for s in shards for r in s.rows(f"{config_name}-samples")]
     rows = _unsharded_order(rows, cfg)
+    names = [name for name, _, _ in generator_configs(cfg)]
+    generators = {
+        name: distributed.merged_engine_stats([(s.summary.get("generators") or {}).get(name) for s in shards])
+        for name in names
+    }
     summary = _write(
         base,
         config_name,
@@ -385,6 +398,10 @@ def merge_shards(cfg: CollectConfig) -> CollectSummary:
         extra={
             "problems": sum(s.summary.get("problems", 0) for s in shards),
             "failed_requests": sum(s.summary.get("failed_requests", 0) for s in shards),
+            "requests": distributed.merged_requests(shards, config_name) or {},
+            "shard": None,
+            "generators": {n: g for n, g in generators.items() if g is not None},
+            **distributed.merged_wall_s(shards, start),
             "merged_shards": len(shards),
         },
     )
@@ -393,21 +410,31 @@ def merge_shards(cfg: CollectConfig) -> CollectSummary:
 
 
 def _unsharded_order(rows: list[dict], cfg: CollectConfig) -> list[dict]:
-    """Rows in the order an unsharded run writes them: generator, then problem, then sample index."""
+    """Rows in the order an unsharded run writes them: generator, then problem, then sample index.
+
+    The problems are reloaded (all of them: no shard) for their order; a source that cannot be
+    reloaded, or that lacks a problem of the shards, is refused rather than kept in shard order.
+    """
 
     try:
-        order = {p.problem_id: i for i, p in enumerate(load_problems(dataclasses.replace(cfg, shard=None)))}
-    except Exception as exc:  # noqa: BLE001 - the source may be gone; shard order is still a valid dataset
-        logger.warning("Keeping shard order (cannot reload the problems to restore their order: %s).", exc)
-        return rows
+        problems = load_problems(dataclasses.replace(cfg, shard=None))
+    except Exception as exc:  # noqa: BLE001 - any reason the source is unreadable is the user's to fix
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InvalidInputError(
+            f"collect: cannot reload the problems ({cfg.problems_path or cfg.problems}) to restore the "
+            f"unsharded order: {reason}"
+        ) from exc
+    order = {p.problem_id: i for i, p in enumerate(problems)}
+    unknown = sorted({r["problem_id"] for r in rows} - order.keys())
+    if unknown:
+        raise InvalidInputError(
+            f"collect: {len(unknown)} problem(s) of the shards (e.g. {unknown[0]!r}) are not in the "
+            f"problems of this command ({cfg.problems_path or cfg.problems}); merge with the shards' command."
+        )
     gens = {name: i for i, (name, _, _) in enumerate(generator_configs(cfg))}
     return sorted(
         rows,
-        key=lambda r: (
-            gens.get(r["generator"], len(gens)),
-            order.get(r["problem_id"], len(order)),
-            r["sample_index"],
-        ),
+        key=lambda r: (gens.get(r["generator"], len(gens)), order[r["problem_id"]], r["sample_index"]),
     )
 
 

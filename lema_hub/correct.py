@@ -558,11 +558,18 @@ def _finish(output_dir: Path, cfg: CorrectConfig, summary: dict[str, Any]) -> No
 
 def merge_shards(cfg: CorrectConfig, name: str, output_dir: Path) -> dict[str, Any]:
     """Concatenate the finished `<output_dir>-shard-*` folders into `output_dir`, in shard order (the
-    order one process writes: each shard corrected a contiguous slice of the mistakes)."""
+    order one process writes: each shard corrected a contiguous slice of the mistakes).
+
+    Refused before anything is written: shards run with other data settings than this command
+    (`distributed.check_merge_config`). The summary has an unsharded run's keys: token counts,
+    request records and the engine's statistics (`tokens.engine`) added up over the shards;
+    `wall_s` is the shards' added up plus the merge's own.
+    """
     import pyarrow as pa
 
-    t0 = time.time()
+    t0 = time.perf_counter()
     shards = distributed.read_shards(output_dir, "correct")
+    distributed.check_merge_config(shards, "correct", cfg)
     # Accepted and rejected rows of all shards; `_write_rows` splits them again, each side in shard order.
     rows = [r for s in shards for r in s.rows(name) + s.rows(f"{name}-rejected")]
     if not rows:
@@ -575,16 +582,20 @@ def merge_shards(cfg: CorrectConfig, name: str, output_dir: Path) -> dict[str, A
         output_dir, name, (rows[i : i + _BATCH_ROWS] for i in range(0, len(rows), _BATCH_ROWS)), features
     )
     tokens = [{k: v for k, v in (s.summary.get("tokens") or {}).items() if k != "engine"} for s in shards]
+    merged_tokens = distributed.add_counts(tokens)
+    engine = distributed.merged_engine_stats([(s.summary.get("tokens") or {}).get("engine") for s in shards])
+    if engine is not None:
+        merged_tokens["engine"] = engine
     summary = _summary(
         cfg,
         slim,
         prompt_refs,
         output_dir,
         name,
-        tokens=distributed.add_counts(tokens),
+        tokens=merged_tokens,
         requests=distributed.merged_requests(shards, name),
         corrector_quality=distributed.shard_value(shards, "corrector_quality"),
-        wall_s=round(time.time() - t0, 2),
+        **distributed.merged_wall_s(shards, t0),
         merged_shards=len(shards),
     )
     _finish(output_dir, cfg, summary)

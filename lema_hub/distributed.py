@@ -15,8 +15,10 @@ The process group is gloo (CPU), used only to coordinate; it works on GPU nodes 
 (Slurm arrays): job i of n takes its slice (`shard_slice`: the contiguous slice rank i of n takes;
 collect's and evaluate's problems: every n-th, `problems.load_problems`), writes
 `<output_dir>-shard-0000i-of-0000n` (`shard_output`) and never pushes; `--merge_shards true` reads
-the complete set (`read_shards`, which refuses a missing or unfinished shard) and writes the real
-artifact, rows in the order one process writes them.
+the complete set (`read_shards`, which refuses a missing or unfinished shard; `check_merge_config`,
+which refuses a merge command whose data settings are not the ones each shard recorded) and writes
+the real artifact, rows in the order one process writes them, with the shards' request records and
+engine statistics added up (`merged_requests`, `merged_engine_stats`).
 """
 
 from __future__ import annotations
@@ -188,6 +190,84 @@ def shard_value(shards: Sequence[FinishedShard], key: str) -> Any:
         found = {s.folder.name: s.summary.get(key) for s in shards}
         raise InvalidInputError(f"The shards disagree on `{key}`: {found}; rerun them with one config.")
     return json.loads(values.pop()) if values else None
+
+
+# Settings a merge may differ from its shards in: where the run writes, how it is published, and
+# how the engine reaches its endpoints and how fast (never what it asks or how the rows are graded).
+# Every other setting determines the data, so a merge whose value differs is refused.
+MERGE_FREE_KEYS = frozenset(
+    {
+        "output_dir", "shard", "merge_shards", "push_to_hub", "hub_repo_id", "hub_private",
+        "hub_revision", "progress", "write_card", "update_model_card", "cache_dir", "price_table", "corrector_benchmark",
+        "grading_workers", "base_urls", "api_key_env", "concurrency", "batch_size", "max_retries",
+        "request_timeout", "retry_base_delay", "retry_max_delay", "hedge_quantile", "hedge_after_s",
+        "max_hedges",
+    }
+)  # fmt: skip
+
+
+def _data_part(value: Any) -> Any:
+    """`value` without MERGE_FREE_KEYS in its mappings (e.g. a `generators:` entry's `concurrency`)."""
+    if isinstance(value, dict):
+        return {k: _data_part(v) for k, v in value.items() if k not in MERGE_FREE_KEYS}
+    if isinstance(value, list):
+        return [_data_part(v) for v in value]
+    return value
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_merge_config(
+    shards: Sequence[FinishedShard], recipe: str, cfg: Any, record: dict[str, Any] | None = None
+) -> None:
+    """Refuse (one line, `InvalidInputError`) a merge command whose data settings are not the shards'.
+
+    Each shard recorded its config (`lema_hub_config.yaml`, keyed by `recipe`); the merge's config,
+    recorded the same way (credentials redacted, local paths shortened relative to the shard folder),
+    must match it in every field but MERGE_FREE_KEYS. `record`: the config as the stage records it,
+    when that is not `cfg` as a dict (`finish(record=...)`). A field a shard did not record (a shard
+    written before the field existed) is not compared.
+    """
+    from lema_hub.artifacts import read_run_record, sanitize
+    from lema_hub.configs import config_to_dict, redact
+
+    mine = redact(config_to_dict(cfg) if record is None else record)
+    for shard in shards:
+        recorded = read_run_record(shard.folder)[0].get(recipe)
+        if not isinstance(recorded, dict):
+            raise InvalidInputError(
+                f"{recipe}: shard {shard.folder} has no `{recipe}` config in lema_hub_config.yaml; "
+                "rerun that shard."
+            )
+        ours = sanitize(mine, shard.folder)
+        for key, value in ours.items():
+            if key in MERGE_FREE_KEYS or key not in recorded:
+                continue
+            theirs, want = _data_part(recorded[key]), _data_part(value)
+            if theirs != want:
+                raise InvalidInputError(
+                    f"{recipe}: the shards ran with {key}={_short(theirs)} ({shard.folder.name}), this "
+                    f"merge with {key}={_short(want)}; merge with the shards' command."
+                )
+
+
+def merged_engine_stats(summaries: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The shards' `Engine.last_summary` records as one: counts (hedges, hedge_wins ...) added up,
+    `wall_s` the shards' engine seconds added up, rates per engine second; None when none has one."""
+    found = [s for s in summaries if s]
+    if not found:
+        return None
+    return merge_summaries(found, sum(float(s.get("wall_s") or 0) for s in found))
+
+
+def merged_wall_s(shards: Sequence[FinishedShard], merge_start: float) -> dict[str, float]:
+    """`wall_s`: the shards' run times added up plus the merge's own; `merge_wall_s`: the merge's own."""
+    own = time.perf_counter() - merge_start
+    total = sum(float(s.summary.get("wall_s") or 0) for s in shards) + own
+    return {"wall_s": round(total, 2), "merge_wall_s": round(own, 2)}
 
 
 def merged_requests(shards: Sequence[FinishedShard], key: str) -> dict[str, Any] | None:

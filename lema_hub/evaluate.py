@@ -699,7 +699,26 @@ def read_eval_shards(
         wall = sum(float(e.summary.get("wall_time_s") or 0) for e in entries)
         merged[config] = ShardedConfig(outputs, wall)
         requests.update(distributed.merged_requests(shards, config) or {})
+    # The settings no check above covers (extraction, prompt templates, answer rounding ...).
+    distributed.check_merge_config(shards, "evaluate", cfg, record=_run_record(cfg))
     return merged, requests, n
+
+
+def _run_record(cfg: EvalConfig) -> dict[str, Any]:
+    """The config an evaluation records (`finish` redacts credentials): no output or cache folder,
+    local paths by their last component only (a pushable artifact), the models' public names."""
+    record = config_to_dict(cfg)
+    for key in ("output_dir", "cache_dir"):
+        record.pop(key, None)
+    for key in ("problems_path", "predictions_path", "select_on"):
+        if record.get(key):
+            record[key] = Path(record[key]).name
+    if record.get("prompt_templates"):
+        record["prompt_templates"] = [
+            t if t in NAMED_TEMPLATES else Path(t).name for t in record["prompt_templates"]
+        ]
+    record["models"] = [public_model_name(m) for m in cfg.models]
+    return record
 
 
 @distributed.stage
@@ -849,18 +868,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         summary["merged_shards"] = merged_shards
     earlier = {k: earlier_requests(out_dir, "evaluate", k) for k in all_results}
     summary["requests"] = {**{k: v for k, v in earlier.items() if v is not None}, **requests}
-    record = config_to_dict(cfg)  # `finish` redacts credentials
-    for key in ("output_dir", "cache_dir"):
-        record.pop(key, None)
-    # Local paths stay out of a pushable artifact: keep only their last component.
-    for key in ("problems_path", "predictions_path", "select_on"):
-        if record.get(key):
-            record[key] = Path(record[key]).name
-    if record.get("prompt_templates"):
-        record["prompt_templates"] = [
-            t if t in NAMED_TEMPLATES else Path(t).name for t in record["prompt_templates"]
-        ]
-    record["models"] = [public_model_name(m) for m in cfg.models]
+    record = _run_record(cfg)
     whole = not cfg.shard  # a shard (maybe empty) gets no card and is never pushed; its merge is
     pushed = finish(
         out_dir, "eval_details", cfg, summary, recipe="evaluate", record=record, card=whole, push=whole

@@ -386,9 +386,15 @@ def _write(
 def merge_shards(cfg: EvolveConfig, name: str, out: Path, seeds: list[dict]) -> dict[str, Any]:
     """Concatenate the finished `<out>-shard-*` folders into `out`: the draws in order, and a new
     question whose de-duplication key an earlier draw already had dropped as `duplicate` (a shard
-    only knew its own), so the rows and counts are those one process writes."""
-    t0 = time.time()
+    only knew its own), so the rows and counts are those one process writes.
+
+    Refused before anything is written: shards run with other data settings than this command
+    (`distributed.check_merge_config`: num_seeds, seed, the seed source, num_answers ...). `wall_s`
+    is the shards' added up plus the merge's own.
+    """
+    t0 = time.perf_counter()
     shards = distributed.read_shards(out, "evolve")
+    distributed.check_merge_config(shards, "evolve", cfg)
     rows: list[dict] = []
     fates: list[dict] = []
     seen: set[str] = set()
@@ -420,7 +426,7 @@ def merge_shards(cfg: EvolveConfig, name: str, out: Path, seeds: list[dict]) -> 
         "output_dir": str(out),
         "config": name,
         "requests": distributed.merged_requests(shards, name) or {},
-        "wall_s": round(time.time() - t0, 2),
+        **distributed.merged_wall_s(shards, t0),
         "merged_shards": len(shards),
     }
     return _write(out, name, rows, cfg, summary)

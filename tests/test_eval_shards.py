@@ -151,6 +151,25 @@ def test_a_merge_refuses_shards_of_another_command(tmp_path):
     )
 
 
+def test_a_merge_with_another_extraction_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "eval"
+    base = dict(
+        models=["m"], problems="sample", predictions_path=str(_predictions(tmp_path)), output_dir=str(out)
+    )
+    for i in range(2):
+        evaluate(EvalConfig(**base, shard=f"{i}/2"))
+    with pytest.raises(InvalidInputError) as err:
+        evaluate(EvalConfig(**base, extraction="flexible", merge_shards=True))
+    assert str(err.value) == (
+        "evaluate: the shards ran with extraction='strict' (eval-shard-00000-of-00002), this merge with "
+        "extraction='flexible'; merge with the shards' command."
+    )
+    assert not out.exists()
+    # Publishing settings are not the data: a merge may change them.
+    evaluate(EvalConfig(**base, update_model_card=False, merge_shards=True))
+    assert (out / "results.json").is_file()
+
+
 def test_a_shard_with_failed_requests_is_not_merged_until_rerun(tmp_path):
     out = tmp_path / "eval"
     with (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -210,7 +211,15 @@ def test_evolve_shards_merge_into_the_unsharded_dataset(tmp_path, strategy):
     assert _card(one) == _card(two)
 
 
-def test_evolve_merge_refuses_shards_of_another_config(tmp_path):
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        ({"num_seeds": 8}, "num_seeds=6 (evo-shard-00000-of-00002), this merge with num_seeds=8"),
+        ({"seed": 3}, "seed=1 (evo-shard-00000-of-00002), this merge with seed=3"),
+        ({"num_answers": 5}, "num_answers=3 (evo-shard-00000-of-00002), this merge with num_answers=5"),
+    ],
+)
+def test_evolve_merge_refuses_shards_of_another_config(tmp_path, change, line):
     with FakeOpenAIServer(responder=evolve_responder) as srv:
         cfg = dict(
             corrections=_corrections_folder(tmp_path), num_seeds=6, seed=1, backend="openai", model="fake-model",
@@ -218,9 +227,129 @@ def test_evolve_merge_refuses_shards_of_another_config(tmp_path):
         )  # fmt: skip
         for i in range(2):
             evolve(EvolveConfig(**cfg, shard=f"{i}/2"))
-        with pytest.raises(InvalidInputError, match="6 draws, not the 8 seeds"):
-            evolve(EvolveConfig(**{**cfg, "num_seeds": 8}, merge_shards=True))
+        with pytest.raises(InvalidInputError, match=re.escape(line)) as err:
+            evolve(EvolveConfig(**{**cfg, **change}, merge_shards=True))
+    assert "\n" not in str(err.value) and str(err.value).startswith("evolve: the shards ran with")
     assert not (tmp_path / "evo").exists()
+
+
+# ------------------------------------------------------------------------------------ merge checks
+def _collect_shards(tmp_path: Path, url: str, n: int = 2, **kw) -> tuple[dict, list[dict]]:
+    from lema_hub.collect import CollectConfig, collect
+    from tests.test_collect import _endpoint_config
+
+    base = _endpoint_config(tmp_path, url, "mist", problems_limit=None, **kw)
+    return base, [collect(CollectConfig(**base, shard=f"{i}/{n}")) for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        ({"problems_limit": 3}, "problems_limit=None (mist-shard-00000-of-00002), this merge with problems_limit=3"),
+        ({"num_samples": 3}, "num_samples=4 (mist-shard-00000-of-00002), this merge with num_samples=3"),
+        ({"temperature": 0.1}, "temperature=0.8 (mist-shard-00000-of-00002), this merge with temperature=0.1"),
+        ({"extraction": "strict"}, "extraction='flexible' (mist-shard-00000-of-00002), this merge with extraction='strict'"),
+    ],
+)  # fmt: skip
+def test_collect_merge_refuses_other_data_settings_and_writes_nothing(tmp_path, change, line):
+    from lema_hub.collect import CollectConfig, collect
+    from tests.test_collect import graded_responder
+
+    with FakeOpenAIServer(responder=graded_responder()) as srv:
+        base, _ = _collect_shards(tmp_path, srv.base_url)
+        with pytest.raises(InvalidInputError, match=re.escape(line)):
+            collect(CollectConfig(**{**base, **change}, merge_shards=True))
+        assert not (tmp_path / "mist").exists()
+        # Where and how fast the engine ran is not the data: a merge may change it.
+        free = dict(base_urls=["http://127.0.0.1:9/v1"], concurrency=1, max_retries=0, progress=True)
+        merged = collect(CollectConfig(**{**base, **free}, merge_shards=True))
+    assert merged["merged_shards"] == 2 and (tmp_path / "mist" / "run_summary.json").is_file()
+
+
+def test_collect_merge_refuses_problems_it_cannot_reload(tmp_path):
+    from lema_hub.collect import CollectConfig, collect
+    from tests.test_collect import graded_responder
+
+    path = tmp_path / "problems.jsonl"
+    path.write_text(
+        "".join(json.dumps({"question": p.question, "answer": p.gold_solution}) + "\n" for p in load_sample("train")[:5])
+    )  # fmt: skip
+    with FakeOpenAIServer(responder=graded_responder()) as srv:
+        base, _ = _collect_shards(tmp_path, srv.base_url, problems="gsm8k", problems_path=str(path))
+    path.unlink()  # the source is gone: the unsharded order cannot be restored
+    with pytest.raises(
+        InvalidInputError, match=r"^collect: cannot reload the problems \(.*problems.jsonl\)"
+    ) as err:
+        collect(CollectConfig(**base, merge_shards=True))
+    assert "\n" not in str(err.value) and not (tmp_path / "mist").exists()
+
+
+def test_collect_merge_with_another_limit_is_one_line_exit_2_on_the_cli(tmp_path):
+    import yaml
+
+    from tests.test_collect import graded_responder
+
+    with FakeOpenAIServer(responder=graded_responder()) as srv:
+        base, _ = _collect_shards(tmp_path, srv.base_url)
+    recipe = tmp_path / "cB.yaml"
+    recipe.write_text(yaml.safe_dump(base))
+    args = ["collect", "--config", str(recipe), "--merge_shards", "true", "--problems_limit", "100"]
+    line = _one_line_exit_2(_lema_hub(args, tmp_path))
+    assert "problems_limit=None" in line and "problems_limit=100" in line
+    assert not (tmp_path / "mist").exists()
+
+
+def test_merged_collect_summary_adds_up_the_shards_engine_statistics(tmp_path):
+    from lema_hub.collect import CollectConfig, collect
+    from tests.test_collect import _endpoint_config, graded_responder
+
+    with FakeOpenAIServer(responder=graded_responder()) as srv:
+        single = collect(
+            CollectConfig(**_endpoint_config(tmp_path, srv.base_url, "one", problems_limit=None))
+        )
+        base, parts = _collect_shards(tmp_path, srv.base_url, n=3)
+        merged = collect(CollectConfig(**base, merge_shards=True))
+    assert set(single) - set(merged) == set()  # every key an unsharded run records
+    assert merged["shard"] is None and merged["requests"]["sample"] == single["requests"]["sample"]
+    assert merged["requests"]["sample"] == distributed.add_counts([p["requests"]["sample"] for p in parts])
+    (name,) = single["generators"]
+    stats = merged["generators"][name]
+    for key in ("samples", "cached", "generated", "failed", "prompt_tokens", "completion_tokens", "hedges",
+                "hedge_wins", "wall_s"):  # fmt: skip
+        assert stats[key] == pytest.approx(sum(p["generators"][name][key] for p in parts)), key
+    assert stats["samples"] == single["generators"][name]["samples"] == merged["samples"]
+    assert {"tokens_per_s", "requests_per_s", "backend"} <= set(stats)
+    shards_wall = sum(p["wall_s"] for p in parts)
+    assert merged["wall_s"] == pytest.approx(shards_wall + merged["merge_wall_s"], abs=0.02)
+    recorded = json.loads((tmp_path / "mist" / "run_summary.json").read_text())["collect"]
+    assert recorded["generators"][name]["hedges"] == stats["hedges"]
+
+
+def test_correct_merge_refuses_another_mistakes_limit_and_adds_up_engine_stats(tmp_path):
+    folder, mistakes = _mistakes_folder(tmp_path)
+    out = tmp_path / "corr"
+    with FakeOpenAIServer(responder=_corrector_responder()) as srv:
+        cfg = _llm_corrector(srv.base_url, mistakes=str(folder), output_dir=str(out))
+        parts = [correct(CorrectConfig(**cfg, shard=f"{i}/3")) for i in range(3)]
+        with pytest.raises(
+            InvalidInputError,
+            match=re.escape(
+                "mistakes_limit=None (corr-shard-00000-of-00003), this merge with mistakes_limit=100"
+            ),
+        ):
+            correct(CorrectConfig(**cfg, mistakes_limit=100, merge_shards=True))
+        assert not out.exists()
+        merged = correct(CorrectConfig(**cfg, merge_shards=True))
+    engine = merged["tokens"]["engine"]
+    for key in ("samples", "cached", "generated", "failed", "prompt_tokens", "completion_tokens", "hedges",
+                "hedge_wins", "wall_s"):  # fmt: skip
+        assert engine[key] == pytest.approx(sum(p["tokens"]["engine"][key] for p in parts)), key
+    assert engine["samples"] == 2 * len(mistakes) and merged["requests"]["sample"]["total"] == 2 * len(
+        mistakes
+    )
+    assert merged["wall_s"] == pytest.approx(
+        sum(p["wall_s"] for p in parts) + merged["merge_wall_s"], abs=0.02
+    )
 
 
 # ------------------------------------------------------------------------------------ the CLI
