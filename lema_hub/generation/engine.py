@@ -399,6 +399,8 @@ class _Dispatch:
                     self.hedges += 1
                     flight.hedges += 1
                     self._launch(flight.unit, loop, hedge=True)
+                if not self.left and self.source.exhausted:
+                    break  # the last draws were cache hits: nothing is left to land
                 self.wake.clear()
                 if timeout is None:
                     await self.wake.wait()
