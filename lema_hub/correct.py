@@ -162,8 +162,9 @@ def _correction_rows(
 ) -> tuple[Iterator[list[dict]], dict]:
     """Batches of rows, one per (mistake, attempt), with parsed fields but before grading.
 
-    The LLM's requests are all sent first (and their failures counted in the returned tokens'
-    `outcome`); the rows are then built a batch at a time as the iterator is consumed.
+    The LLM's requests are all answered first (and their failures counted in the returned tokens'
+    `outcome`), built one at a time as the engine draws them; the rows are then built a batch at a
+    time as the iterator is consumed.
     """
 
     tokens: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
@@ -187,21 +188,25 @@ def _correction_rows(
         seed=cfg.seed,
         stop=["\nQuestion:", "\r\nQuestion:"],
     )
-    requests, owners = [], {}
-    for i, m in enumerate(mistakes):
-        p = prompt_for(_row_task(m))
-        content = _corrector_input(p, m, cfg.prompt_style)
-        # Request ids are content hashes so a resumed or extended run reuses the engine's cache.
-        rid = _sha12(repr((m.get("problem_id"), m.get("generator"), m.get("sample_index"), content)).encode())
-        requests.append(GenerationRequest(request_id=f"correct-{rid}", prompt=content, sampling=sampling))
-        owners[f"correct-{rid}"] = (i, p)
+    owners: dict[str, tuple[int, CorrectorPrompt]] = {}  # request id -> (mistake index, its prompt)
+
+    def requests() -> Iterator[GenerationRequest]:
+        # Drawn by the engine as it goes: only the prompts in flight are held, not one per mistake.
+        for i, m in enumerate(mistakes):
+            p = prompt_for(_row_task(m))
+            content = _corrector_input(p, m, cfg.prompt_style)
+            # Request ids are content hashes so a resumed or extended run reuses the engine's cache.
+            key = (m.get("problem_id"), m.get("generator"), m.get("sample_index"), content)
+            rid = f"correct-{_sha12(repr(key).encode())}"
+            owners[rid] = (i, p)
+            yield GenerationRequest(request_id=rid, prompt=content, sampling=sampling)
+
     engine_cfg = cfg.engine_config(cfg.backend, cfg.model, cfg.prompt_style, progress=cfg.progress)
     # `.cache/` is never pushed; the engine's request cache makes an interrupted run resume.
     cache = output_dir / ".cache" / f"correct-{_sha12(repr((cfg.backend, cfg.model)).encode())}.jsonl"
     engine = distributed.make_engine(engine_cfg, cache_path=cache)  # shared by the ranks when launched
     try:
-        results = engine.generate(requests, desc="correcting")
-        del requests
+        results = engine.generate(requests(), desc="correcting")
         tokens["engine"] = dict(engine.last_summary)
     finally:
         engine.close()

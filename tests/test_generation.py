@@ -416,3 +416,55 @@ def test_the_proxy_comes_from_the_environment_once_per_url(monkeypatch):
     assert _env_proxy("http://example.com/v1") == "http://proxy.local:3128"
     assert _env_proxy("http://127.0.0.1:8000/v1") is None  # NO_PROXY wins
     assert _env_proxy("https://example.com/v1") is None  # no HTTPS_PROXY set
+
+
+class _Messages(list):
+    """A chat prompt that a weak reference can watch."""
+
+
+def test_a_generator_of_requests_is_drawn_lazily_and_each_prompt_released_once_answered(tmp_path):
+    """At most about `concurrency` prompts are alive at once, also through retries and on resume."""
+    import weakref
+
+    alive: list[weakref.ref] = []
+    peak = [0]
+
+    def requests(ids):
+        for i in ids:
+            peak[0] = max(peak[0], sum(ref() is not None for ref in alive))
+            msgs = _Messages([{"role": "user", "content": f"Question {i}: what is {i} + {i}?"}])
+            alive.append(weakref.ref(msgs))
+            yield GenerationRequest(
+                f"q{i}", msgs, SamplingParams(n=2, max_tokens=64, temperature=0.7, seed=0)
+            )
+
+    cache = tmp_path / "c.jsonl"
+    expected = [(f"q{i}", s) for i in range(60) for s in range(2)]
+    with FakeOpenAIServer(latency_s=0.005, fault_rate=0.2, faults=("429", "500")) as srv:
+        with make_engine(_fast([srv.base_url], concurrency=4, prompt_style="chat"), cache) as engine:
+            results = engine.generate(requests(range(40)))
+        assert [(r.request_id, r.sample_index) for r in results] == expected[:80]
+        assert all(r.ok for r in results)
+        assert sum(srv.fault_counts.values()) > 0  # some units were retried while others were drawn
+        # 4 units in flight are at most 4 requests, plus the one being drawn (a list would hold all 40)
+        assert 2 <= peak[0] <= 4 + 2
+        assert sum(ref() is not None for ref in alive) == 0  # the results hold no prompt
+
+        srv.reset_counts()
+        srv.fault_rate = 0.0
+        alive.clear()
+        peak[0] = 0
+        with make_engine(_fast([srv.base_url], concurrency=4, prompt_style="chat"), cache) as engine:
+            results = engine.generate(requests(range(60)))
+            summary = engine.last_summary
+        assert [(r.request_id, r.sample_index) for r in results] == expected
+        assert summary["cached"] == 80 and summary["generated"] == 40
+        assert srv.total_requests == 40 and max(srv.request_counts.values()) == 1  # only the new ones
+        assert peak[0] <= 4 + 2  # the cached requests' prompts were dropped as they were drawn
+
+        # New requests first, then only cached ones: the run ends once the last one is drawn.
+        with make_engine(_fast([srv.base_url], concurrency=4, prompt_style="chat"), cache) as engine:
+            results = engine.generate(requests([60, 61, *range(60)]))
+            assert engine.last_summary["cached"] == 120 and engine.last_summary["generated"] == 4
+        assert [r.request_id for r in results][:5] == ["q60", "q60", "q61", "q61", "q0"]
+        assert srv.total_requests == 44

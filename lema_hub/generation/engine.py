@@ -6,6 +6,9 @@ retry waits out its back-off without holding a slot, and with hedging on (`hedge
 `hedge_after_s`) the slots left idle at the end of a call re-send the slowest requests.
 Local backends (`transformers`, `vllm`) get length-sorted batches; every finished batch is
 appended to the cache before the next starts.
+
+The requests may come from a generator: remote backends pull them as slots free up, so only the
+requests in flight (or waiting to retry) hold their prompts, never the whole input at once.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,18 +59,29 @@ class Unit:
 
 
 class _Progress:
-    """tqdm bar with requests/s (tqdm's rate), tokens/s and ETA; a no-op when disabled."""
+    """tqdm bar with requests/s (tqdm's rate), tokens/s and ETA; a no-op when disabled.
 
-    def __init__(self, total: int, done: int, desc: str, enabled: bool) -> None:
+    The bar opens at the first sample that is not cached (`total` is None for a generator).
+    """
+
+    def __init__(self, total: int | None, desc: str, enabled: bool) -> None:
         self.start = time.perf_counter()
         self.tokens = 0
         self._last = 0.0
         self.bar = None
-        if enabled and total > done:
+        self.total, self.desc, self.enabled = total, desc, enabled
+
+    def open(self, done: int) -> None:
+        if self.enabled and self.bar is None:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(
-                total=total, initial=done, desc=desc, unit="req", dynamic_ncols=True, file=sys.stderr
+                total=self.total,
+                initial=done,
+                desc=self.desc,
+                unit="req",
+                dynamic_ncols=True,
+                file=sys.stderr,
             )
 
     def update(self, tokens: int | None, n: int = 1) -> None:
@@ -100,36 +114,36 @@ class Engine:
 
     # ----------------------------------------------------------------- public API
     def generate(
-        self, requests: Sequence[GenerationRequest], desc: str = "generating"
+        self, requests: Iterable[GenerationRequest], desc: str = "generating"
     ) -> list[GenerationResult]:
-        """All samples, ordered by request then sample index; failures carry `error` and never raise."""
-        units = self._expand(requests)
-        results: list[GenerationResult | None] = [None] * len(units)
-        pending: list[Unit] = []
-        for u in units:
-            hit = self.cache.get(u.key)
-            if hit is not None:
-                results[u.position] = _result(u, hit)
-            else:
-                pending.append(u)
-        cached = len(units) - len(pending)
-        progress = _Progress(len(units), cached, desc, self.config.progress)
+        """All samples, ordered by request then sample index; failures carry `error` and never raise.
+
+        `requests` may be a generator: remote backends consume it lazily, keeping only the requests
+        not in the cache, each until its result is recorded (results never hold the prompt).
+        """
+        total = None
+        if isinstance(requests, Sequence):
+            self._check(requests)  # a bad request fails before anything is sent
+            total = sum(r.sampling.n for r in requests)
+        progress = _Progress(total, desc, self.config.progress)
+        source = _Source(self, requests, progress)
         start = time.perf_counter()
         self._hedges = (0, 0)
         try:
-            if pending:
+            todo = source.peek()  # whether anything is not cached (nothing held here: the run drops it)
+            if todo:
                 if self.backend.is_async:
-                    _run_coroutine(self._run_async(pending, results, progress))
-                else:
-                    self._run_batched(pending, results, progress)
+                    _run_coroutine(self._run_async(source, progress))
+                else:  # batches are sorted by length: every uncached unit is needed up front
+                    self._run_batched(list(iter(source.next, None)), source.results, progress)
         finally:
             progress.close()
         wall = time.perf_counter() - start
         self._progress_tokens = progress.tokens
-        out = [r for r in results if r is not None]
-        assert len(out) == len(units)
-        self.last_summary = self._summarise(out, cached, wall)
-        if pending:
+        out = [r for r in source.results if r is not None]
+        assert len(out) == len(source.results)
+        self.last_summary = self._summarise(out, source.cached, wall)
+        if todo:
             s = self.last_summary
             line = (
                 f"{desc}: {s['samples']} samples ({s['cached']} cached, {s['generated']} generated, "
@@ -154,16 +168,21 @@ class Engine:
         self.close()
 
     # ----------------------------------------------------------------- internals
-    def _expand(self, requests: Sequence[GenerationRequest]) -> list[Unit]:
+    def _check(self, requests: Iterable[GenerationRequest]) -> None:
+        """Raise on a duplicate request id or a malformed prompt."""
         style = self.backend.prompt_style(self.config.prompt_style)
-        units: list[Unit] = []
         seen: set[str] = set()
         for req in requests:
-            if req.request_id in seen:
-                raise ValueError(
-                    f"Duplicate request_id {req.request_id!r}: request ids must be unique per call."
-                )
-            seen.add(req.request_id)
+            _check_id(req.request_id, seen)
+            _resolve_prompt(req.prompt, style, req.request_id)
+
+    def _expand(self, requests: Iterable[GenerationRequest]) -> Iterator[Unit]:
+        """The units of each request in turn, as the requests are drawn."""
+        style = self.backend.prompt_style(self.config.prompt_style)
+        position = 0
+        seen: set[str] = set()
+        for req in requests:
+            _check_id(req.request_id, seen)
             prompt = _resolve_prompt(req.prompt, style, req.request_id)
             sp = req.sampling
             sampling_key = {
@@ -176,12 +195,12 @@ class Engine:
             extra = {"extra_body": self.config.extra_body} if self.config.extra_body else None
             for i in range(sp.n):
                 key = request_key(self.config.model, prompt, sampling_key, i, extra)
-                units.append(Unit(len(units), req.request_id, prompt, sp, i, key))
-        return units
+                position += 1
+                yield Unit(position - 1, req.request_id, prompt, sp, i, key)
 
-    async def _run_async(self, pending: list[Unit], results: list, progress: _Progress) -> None:
+    async def _run_async(self, source: _Source, progress: _Progress) -> None:
         await self.backend.astart()
-        dispatch = _Dispatch(self, pending, results, progress)
+        dispatch = _Dispatch(self, source, progress)
         try:
             await dispatch.run()
         finally:
@@ -271,6 +290,44 @@ class Engine:
         }
 
 
+class _Source:
+    """The units not in the cache, drawn one at a time; cache hits are recorded on the way."""
+
+    def __init__(self, engine: Engine, requests: Iterable[GenerationRequest], progress: _Progress) -> None:
+        self.engine = engine
+        self.units = engine._expand(requests)
+        self.progress = progress
+        self.results: list[GenerationResult | None] = []  # by position, filled as units resolve
+        self.cached = 0
+        self.exhausted = False
+        self._head: Unit | None = None  # drawn by `peek`, not yet taken
+
+    def peek(self) -> bool:
+        """Whether any unit is left to generate (draws the next one, and keeps it for `next`)."""
+        if self._head is None:
+            self._head = self.next()
+        return self._head is not None
+
+    def next(self) -> Unit | None:
+        """The next unit to generate, or None once every request has been drawn."""
+        if self._head is not None:
+            u, self._head = self._head, None
+            return u
+        if self.exhausted:
+            return None
+        for u in self.units:
+            self.results.append(None)
+            hit = self.engine.cache.get(u.key)
+            if hit is None:
+                self.progress.open(self.cached)
+                return u
+            self.results[u.position] = _result(u, hit)
+            self.cached += 1
+            self.progress.update(None)
+        self.exhausted = True
+        return None
+
+
 @dataclass
 class _Flight:
     """A unit without its final result: its attempts in flight and what it has cost so far."""
@@ -296,15 +353,16 @@ class _Dispatch:
 
     MIN_SAMPLES = 20  # finished attempts before a quantile threshold is trusted
 
-    def __init__(self, engine: Engine, pending: list[Unit], results: list, progress: _Progress) -> None:
+    def __init__(self, engine: Engine, source: _Source, progress: _Progress) -> None:
         self.engine = engine
         self.config = engine.config
         self.policy = engine.policy
-        self.results = results
+        self.source = source  # new units are drawn from it as slots free up
+        self.results = source.results
         self.progress = progress
-        self.ready: deque[Unit] = deque(pending)
+        self.ready: deque[Unit] = deque()  # retries due, ahead of new units
         self.flights: dict[int, _Flight] = {}  # position -> state, in order of first attempt
-        self.left = len(pending)
+        self.left = 0  # units drawn and not yet resolved
         self.in_flight = 0
         self.wake = asyncio.Event()
         self.crash: BaseException | None = None
@@ -320,13 +378,18 @@ class _Dispatch:
         loop = asyncio.get_running_loop()
         limit = self.config.concurrency
         try:
-            while self.left:
+            while self.left or not self.source.exhausted:
                 if self.crash is not None:
                     raise self.crash
                 timeout = None
                 while self.in_flight < limit:
                     if self.ready:
                         self._launch(self.ready.popleft(), loop)
+                        continue
+                    u = self.source.next()
+                    if u is not None:
+                        self.left += 1
+                        self._launch(u, loop)
                         continue
                     if not self.config.hedging:
                         break
@@ -336,6 +399,8 @@ class _Dispatch:
                     self.hedges += 1
                     flight.hedges += 1
                     self._launch(flight.unit, loop, hedge=True)
+                if not self.left and self.source.exhausted:
+                    break  # the last draws were cache hits: nothing is left to land
                 self.wake.clear()
                 if timeout is None:
                     await self.wake.wait()
@@ -488,6 +553,12 @@ def _resolve_prompt(prompt: str | list[dict], style: str, request_id: str) -> st
             "pass a string, or use prompt_style 'chat'."
         )
     return prompt
+
+
+def _check_id(request_id: str, seen: set[str]) -> None:
+    if request_id in seen:
+        raise ValueError(f"Duplicate request_id {request_id!r}: request ids must be unique per call.")
+    seen.add(request_id)
 
 
 def _sampling_tuple(sp: SamplingParams) -> tuple:
