@@ -42,8 +42,8 @@ _SHARD_BYTES = 256 * 1024 * 1024
 _CONFIG_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _SPLIT_RE = re.compile(r"^\w+(\.\w+)*$")
 
-# Hidden work folders of `save_dataset_config`'s swap: `.lema-staging-<pid>-<config>.<rand>/` (new
-# rows being written) and `.lema-old-<pid>-<config>/` (the rows being replaced).
+# Hidden work folders of `save_dataset_config`: `.lema-staging-<pid>-<config>.<rand>/` (new rows
+# being written) and, from older versions' folder swap, `.lema-old-<pid>-<config>/` (rows replaced).
 _STAGING_PREFIX = ".lema-staging-"
 _OLD_PREFIX = ".lema-old-"
 _WORK_DIR_RE = re.compile(r"^\.lema-(staging|old)-(\d+)-(.+?)(\.[^.]+)?$")
@@ -52,6 +52,8 @@ _LEGACY_WORK_DIR_RE = re.compile(r"^\.([A-Za-z0-9][A-Za-z0-9_.\-]*?)\.(old-(\d+)
 # A data file: `<split>-NNNNN-of-NNNNN[-<content hash>].parquet`.
 _DATA_FILE_RE = re.compile(r"^(\w+(?:\.\w+)*)-(\d{5})-of-(\d{5})(?:-([0-9a-f]{8,64}))?\.parquet$")
 _HASH_CHARS = 16
+# The temp file of `_atomic_write_text` (README.md, run records) a kill left behind.
+_TEMP_FILE_RE = re.compile(r"^(README\.md|lema_hub_config\.yaml|run_summary\.json)\.[A-Za-z0-9_]{8}\.tmp$")
 # Staging folders of this process's open `DatasetConfigWriter`s: not leftovers while they write.
 _OPEN_STAGING: set[Path] = set()
 
@@ -242,9 +244,44 @@ def _is_main_config(name: str) -> bool:
     return not name.endswith(("-samples", "-rejected"))
 
 
-def discover_configs(folder: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
-    """{config: {split: [relative parquet paths]}} found under folder/data/."""
-    folder = Path(folder)
+def _listed_files(folder: Path) -> dict[str, dict[str, list[str]]] | None:
+    """{config: {split: [relative paths]}} README.md's `configs:` lists; None when it lists none.
+
+    A config whose `data_files` cannot be read as files of `data/<config>/` maps to {}.
+    """
+    try:
+        meta, _ = _read_card(folder)
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
+    configs = meta.get("configs")
+    if not isinstance(configs, list):
+        return None
+    out: dict[str, dict[str, list[str]]] = {}
+    for entry in configs:
+        if not isinstance(entry, dict) or not isinstance(entry.get("config_name"), str):
+            continue
+        name = entry["config_name"]
+        splits: dict[str, list[str]] = {}
+        data_files = entry.get("data_files")
+        for item in data_files if isinstance(data_files, list) else []:
+            paths = item.get("path") if isinstance(item, dict) else None
+            paths = [paths] if isinstance(paths, str) else paths
+            if not isinstance(paths, list) or not all(isinstance(x, str) for x in paths):
+                splits = {}
+                break
+            for rel in paths:
+                if any(ch in rel for ch in "*?["):  # a glob (older versions): the files it matches
+                    found = sorted(folder.glob(rel), key=_shard_order)
+                    rels = [f.relative_to(folder).as_posix() for f in found]
+                else:
+                    rels = [rel]
+                splits.setdefault(str(item.get("split", "train")), []).extend(rels)
+        out[name] = splits
+    return out
+
+
+def _disk_configs(folder: Path) -> dict[str, dict[str, list[str]]]:
+    """{config: {split: [relative parquet paths]}} of every data file under folder/data/."""
     out: dict[str, dict[str, list[str]]] = {}
     data = folder / DATA_DIR
     if not data.is_dir():
@@ -260,14 +297,54 @@ def discover_configs(folder: str | os.PathLike) -> dict[str, dict[str, list[str]
     return out
 
 
+def _committed(
+    folder: Path, listed: dict[str, dict[str, list[str]]] | None, name: str, on_disk: dict[str, list[str]]
+) -> dict[str, list[str]] | None:
+    """A config's files as README.md lists them (None: README does not list the config).
+
+    README.md is the commit point of a write: files beside the listed ones are a write that did
+    not finish (or old files not yet deleted). A config whose listed files are not all there (a
+    folder an older version left mid-write) reads what is on disk, as before.
+    """
+    if listed is None:
+        return on_disk
+    if name not in listed:
+        return None
+    files = listed[name]
+    if files and all(
+        (folder / f).is_file() and f.startswith(f"{DATA_DIR}/{name}/") for fs in files.values() for f in fs
+    ):
+        return files
+    return on_disk
+
+
+def discover_configs(folder: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
+    """{config: {split: [relative parquet paths]}} of the data under folder/data/ README.md lists.
+
+    When README.md has a `configs:` list, only the configs and files it names count (files of an
+    interrupted write beside them do not); without one, every data file under data/ does.
+    """
+    folder = Path(folder)
+    listed = _listed_files(folder)
+    out: dict[str, dict[str, list[str]]] = {}
+    for name, on_disk in _disk_configs(folder).items():
+        files = _committed(folder, listed, name, on_disk)
+        if files:
+            out[name] = files
+    return out
+
+
 def _shard_order(path: Path) -> tuple:
     m = _DATA_FILE_RE.match(path.name)
     return (m.group(1), int(m.group(2)), path.name) if m else ("", 0, path.name)
 
 
-def _configs_metadata(folder: Path, previous: list[dict] | None) -> list[dict[str, Any]]:
-    """The `configs:` YAML for the data on disk, keeping the order (and default flag) of `previous`."""
-    found = discover_configs(folder)
+def _configs_metadata(
+    folder: Path, previous: list[dict] | None, found: dict[str, dict[str, list[str]]] | None = None
+) -> list[dict[str, Any]]:
+    """The `configs:` YAML for `found` (default: the folder's data), keeping the order (and default
+    flag) of `previous`; configs new to it follow in `found`'s order."""
+    found = discover_configs(folder) if found is None else found
     order = [c.get("config_name") for c in previous or [] if c.get("config_name") in found]
     order += [c for c in found if c not in order]
     defaults = [
@@ -371,8 +448,48 @@ def clean_leftovers(folder: str | os.PathLike) -> list[str]:
         else:
             shutil.rmtree(path, ignore_errors=True)
             done.append(f"removed {path.name}")
+    done += _remove_uncommitted(folder)
     for line in done:
         logger.warning("%s: %s (left by an interrupted write)", folder.name, line)
+    return done
+
+
+def uncommitted_files(folder: str | os.PathLike) -> list[Path]:
+    """Files an interrupted write left that README.md does not list: data files beside a config's
+    listed ones, the folders of configs it does not list, temp files of an atomic write."""
+    folder = Path(folder)
+    out: list[Path] = []
+    if not folder.is_dir():
+        return out
+    out += [p for p in sorted(folder.iterdir()) if p.is_file() and _TEMP_FILE_RE.match(p.name)]
+    listed = _listed_files(folder)
+    if listed is None:
+        return out
+    for name, on_disk in _disk_configs(folder).items():
+        files = _committed(folder, listed, name, on_disk)
+        cdir = folder / DATA_DIR / name
+        if files is None:  # a config README.md never listed: a first write that did not finish
+            if all(_hashed(f) for f in cdir.iterdir()):
+                out.append(cdir)
+            continue
+        keep = {f for fs in files.values() for f in fs}
+        out += [f for f in sorted(cdir.glob("*.parquet")) if f.relative_to(folder).as_posix() not in keep]
+    return out
+
+
+def _hashed(path: Path) -> bool:
+    m = _DATA_FILE_RE.match(path.name)
+    return bool(path.is_file() and m and m.group(4))
+
+
+def _remove_uncommitted(folder: Path) -> list[str]:
+    done = []
+    for path in uncommitted_files(folder):
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        done.append(f"removed {path.relative_to(folder).as_posix()}")
     return done
 
 
@@ -390,13 +507,15 @@ def save_dataset_config(
     splits: dict[str, datasets.Dataset | list[dict]],
     max_shard_rows: int | None = None,
     features: datasets.Features | None = None,
+    group: ConfigGroup | None = None,
 ) -> None:
     """Write `data/<config_name>/<split>-NNNNN-of-NNNNN-<hash>.parquet` and list them in README.md `configs:`.
 
     Only this config's old files are replaced; other configs, the rest of the YAML and the card
     body are kept. `datasets` cannot load a zero-row split, so empty splits are not written; a
     config whose splits are all empty is removed from the folder (its old files included). What
-    an interrupted earlier write left behind (hidden swap folders) is cleaned up first.
+    an interrupted earlier write left behind (hidden swap folders) is cleaned up first. Within a
+    `ConfigGroup` the config is committed with the group's others when the group closes.
     """
     import datasets.utils as hf_tqdm
 
@@ -415,6 +534,7 @@ def save_dataset_config(
     pid = os.getpid()
     staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{pid}-{config_name}.", dir=folder))
     honour_umask(staging)
+    _OPEN_STAGING.add(staging.resolve())
     bars_were_off = hf_tqdm.are_progress_bars_disabled()
     hf_tqdm.disable_progress_bars()
     try:
@@ -434,34 +554,57 @@ def save_dataset_config(
                 tmp = staging / f".{split}-{i:05d}.parquet.tmp"
                 shard.to_parquet(str(tmp))
                 os.replace(tmp, staging / _content_name(tmp, split, i, num_shards))
-        _swap_in(folder, config_name, staging)
+        if group is not None:
+            group._add(config_name, staging)
+            staging = None  # the group's now
+        else:
+            _commit(folder, [(config_name, staging)])
     finally:
         if not bars_were_off:
             hf_tqdm.enable_progress_bars()
-        if staging.exists():
+        if staging is not None:
+            _OPEN_STAGING.discard(staging.resolve())
             shutil.rmtree(staging, ignore_errors=True)
-    _update_card_configs(folder)
 
 
-def _swap_in(folder: Path, config_name: str, staging: Path) -> None:
-    """Replace data/<config_name>/ by the finished `staging` folder (an empty one removes the config)."""
-    target = folder / DATA_DIR / config_name
-    if not any(staging.iterdir()):
-        shutil.rmtree(target, ignore_errors=True)
-    elif target.exists():
-        old = folder / f"{_OLD_PREFIX}{os.getpid()}-{config_name}"
-        os.replace(target, old)
-        os.replace(staging, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging, target)
+def _commit(folder: Path, staged: list[tuple[str, Path]]) -> None:
+    """Replace the rows of each (config, finished staging folder) at once (an empty one removes it).
+
+    README.md is the commit point: the new (content-named) files are moved in beside the old
+    ones, README.md is replaced in one `os.replace` listing them, and only then are the old files
+    deleted. A kill before the replace leaves the old README.md naming old files that are all
+    still there; after it, the new one naming the new files; `clean_leftovers` removes the rest.
+    """
+    found = discover_configs(folder)  # what README.md lists now
+    old = {config: found.get(config, {}) for config, _ in staged}
+    for config, staging in staged:
+        files = sorted(staging.glob("*.parquet"), key=_shard_order)
+        if not files:
+            found.pop(config, None)
+            continue
+        target = folder / DATA_DIR / config
+        target.mkdir(parents=True, exist_ok=True)
+        splits: dict[str, list[str]] = {}
+        for f in files:  # an equal name is equal bytes: replacing a listed file changes nothing
+            os.replace(f, target / f.name)
+            split = _DATA_FILE_RE.match(f.name).group(1)
+            splits.setdefault(split, []).append(f"{DATA_DIR}/{config}/{f.name}")
+        found[config] = splits  # a config new to the folder goes last
+    _update_card_configs(folder, found)
+    for config, files in old.items():
+        target = folder / DATA_DIR / config
+        if config not in found:
+            shutil.rmtree(target, ignore_errors=True)
+            continue
+        keep = {f for fs in found[config].values() for f in fs}
+        for f in [f for fs in files.values() for f in fs if f not in keep]:
+            (folder / f).unlink(missing_ok=True)
 
 
-def _update_card_configs(folder: Path) -> None:
-    """List the data files on disk in README.md's `configs:` YAML (the card body is kept)."""
+def _update_card_configs(folder: Path, found: dict[str, dict[str, list[str]]] | None = None) -> None:
+    """List `found` (default: the folder's data) in README.md's `configs:` YAML (the body is kept)."""
     meta, body = _read_card(folder)
-    meta["configs"] = _configs_metadata(folder, meta.get("configs"))
+    meta["configs"] = _configs_metadata(folder, meta.get("configs"), found)
     if not body.strip():
         body = f"\n# {folder.name}\n\nLeMa artifact written by lema_hub; the full card is rendered by `write_dataset_card`.\n"
     _write_card(folder, meta, body)
@@ -477,6 +620,7 @@ class DatasetConfigWriter:
     the files get their content-hashed names, replace the config's old files in one swap and are
     listed in README.md `configs:`; on an exception nothing of the folder changes (the staging
     folder is removed). A config that received no rows is removed, as `save_dataset_config` does.
+    Within a `ConfigGroup` (`group=`) the finished files wait for the group's commit.
     `batches_written` records the size of every batch, in order.
     """
 
@@ -486,6 +630,7 @@ class DatasetConfigWriter:
         config_name: str,
         features: datasets.Features,
         max_shard_bytes: int = _SHARD_BYTES,
+        group: ConfigGroup | None = None,
     ) -> None:
         if not isinstance(config_name, str) or not _CONFIG_NAME_RE.match(config_name):
             raise ValueError(f"Invalid config name {config_name!r}: use letters, digits, '-', '_' or '.'.")
@@ -495,6 +640,7 @@ class DatasetConfigWriter:
         self.config_name = config_name
         self.features = features
         self.max_shard_bytes = max_shard_bytes
+        self.group = group
         self.batches_written: list[int] = []
         self.num_rows = 0
         self._staging: Path | None = None
@@ -562,6 +708,7 @@ class DatasetConfigWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         staging = self._staging
         assert staging is not None
+        handed = False  # to the group, which commits or removes it
         try:
             if exc_type is None:
                 for state in self._writers.values():
@@ -570,18 +717,56 @@ class DatasetConfigWriter:
                 for split, files in self._files.items():
                     for i, tmp in enumerate(files):
                         os.replace(tmp, staging / _content_name(tmp, split, i, len(files)))
-                _swap_in(self.folder, self.config_name, staging)
+                if self.group is not None:
+                    self.group._add(self.config_name, staging)
+                    handed = True
+                    return
+                _commit(self.folder, [(self.config_name, staging)])
         finally:
             for state in self._writers.values():  # an exception: close what is open, keep nothing
                 try:
                     state[0].close()
                 except Exception:  # noqa: BLE001 - the staging folder is removed either way
                     pass
-            _OPEN_STAGING.discard(staging.resolve())
-            if staging.exists():
+            if not handed:
+                _OPEN_STAGING.discard(staging.resolve())
                 shutil.rmtree(staging, ignore_errors=True)
-        if exc_type is None:
-            _update_card_configs(self.folder)
+
+
+class ConfigGroup:
+    """Several configs written as one: all of their new rows are listed at once, or none is.
+
+    ``with ConfigGroup(folder) as g:`` then ``DatasetConfigWriter(folder, c, f, group=g)`` /
+    ``save_dataset_config(folder, c, splits, group=g)`` for each config: each stages its files on
+    its own; when the group exits cleanly, they are all moved in and README.md is written once
+    (its `configs:` lists new configs in the order their writers finished), then the old files are
+    deleted. On an exception (or a kill) the folder keeps every config's old rows.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.staged: dict[str, Path] = {}  # config -> its finished staging folder, in commit order
+
+    def __enter__(self) -> ConfigGroup:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(self.folder)
+        return self
+
+    def _add(self, config: str, staging: Path) -> None:
+        if (earlier := self.staged.pop(config, None)) is not None:  # written twice: the last one wins
+            _OPEN_STAGING.discard(earlier.resolve())
+            shutil.rmtree(earlier, ignore_errors=True)
+        self.staged[config] = staging
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self.staged:
+                _commit(self.folder, list(self.staged.items()))
+        finally:
+            for staging in self.staged.values():
+                _OPEN_STAGING.discard(staging.resolve())
+                shutil.rmtree(staging, ignore_errors=True)
+            self.staged.clear()
 
 
 def save_dataset_config_stream(
@@ -590,13 +775,14 @@ def save_dataset_config_stream(
     batches: Iterable[list[dict]],
     features: datasets.Features,
     split: str = "train",
+    group: ConfigGroup | None = None,
 ) -> int:
     """`save_dataset_config` of one split whose rows come in batches (see `DatasetConfigWriter`).
 
     Returns the number of rows written. An exception raised while the batches are produced leaves
     the folder as it was.
     """
-    with DatasetConfigWriter(folder, config_name, features) as writer:
+    with DatasetConfigWriter(folder, config_name, features, group=group) as writer:
         for batch in batches:
             writer.write(batch, split)
     return writer.num_rows

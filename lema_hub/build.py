@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from lema_hub import csqa, formats
 from lema_hub.artifacts import (
+    ConfigGroup,
     HubArgs,
     load_row_table,
     load_rows,
@@ -475,37 +476,41 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     views: dict[str, dict[str, int]] = {}
     feats = training_row_features(cfg.prompt_style)
     empty: list[str] = []
-    for view in cfg.views:
-        n = len(cot) if view == "cot" else len(cot) + corrections.num_rows
-        if not n:
-            # An earlier run's rows of this view would outlive the run this folder now describes.
-            logger.warning(
-                "view %s is empty; not written (an earlier run's %s-%s is removed)", view, name, view
-            )
-            save_dataset_config(out, f"{name}-{view}", {"train": []}, features=feats)
-            empty.append(view)
-            continue
-        # Shuffling the row numbers gives the order shuffling the rows would (same seed, same
-        # length); the rows are then built and written a batch at a time.
-        order = list(range(n))
-        if cfg.shuffle:
-            random.Random(cfg.seed).shuffle(order)
-        kinds: Counter = Counter()
+    # One commit for every view and the removal of the empty ones: a failed build keeps the old views.
+    with ConfigGroup(out) as group:
+        for view in cfg.views:
+            n = len(cot) if view == "cot" else len(cot) + corrections.num_rows
+            if not n:
+                # An earlier run's rows of this view would outlive the run this folder now describes.
+                logger.warning(
+                    "view %s is empty; not written (an earlier run's %s-%s is removed)", view, name, view
+                )
+                save_dataset_config(out, f"{name}-{view}", {"train": []}, features=feats, group=group)
+                empty.append(view)
+                continue
+            # Shuffling the row numbers gives the order shuffling the rows would (same seed, same
+            # length); the rows are then built and written a batch at a time.
+            order = list(range(n))
+            if cfg.shuffle:
+                random.Random(cfg.seed).shuffle(order)
+            kinds: Counter = Counter()
 
-        def batches(view: str = view, order: list[int] = order, kinds: Counter = kinds):
-            for lo in range(0, len(order), _BATCH_ROWS):
-                part = order[lo : lo + _BATCH_ROWS]
-                taken = [j - len(cot) for j in part if j >= len(cot)]
-                fetched = iter(corrections.take(taken).to_pylist() if taken else [])
-                rows = [
-                    cot[j] if j < len(cot) else _correction_view_row(view, next(fetched), cfg.prompt_style)
-                    for j in part
-                ]
-                kinds.update(r["kind"] for r in rows)
-                yield rows
+            def batches(view: str = view, order: list[int] = order, kinds: Counter = kinds):
+                for lo in range(0, len(order), _BATCH_ROWS):
+                    part = order[lo : lo + _BATCH_ROWS]
+                    taken = [j - len(cot) for j in part if j >= len(cot)]
+                    fetched = iter(corrections.take(taken).to_pylist() if taken else [])
+                    rows = [
+                        cot[j]
+                        if j < len(cot)
+                        else _correction_view_row(view, next(fetched), cfg.prompt_style)
+                        for j in part
+                    ]
+                    kinds.update(r["kind"] for r in rows)
+                    yield rows
 
-        save_dataset_config_stream(out, f"{name}-{view}", batches(), feats)
-        views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": n}
+            save_dataset_config_stream(out, f"{name}-{view}", batches(), feats, group=group)
+            views[view] = {"cot": kinds["cot"], "correction": kinds["correction"], "total": n}
     if empty:
         summary["empty_views"] = empty
     summary.update(views=views, output_dir=str(out), wall_s=round(time.time() - t0, 2))

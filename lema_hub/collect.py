@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, TypedDict
 
 from lema_hub import distributed
-from lema_hub.artifacts import DatasetConfigWriter, HubArgs
+from lema_hub.artifacts import ConfigGroup, DatasetConfigWriter, HubArgs
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import problem_prompt, split_steps
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
@@ -449,10 +449,12 @@ def _write(
     verdicts = dict.fromkeys(VERDICTS, 0)
     samples = mistakes = dupes = formatted = prompt_tokens = completion_tokens = 0
     seen: set[tuple[str, bytes]] = set()
-    # The inner writer finishes first, so `<task>-samples` is listed first in the YAML, as before.
+    # The inner writer finishes first, so `<task>-samples` is listed first in the YAML, as before;
+    # the group lists both at once (a kill never leaves one run's samples with another's mistakes).
     with (
-        DatasetConfigWriter(out_dir, config_name, mistake_features()) as mistake_writer,
-        DatasetConfigWriter(out_dir, f"{config_name}-samples", features) as sample_writer,
+        ConfigGroup(out_dir) as group,
+        DatasetConfigWriter(out_dir, config_name, mistake_features(), group=group) as mistake_writer,
+        DatasetConfigWriter(out_dir, f"{config_name}-samples", features, group=group) as sample_writer,
     ):
         for rows in batches:
             rows = conform_in_place(rows, features)

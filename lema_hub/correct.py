@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from lema_hub import csqa, distributed, formats
-from lema_hub.artifacts import DatasetConfigWriter, HubArgs, RowTable, load_row_table, main_config
+from lema_hub.artifacts import (
+    ConfigGroup,
+    DatasetConfigWriter,
+    HubArgs,
+    RowTable,
+    load_row_table,
+    main_config,
+)
 from lema_hub.corrector.claims import first_false_step
 from lema_hub.corrector.parse import ParsedCorrection, parse_correction
 from lema_hub.corrector.prompt import (
@@ -542,10 +549,12 @@ def _write_rows(
     (and a stale one from an earlier run is removed); nothing changes on disk if a batch fails."""
     slim: list[dict] = []
     prompt_refs: set[str] = set()
-    # The inner writer finishes first, so `<task>` is listed before `<task>-rejected`, as before.
+    # The inner writer finishes first, so `<task>` is listed before `<task>-rejected`, as before;
+    # the group lists both at once (never one run's accepted rows with another's rejected ones).
     with (
-        DatasetConfigWriter(output_dir, f"{name}-rejected", features) as rejected_writer,
-        DatasetConfigWriter(output_dir, name, features) as accepted_writer,
+        ConfigGroup(output_dir) as group,
+        DatasetConfigWriter(output_dir, f"{name}-rejected", features, group=group) as rejected_writer,
+        DatasetConfigWriter(output_dir, name, features, group=group) as accepted_writer,
     ):
         for rows in batches:
             accepted_writer.write([r for r in rows if r["accepted"]])

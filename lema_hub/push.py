@@ -18,6 +18,7 @@ from lema_hub.artifacts import (
     find_leaks,
     leftover_work_dirs,
     read_run_record,
+    uncommitted_files,
 )
 from lema_hub.errors import InvalidInputError
 from lema_hub.schema import DATA_DIR, README
@@ -136,6 +137,10 @@ def push_folder(
     message = commit_message or _default_commit_message(folder)
     # Hidden swap folders of an interrupted write (also those named the way older versions did).
     ignore = PUSH_IGNORE + [f"{path.name}/**" for path, _, _ in leftover_work_dirs(folder, live_too=True)]
+    # Files of a write killed before (or cleaning up after) its README.md commit: not the dataset's.
+    for path in uncommitted_files(folder):
+        rel = path.relative_to(folder).as_posix()
+        ignore.append(f"{rel}/**" if path.is_dir() else rel)
     # A rewritten config has new (content-named) files: the remote's old ones of the configs this
     # folder holds go in the same commit, so the repo holds exactly the rows the card lists.
     deletes = list(delete_patterns or []) + [f"{DATA_DIR}/{c}/*.parquet" for c in discover_configs(folder)]

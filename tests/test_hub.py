@@ -524,6 +524,10 @@ def test_leftovers_of_an_interrupted_swap_are_never_pushed(tmp_path, hub):
     folder = tmp_path / "lema-mistakes"
     build_mistakes(folder)
     _leftovers(folder, _dead_pid())
+    # A write killed before its README.md commit: new files beside the listed ones, a new config.
+    shard = next((folder / "data" / "gsm8k-samples").glob("*.parquet"))
+    shutil.copy(shard, folder / "data" / "gsm8k" / "train-00000-of-00001-0123456789abcdef.parquet")
+    shutil.copytree(folder / "data" / "gsm8k", folder / "data" / "gsm8k-unlisted")
     run_client(hub, tmp_path, [{"do": "push", "folder": str(folder), "repo_id": f"{NS}/lema-mistakes"}])
     remote = set(hub.files(f"{NS}/lema-mistakes"))
     assert not [p for p in remote if p.startswith(".") and p != ".gitattributes"], sorted(remote)
