@@ -788,6 +788,15 @@ def save_dataset_config_stream(
     return writer.num_rows
 
 
+def _files_fingerprint(folder: Path, files: list[str], skip_columns: Sequence[str] = ()) -> str:
+    """A `datasets` fingerprint of a split read from parquet shards: their paths, sizes and mtimes."""
+    parts = [repr(sorted(skip_columns))]
+    for f in files:
+        st = (folder / f).stat()
+        parts.append(f"{(folder / f).resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
 def _concat_parquet(folder: Path, files: list[str], skip_columns: Sequence[str] = ()):
     """One pyarrow.Table from a split's parquet shards (paths relative to `folder`), without
     `skip_columns` (never read from disk)."""
@@ -919,7 +928,13 @@ def load_artifact(
             )
         # Read the parquet files directly (no `datasets` cache to build): also right for folders
         # written before data file names carried a content hash, which `load_dataset` may read stale.
-        return datasets.Dataset(_concat_parquet(path, found[name][split], skip_columns))
+        files = found[name][split]
+        # A fingerprint from the files' names and stats: left to `datasets`, it is a hash of the
+        # whole table pickled, a second copy of every row in memory at once.
+        return datasets.Dataset(
+            _concat_parquet(path, files, skip_columns),
+            fingerprint=_files_fingerprint(path, files, skip_columns),
+        )
     ds = datasets.load_dataset(folder_or_repo, None if config == "default" else config, split=split)
     return ds.remove_columns([c for c in skip_columns if c in ds.column_names]) if skip_columns else ds
 

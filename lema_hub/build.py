@@ -260,10 +260,18 @@ def sample_cot_rows(
     return rows, dropped
 
 
+_TASK_COLUMNS = ("source", "candidates", "gold_answer")
+
+
 def _task_columns(corrections: pa.Table) -> list[dict[str, Any]]:
     """The columns `task_of` reads, a small dict per row."""
-    names = [n for n in ("source", "candidates", "gold_answer") if n in corrections.column_names]
+    names = [n for n in _TASK_COLUMNS if n in corrections.column_names]
     return corrections.select(names).to_pylist()
+
+
+def _rows_of(table: pa.Table, rows: pa.Array, columns: tuple[str, ...]) -> pa.Table:
+    """`columns` (those the table has) of the given rows: a copy of a few columns, not of the table."""
+    return table.select([c for c in columns if c in table.column_names]).take(rows)
 
 
 def exact_corrections(corrections: pa.Table) -> tuple[pa.Table, int]:
@@ -391,9 +399,11 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         raise InvalidInputError(
             "build: set `corrections` (a corrections folder or Hub id) or build only the `cot` view."
         )
-    # The corrections stay an Arrow table (a few KB per row, not a dict of Python objects); each
-    # batch of a view takes its rows from it.
+    # The corrections stay the Arrow table as read (a few KB per row, not a dict of Python
+    # objects); `used` lists the row numbers kept (accepted, exact, not contaminated), so no
+    # filtered copy of the table is made, and each batch of a view takes its rows from it.
     corrections = pa.table({})
+    used = pa.array([], pa.int64())
     name = cfg.dataset_config_name
     families: dict[str, set[str]] = {}  # where rows come from -> their tasks (one family per build)
     if cfg.corrections:
@@ -402,9 +412,12 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             cfg.corrections, config, missing_ok=True, skip_columns=_UNUSED_COLUMNS
         ).table
         if "accepted" in corrections.column_names:  # a null `accepted` is not accepted
-            corrections = corrections.filter(pc.equal(corrections.column("accepted"), True))
+            accepted = pc.fill_null(pc.equal(corrections.column("accepted"), True), False)
+            used = pc.indices_nonzero(accepted).cast(pa.int64())
+        else:
+            used = pa.array(range(corrections.num_rows), pa.int64())
         families[f"the corrections {cfg.corrections} [{config}]"] = {
-            task_of(c) for c in _task_columns(corrections)
+            task_of(c) for c in _task_columns(_rows_of(corrections, used, _TASK_COLUMNS))
         }
         name = name or config
     name = name or cfg.problems.replace("/", "_")
@@ -416,6 +429,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
         check_task_families(families)
         cot = gold_cot_rows(problems, cfg.prompt_style)
         no_gold = sum(task_of(p) == CHOICE_TASK for p in problems)
+        del problems  # the CoT rows are built: not held while the views are written
         if no_gold:  # CSQA: CoT rows come from correct sampled paths (include_correct_samples)
             summary["no_gold_rationale"] = no_gold
             logger.info("%d CSQA problems have no gold rationale: no gold CoT rows for them", no_gold)
@@ -439,12 +453,13 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             sample_inexact_dropped=left_out["inexact"],
         )
     family = check_task_families(families)
-    corrections, inexact = exact_corrections(corrections)
-    if family == _family(CHOICE_TASK):
+    if family == _family(CHOICE_TASK):  # (math corrections are all exact: nothing to drop)
+        corrections, inexact = exact_corrections(corrections.take(used))
+        used = pa.array(range(corrections.num_rows), pa.int64())
         summary["inexact_corrections_dropped"] = inexact
-    summary["correction_rows"] = corrections.num_rows
+    summary["correction_rows"] = len(used)
 
-    before = len(cot) + len(corrections)
+    before = len(cot) + len(used)
     if cfg.decontaminate:
         test = load_test_problems(cfg.decontaminate, cfg.decontaminate_path, cfg.decontaminate_split)
         test_family = check_task_families({f"the test set {cfg.decontaminate}": {task_of(p) for p in test}})
@@ -455,11 +470,10 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             )
         test_q = [p.question for p in test]
         cot, dropped_cot = decontaminate(cot, test_q, cfg.ngram)
-        questions = corrections.column("question").to_pylist() if corrections.num_rows else []
+        questions = _rows_of(corrections, used, ("question",)).column("question").to_pylist()
         qrows = [{"question": q, "kind": "correction", "i": i} for i, q in enumerate(questions)]
         kept, dropped_corr = decontaminate(qrows, test_q, cfg.ngram)
-        if corrections.num_rows:
-            corrections = corrections.take(pa.array([r["i"] for r in kept], pa.int64()))
+        used = used.take(pa.array([r["i"] for r in kept], pa.int64()))
         del questions, qrows, kept
         summary["decontamination"] = {
             "test_set": cfg.decontaminate,
@@ -468,7 +482,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             "dropped_cot_rows": dropped_cot["cot"],
             "dropped_correction_rows": dropped_corr["correction"],
         }
-    if not cot and not (corrections.num_rows and any(v != "cot" for v in cfg.views)):
+    if not cot and not (len(used) and any(v != "cot" for v in cfg.views)):
         # Before anything is written: the output folder is left as it was.
         raise InvalidInputError(f"build: no training rows: {_no_rows_reason(cfg, summary, before)}.")
 
@@ -479,7 +493,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     # One commit for every view and the removal of the empty ones: a failed build keeps the old views.
     with ConfigGroup(out) as group:
         for view in cfg.views:
-            n = len(cot) if view == "cot" else len(cot) + corrections.num_rows
+            n = len(cot) if view == "cot" else len(cot) + len(used)
             if not n:
                 # An earlier run's rows of this view would outlive the run this folder now describes.
                 logger.warning(
@@ -499,7 +513,8 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                 for lo in range(0, len(order), _BATCH_ROWS):
                     part = order[lo : lo + _BATCH_ROWS]
                     taken = [j - len(cot) for j in part if j >= len(cot)]
-                    fetched = iter(corrections.take(taken).to_pylist() if taken else [])
+                    picked = used.take(pa.array(taken, pa.int64()))
+                    fetched = iter(corrections.take(picked).to_pylist() if taken else [])
                     rows = [
                         cot[j]
                         if j < len(cot)
