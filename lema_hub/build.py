@@ -529,6 +529,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     if empty:
         summary["empty_views"] = empty
     summary.update(views=views, output_dir=str(out), wall_s=round(time.time() - t0, 2))
+    cot, corrections = [], pa.table({})  # the views are written: not held while the card reads them
     finish(out, "mixture", cfg, summary, recipe="build")
     logger.info("mixture views: %s", views)
     return summary
