@@ -504,6 +504,10 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         shard=cfg.shard,
         **distributed.record(),
     )
+    # Released before the card reads the folder back: the mistakes, each row's summary fields and
+    # the request owners (held by the batches' generator).
+    del mistakes, slim
+    batches = iter(())
     _finish(output_dir, cfg, summary)
     logger.info(
         "corrections: %d/%d accepted (%s)", summary["accepted"], summary["n"], summary["reject_reasons"]
