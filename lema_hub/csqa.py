@@ -166,14 +166,11 @@ def map_to_candidate(answer: str, candidates: Sequence[str]) -> tuple[str, bool]
     """(the candidate closest to `answer`, whether a mapping was needed).
 
     An answer equal to a candidate (case, quotes and punctuation aside) needs none; otherwise the
-    candidate with the smallest edit distance wins (ties: the first candidate), as in the paper.
+    candidate with the smallest edit distance wins (ties: the first candidate), as in the paper:
+    `match_candidate`'s "paper" rule.
     """
-    norm = _choice_key(answer)
-    for c in candidates:
-        if _choice_key(c) == norm:
-            return c, False
-    best = min(candidates, key=lambda c: edit_distance(norm, _choice_key(c)))
-    return best, True
+    choice, kind = match_candidate(answer, candidates, "paper")
+    return choice, kind != "exact"
 
 
 # How a stated answer is matched to a candidate (`choice_mapping` of evaluate; recorded in results):
