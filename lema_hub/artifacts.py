@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -1063,3 +1063,106 @@ def load_row_table(
 
     ds = _load_checked(folder_or_repo, config, split, missing_ok, skip_columns)
     return RowTable(pa.table({}) if ds is None else ds.data.table)
+
+
+class StreamedRows:
+    """The rows of one config/split read from disk a batch at a time, on every pass: what a
+    stage reads in order, twice at most, without holding the table (memory flat in the rows).
+
+    A local folder's parquet files are opened once (a file replaced meanwhile stays readable) and
+    read a row group at a time; a Hub dataset is `datasets`' memory-mapped table, sliced. `head`
+    and `slice` narrow the window without reading anything.
+    """
+
+    def __init__(self, files: list[Any], table: Any = None, columns: list[str] | None = None,
+                 lo: int = 0, hi: int | None = None) -> None:  # fmt: skip
+        self._files, self._table, self._columns = files, table, columns
+        total = table.num_rows if table is not None else sum(f.metadata.num_rows for f in files)
+        self.lo = min(lo, total)
+        self.hi = total if hi is None else max(self.lo, min(hi, total))
+
+    @property
+    def schema(self) -> Any:
+        """The Arrow schema of the rows (without the skipped columns)."""
+        import pyarrow as pa
+
+        if self._table is not None:
+            return self._table.schema
+        if not self._files:
+            return pa.schema([])
+        schema = self._files[0].schema_arrow
+        return pa.schema([schema.field(c) for c in self._columns]) if self._columns is not None else schema
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def batches(self, size: int = 1024) -> Iterator[Any]:
+        """The rows in order as `pyarrow.Table`s of at most `size` rows."""
+        if self._table is not None:
+            for lo in range(self.lo, self.hi, size):
+                yield self._table.slice(lo, min(size, self.hi - lo))
+            return
+        start = 0  # index of the current file's first row
+        for f in self._files:
+            n = f.metadata.num_rows
+            if start + n <= self.lo or start >= self.hi:
+                start += n
+                continue
+            at = start
+            for g in range(f.metadata.num_row_groups):
+                rows = f.metadata.row_group(g).num_rows
+                if at + rows > self.lo and at < self.hi:
+                    group = f.read_row_group(g, columns=self._columns)
+                    a, b = max(self.lo - at, 0), min(self.hi - at, rows)
+                    for k in range(a, b, size):
+                        yield group.slice(k, min(size, b - k))
+                    del group
+                at += rows
+            start += n
+
+    def __iter__(self) -> Iterator[dict]:
+        for t in self.batches():
+            yield from t.to_pylist()
+
+    def head(self, n: int) -> StreamedRows:
+        return self.slice(0, n)
+
+    def slice(self, lo: int, hi: int) -> StreamedRows:
+        """Rows [lo, hi) of these rows (nothing read)."""
+        return StreamedRows(self._files, self._table, self._columns, self.lo + lo, self.lo + max(lo, hi))
+
+
+def stream_rows(
+    folder_or_repo: str,
+    config: str,
+    split: str = "train",
+    missing_ok: bool = False,
+    skip_columns: Sequence[str] = (),
+) -> StreamedRows:
+    """The rows `load_rows` returns, as `StreamedRows` (read from disk a batch at a time)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = Path(folder_or_repo)
+    if not _is_local(folder_or_repo):
+        ds = _load_checked(folder_or_repo, config, split, missing_ok, skip_columns)
+        return StreamedRows([], ds.data.table)
+    found = discover_configs(path)
+    if missing_ok and config not in found:
+        return StreamedRows([])
+    if config not in found or split not in found[config]:
+        if config != "default" or not found:
+            _load_checked(folder_or_repo, config, split, missing_ok, skip_columns)  # its one-line error
+        meta, _ = _read_card(path)
+        cfgs = _configs_metadata(path, meta.get("configs"))
+        config = next((c["config_name"] for c in cfgs if c.get("default")), cfgs[0]["config_name"])
+        if split not in found[config]:
+            _load_checked(folder_or_repo, config, split, missing_ok, skip_columns)
+    try:
+        files = [pq.ParquetFile(path / f) for f in found[config][split]]
+    except pa.ArrowException as exc:
+        raise InvalidInputError(f"{folder_or_repo} [{config}]: a parquet file cannot be read: {exc}") from exc
+    columns = None
+    if skip_columns and files:
+        columns = [c for c in files[0].schema_arrow.names if c not in set(skip_columns)]
+    return StreamedRows(files, columns=columns)

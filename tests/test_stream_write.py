@@ -16,6 +16,7 @@ from lema_hub.artifacts import (
     load_rows,
     save_dataset_config,
     save_dataset_config_stream,
+    stream_rows,
 )
 from lema_hub.cards.dataset import write_dataset_card
 from lema_hub.schema import conform, sample_features
@@ -122,6 +123,29 @@ def test_a_row_table_reads_the_rows_load_rows_reads(tmp_path):
     assert [table[i] for i in (3, 4, 24, 0)] == [expected[i] for i in (3, 4, 24, 0)]
     assert table.rows(5, 9) == expected[5:9] and list(table.head(6)) == expected[:6]
     assert len(load_row_table(str(tmp_path), "absent", missing_ok=True)) == 0
+
+
+def test_streamed_rows_read_the_rows_load_rows_reads_a_row_group_at_a_time(tmp_path):
+    rows, feats = _sample_rows(23), sample_features()
+    with DatasetConfigWriter(tmp_path, "x", feats) as writer:  # one row group per write
+        for lo in range(0, 23, 5):
+            writer.write(rows[lo : lo + 5])
+    streamed = stream_rows(str(tmp_path), "x")
+    assert len(streamed) == 23 and list(streamed) == load_rows(str(tmp_path), "x") == rows
+    assert list(streamed) == rows  # a second pass reads them again
+    assert [len(t) for t in streamed.batches(3)] == [3, 2] * 4 + [3]  # never across a row group
+    window = streamed.slice(4, 19)
+    assert list(window) == rows[4:19] and list(window.slice(2, 6)) == rows[6:10]
+    assert list(streamed.head(7)) == rows[:7] and len(streamed.slice(20, 40)) == 3
+    first = next(iter(feats))
+    narrow = stream_rows(str(tmp_path), "x", skip_columns=(first,))
+    assert first not in narrow.schema.names and list(narrow) == [
+        {k: v for k, v in r.items() if k != first} for r in rows
+    ]
+    assert len(stream_rows(str(tmp_path), "absent", missing_ok=True)) == 0
+    with pytest.raises(ValueError, match="no config 'absent'"):
+        stream_rows(str(tmp_path), "absent")
+    assert list(stream_rows(str(tmp_path), "default")) == rows
 
 
 def _writes_by_config(monkeypatch) -> dict[str, list[list[dict]]]:
