@@ -25,7 +25,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict
@@ -315,7 +315,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     gens = generator_configs(cfg)
     cache_root = out_dir / ".cache" / "requests"  # `.cache/` is never pushed
     by_id = {p.problem_id: p for p in problems}
-    generated: list[tuple[str, SamplingParams, list]] = []
+    generated: list[tuple[str, SamplingParams, Sequence]] = []
     gen_summaries: dict[str, Any] = {}
     outcome = RequestOutcome(RECIPE)
     for name, engine_cfg, sampling in gens:
@@ -329,12 +329,12 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         generated.append((name, sampling, results))
     # Before anything is written: a run whose requests failed never replaces finished rows.
     guard_publish(outcome, out_dir, RECIPE, config_name, [config_name, f"{config_name}-samples"])
-    failed = sum(res.error is not None for _, _, results in generated for res in results)
+    failed = outcome.failed  # (the failed results of every generator)
     task_by_id = {p.problem_id: task_of(p) for p in problems}
 
     def graded_batches() -> Iterator[list[dict]]:
         """The sample rows, graded, a few whole problems at a time (a problem's paths share a batch:
-        its pass rate is per problem); each result is dropped once its row is written."""
+        its pass rate is per problem); the results are read back from the engine's spool a batch at a time."""
         for name, sampling, results in generated:
             for lo, hi in _problem_slices(results, _BATCH_ROWS):
                 rows = [
@@ -342,7 +342,6 @@ def collect(cfg: CollectConfig) -> CollectSummary:
                     for res in results[lo:hi]
                     if res.error is None
                 ]
-                results[lo:hi] = [None] * (hi - lo)
                 _grade_rows(rows, [task_by_id[r["problem_id"]] for r in rows], cfg.extraction)
                 _add_pass_rates(rows)
                 yield rows
@@ -509,7 +508,7 @@ def _sample_row(p: Any, generator: str, sampling: SamplingParams, res: Any) -> d
     }
 
 
-def _problem_slices(results: list, max_rows: int) -> Iterator[tuple[int, int]]:
+def _problem_slices(results: Sequence, max_rows: int) -> Iterator[tuple[int, int]]:
     """[lo, hi) ranges of `results` (the engine's order: each request's samples together) holding
     whole requests, about `max_rows` results each (one request's samples are never split)."""
     lo = 0

@@ -239,7 +239,6 @@ def _correction_rows(
                 rows.append(
                     _correction_row(m, cfg.model or "", p.ref, res.sample_index, res.text, parsed, res)
                 )
-            results[lo : lo + _BATCH_ROWS] = [None] * len(rows)  # each result dropped once its row is built
             yield rows
 
     return batches(), tokens

@@ -29,6 +29,7 @@ from lema_hub.artifacts import (
     _scrub_string,  # configured keys and credential-named env values too
     read_run_record,
 )
+from lema_hub.generation.results import GenerationResults
 from lema_hub.generation.retry import failure_cause, is_permanent_status
 
 _HTTP_RE = re.compile(r"^HTTP (\d{3})\b")
@@ -79,21 +80,23 @@ class RequestOutcome:
 
     def add(self, results: Iterable[Any], engine_summary: dict[str, Any] | None = None) -> None:
         """Count one `Engine.generate` call: its results and (for the cache hits) `last_summary`."""
-        results = list(results)
+        if isinstance(results, GenerationResults):  # only the failed ones are read back from disk
+            n, failures = len(results), list(results.failures())
+        else:
+            results = list(results)
+            n, failures = len(results), [r for r in results if not (r.error is None and r.text is not None)]
         failed = 0
-        for r in results:
-            if r.error is None and r.text is not None:
-                continue
+        for r in failures:
             failed += 1
             error = str(r.error or "no text")
             cause = cause_of(error)
             self.causes[cause] += 1
             self.examples.setdefault(cause, _scrub(error))
         cached = int((engine_summary or {}).get("cached", 0))
-        self.total += len(results)
+        self.total += n
         self.failed += failed
         self.cached += cached
-        self.generated += max(0, len(results) - failed - cached)
+        self.generated += max(0, n - failed - cached)
 
     @property
     def succeeded(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import tracemalloc
 from pathlib import Path
 
@@ -96,3 +97,88 @@ def test_build_holds_the_corrections_once(tmp_path):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["table"] > 8_000_000
     assert got["pool_max"] < 1.85 * got["table"], got  # measured: 1.72 (2.00 with the copies)
+
+
+def _long_requests(k: int):
+    from lema_hub.generation import GenerationRequest, SamplingParams
+
+    return (  # a generator, as the stages pass them: only the requests in flight are alive
+        GenerationRequest(f"q{i}", f"Question {i}?", SamplingParams(max_tokens=8000, seed=0))
+        for i in range(k)
+    )
+
+
+def _held_by_results(tmp_path: Path, k: int, text_chars: int) -> tuple[int, list]:
+    """(Python heap the results of a k-request call hold once it returns, a few of them)."""
+    from lema_hub.generation import EngineConfig, make_engine
+    from tests.fake_openai_server import FakeOpenAIServer
+
+    answer = "step " * (text_chars // 5) + "The answer is 4."
+    with FakeOpenAIServer(responder=lambda payload: answer) as srv:
+        cfg = EngineConfig(backend="openai", model="m", base_urls=[srv.base_url], prompt_style="plain",
+                           concurrency=8, progress=False, retry_base_delay=0.01)  # fmt: skip
+        tracemalloc.start(25)
+        try:
+            with make_engine(cfg, tmp_path / f"cache-{k}.jsonl") as engine:
+                before = tracemalloc.take_snapshot()
+                results = engine.generate(_long_requests(k))
+                gc.collect()  # the call's finished tasks and their cycles
+                after = tracemalloc.take_snapshot()
+        finally:
+            tracemalloc.stop()
+    # The fake server runs in this process (a thread): what it records of each request is not ours.
+    server = [tracemalloc.Filter(False, "*fake_openai_server.py", all_frames=True)]
+    held = sum(
+        d.size_diff for d in after.filter_traces(server).compare_to(before.filter_traces(server), "filename")
+    )
+    return held, [results[0], results[k // 2], results[-1], len(results), sum(r.ok for r in results)]
+
+
+def test_an_engine_call_holds_its_results_on_disk_not_their_texts(tmp_path):
+    # 400 answers of 20 KB: 8 MB of text. Held in memory until the last request was answered,
+    # they made every generation stage's peak grow with its input.
+    _held_by_results(tmp_path, 10, 100)  # imports, the backend's first session: not the results
+    small, few = _held_by_results(tmp_path, 100, 20_000)
+    large, some = _held_by_results(tmp_path, 400, 20_000)
+    assert some[3:] == [400, 400] and few[3:] == [100, 100]
+    assert some[0].text.endswith("The answer is 4.") and len(some[0].text) > 20_000
+    assert [r.request_id for r in some[:3]] == ["q0", "q200", "q399"]
+    assert large < 400 * 20_000 / 50, large  # far under the texts (measured: ~50 KB: the cache's index)
+    assert large < small + 100_000, (small, large)
+
+
+def test_the_request_cache_keeps_an_index_not_the_results(tmp_path):
+    from lema_hub.generation.cache import RequestCache
+
+    path = tmp_path / "requests.jsonl"
+    text = "x" * 10_000
+    tracemalloc.start()
+    try:
+        with RequestCache(path) as cache:
+            base = tracemalloc.get_traced_memory()[0]
+            for i in range(500):
+                cache.put(f"key-{i}", {"text": f"{i} {text}"}, flush=i % 7 == 0)
+            held = tracemalloc.get_traced_memory()[0] - base
+            assert cache.get("key-3")["text"] == f"3 {text}"  # read back, buffered lines included
+            assert cache.get("key-499")["text"].startswith("499 ") and "key-500" not in cache
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        with RequestCache(path) as again:  # reopened: the file is read a line at a time
+            peak = tracemalloc.get_traced_memory()[1] - base
+            assert len(again) == 500 and again.get("key-250")["text"] == f"250 {text}"
+    finally:
+        tracemalloc.stop()
+    assert held < 500 * 10_000 / 20, held  # 5 MB of results, an index of ~100 bytes a key
+    assert peak < 500 * 10_000 / 20, peak  # not the whole file in memory at once
+
+
+def test_two_keys_with_one_digest_are_told_apart(tmp_path, monkeypatch):
+    from lema_hub.generation import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "_slot", lambda key: 7)  # every key collides
+    with cache_module.RequestCache(tmp_path / "c.jsonl") as cache:
+        cache.put("a", {"text": "A"})
+        assert cache.get("a") == {"text": "A"}
+        assert cache.get("b") is None and "b" not in cache  # the line read back is a's: a miss
+        cache.put("b", {"text": "B"})  # asked again and recorded: now b's line is the indexed one
+        assert cache.get("b") == {"text": "B"} and cache.get("a") is None

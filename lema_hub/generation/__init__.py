@@ -11,6 +11,7 @@ results = engine.generate([GenerationRequest("q1", "What is 2 + 3?", SamplingPar
 
 from lema_hub.generation.cache import RequestCache, request_key
 from lema_hub.generation.engine import Engine, make_engine
+from lema_hub.generation.results import GenerationResults
 from lema_hub.generation.types import (
     EndpointArgs,
     EngineConfig,
@@ -25,6 +26,7 @@ __all__ = [
     "EngineConfig",
     "GenerationRequest",
     "GenerationResult",
+    "GenerationResults",
     "RequestCache",
     "SamplingParams",
     "make_engine",

@@ -42,77 +42,120 @@ def request_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def _slot(key: str) -> int:
+    """A 64-bit digest of a key: the index holds 8 bytes a key, not the 64-character key."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little")
+
+
 class RequestCache:
-    """Key -> result dict, backed by an append-only JSONL file (or in memory when `path` is None)."""
+    """Key -> result dict, backed by an append-only JSONL file (or in memory when `path` is None).
+
+    With a file, only an index is held (a key's 64-bit digest -> where its line is), and a result is
+    read back from disk when asked for: memory stays flat in the number of results. A line read
+    back must carry the key asked for (two keys with one digest: the other is a miss, asked again).
+    """
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path is not None else None
-        self._data: dict[str, dict[str, Any]] = {}
+        self._data: dict[str, dict[str, Any]] = {}  # in memory (no path) only
+        self._index: dict[int, int] = {}  # digest -> offset << 32 | length of its line
         self._lock = threading.Lock()
         self._fh = None
+        self._fd: int | None = None  # read handle (pread)
+        self._end = 0  # bytes in the file, written or buffered
+        self._flushed = 0  # bytes handed to the OS
         self.dropped_lines = 0
         self.flushes = 0  # write calls that reached the OS (counted for tests)
         if self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._load()
-            self._fh = self.path.open("a", encoding="utf-8")
+            self._fh = self.path.open("ab")
+            self._fd = os.open(self.path, os.O_RDONLY)
+            self._end = self._flushed = self._fh.tell()
 
     def _load(self) -> None:
         if not self.path.exists():
             return
-        raw = self.path.read_bytes()
-        end = raw.rfind(b"\n") + 1
-        if end < len(raw):
+        offset = 0
+        torn = None
+        with self.path.open("rb") as fh:
+            for lineno, line in enumerate(fh, 1):  # a line at a time: never the whole file in memory
+                if not line.endswith(b"\n"):
+                    torn = (offset, len(line))
+                    break
+                at, offset = offset, offset + len(line)
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    key, _ = rec["key"], rec["result"]
+                    self._index[_slot(key)] = at << 32 | len(line)
+                except (ValueError, KeyError, TypeError):
+                    self.dropped_lines += 1
+                    logger.warning("Skipping unreadable line %d of %s.", lineno, self.path)
+        if torn is not None:
             # The process died mid-line: cut the torn tail so the next append starts on a clean line.
-            logger.warning("Dropping a torn last line (%d bytes) from %s.", len(raw) - end, self.path)
+            logger.warning("Dropping a torn last line (%d bytes) from %s.", torn[1], self.path)
             self.dropped_lines += 1
             with self.path.open("r+b") as fh:
-                fh.truncate(end)
-        for lineno, line in enumerate(raw[:end].splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                self._data[rec["key"]] = rec["result"]
-            except (ValueError, KeyError, TypeError):
-                self.dropped_lines += 1
-                logger.warning("Skipping unreadable line %d of %s.", lineno, self.path)
+                fh.truncate(torn[0])
 
     def __len__(self) -> int:
-        return len(self._data)
+        return len(self._index) if self.path is not None else len(self._data)
 
     def __contains__(self, key: str) -> bool:
-        return key in self._data
+        return self.get(key) is not None
 
     def get(self, key: str) -> dict[str, Any] | None:
-        return self._data.get(key)
+        if self.path is None:
+            return self._data.get(key)
+        with self._lock:
+            where = self._index.get(_slot(key))
+            if where is None or self._fd is None:
+                return None
+            at, length = where >> 32, where & 0xFFFFFFFF
+            if at + length > self._flushed:  # still in the write buffer
+                self._fh.flush()
+                self._flushed = self._end
+            line = os.pread(self._fd, length, at)
+        rec = json.loads(line)
+        return rec["result"] if rec.get("key") == key else None
 
     def put(self, key: str, result: dict[str, Any], flush: bool = True) -> None:
         """Record one result; `flush=False` leaves the line buffered until the next `flush()`."""
-        line = json.dumps({"key": key, "result": result}, ensure_ascii=False) + "\n"
-        with self._lock:
+        if self.path is None:
             self._data[key] = result
-            if self._fh is not None:
-                self._fh.write(line)
-                if flush:
-                    self._fh.flush()  # in the kernel now: survives SIGKILL of this process
-                    self.flushes += 1
+            return
+        line = (json.dumps({"key": key, "result": result}, ensure_ascii=False) + "\n").encode("utf-8")
+        with self._lock:
+            if self._fh is None:
+                raise ValueError(f"the request cache {self.path} is closed")
+            self._fh.write(line)
+            self._index[_slot(key)] = self._end << 32 | len(line)
+            self._end += len(line)
+            if flush:
+                self._fh.flush()  # in the kernel now: survives SIGKILL of this process
+                self._flushed = self._end
+                self.flushes += 1
 
     def flush(self) -> None:
         """Hand every buffered line to the OS (one write for all of them)."""
         with self._lock:
             if self._fh is not None:
                 self._fh.flush()
+                self._flushed = self._end
                 self.flushes += 1
 
     def close(self) -> None:
-        """Close the file and drop the in-memory copy (a stage keeps its results, not the cache's)."""
+        """Close the file and drop the index (a stage keeps its results, not the cache's)."""
         with self._lock:
             if self._fh is not None:
                 self._fh.close()
                 self._fh = None
-            if self.path is not None:
-                self._data = {}
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            self._index = {}
 
     def __enter__(self) -> RequestCache:
         return self

@@ -31,6 +31,7 @@ from lema_hub.generation.backends.tgi_backend import TGIBackend
 from lema_hub.generation.backends.transformers_backend import TransformersBackend
 from lema_hub.generation.backends.vllm_backend import VLLMBackend
 from lema_hub.generation.cache import RequestCache, request_key
+from lema_hub.generation.results import GenerationResults, ResultSpool
 from lema_hub.generation.retry import (
     MalformedResponse,
     PermanentError,
@@ -113,20 +114,21 @@ class Engine:
         self._hedges = (0, 0)
 
     # ----------------------------------------------------------------- public API
-    def generate(
-        self, requests: Iterable[GenerationRequest], desc: str = "generating"
-    ) -> list[GenerationResult]:
+    def generate(self, requests: Iterable[GenerationRequest], desc: str = "generating") -> GenerationResults:
         """All samples, ordered by request then sample index; failures carry `error` and never raise.
 
         `requests` may be a generator: remote backends consume it lazily, keeping only the requests
-        not in the cache, each until its result is recorded (results never hold the prompt).
+        not in the cache, each until its result is recorded (results never hold the prompt). The
+        results are a read-only sequence spooled to disk as they land (beside the cache file, or
+        in the temp dir): a call holds 8 bytes per result, not its text.
         """
         total = None
         if isinstance(requests, Sequence):
             self._check(requests)  # a bad request fails before anything is sent
             total = sum(r.sampling.n for r in requests)
         progress = _Progress(total, desc, self.config.progress)
-        source = _Source(self, requests, progress)
+        spool = ResultSpool(self.cache.path.parent if self.cache.path is not None else None)
+        source = _Source(self, requests, progress, spool)
         start = time.perf_counter()
         self._hedges = (0, 0)
         try:
@@ -140,8 +142,8 @@ class Engine:
             progress.close()
         wall = time.perf_counter() - start
         self._progress_tokens = progress.tokens
-        out = [r for r in source.results if r is not None]
-        assert len(out) == len(source.results)
+        assert spool.pending() == 0
+        out = GenerationResults(spool)
         self.last_summary = self._summarise(out, source.cached, wall)
         if todo:
             s = self.last_summary
@@ -171,7 +173,7 @@ class Engine:
     def _check(self, requests: Iterable[GenerationRequest]) -> None:
         """Raise on a duplicate request id or a malformed prompt."""
         style = self.backend.prompt_style(self.config.prompt_style)
-        seen: set[str] = set()
+        seen: set[int] = set()
         for req in requests:
             _check_id(req.request_id, seen)
             _resolve_prompt(req.prompt, style, req.request_id)
@@ -180,7 +182,7 @@ class Engine:
         """The units of each request in turn, as the requests are drawn."""
         style = self.backend.prompt_style(self.config.prompt_style)
         position = 0
-        seen: set[str] = set()
+        seen: set[int] = set()
         for req in requests:
             _check_id(req.request_id, seen)
             prompt = _resolve_prompt(req.prompt, style, req.request_id)
@@ -221,7 +223,7 @@ class Engine:
             asyncio.get_running_loop().call_soon(self._flush_cache)
         return _result(u, out)
 
-    def _run_batched(self, pending: list[Unit], results: list, progress: _Progress) -> None:
+    def _run_batched(self, pending: list[Unit], results: ResultSpool, progress: _Progress) -> None:
         # Greedy samples of one prompt are identical: decode each distinct greedy prompt once.
         groups: dict[str, list[Unit]] = {}
         for u in pending:
@@ -263,8 +265,8 @@ class Engine:
         """A failed sample; its reason never holds a credential (servers echo keys in errors)."""
         return _failure(u, scrub_secrets(reason, self._secrets))
 
-    def _summarise(self, out: list[GenerationResult], cached: int, wall: float) -> dict[str, Any]:
-        failed = [r for r in out if r.error is not None]
+    def _summarise(self, out: GenerationResults, cached: int, wall: float) -> dict[str, Any]:
+        failed = list(out.failures())
         generated = len(out) - cached - len(failed)
         reasons: dict[str, int] = {}
         for r in failed:
@@ -279,8 +281,8 @@ class Engine:
             "generated": generated,
             "failed": len(failed),
             "failure_reasons": reasons,
-            "prompt_tokens": sum(r.prompt_tokens or 0 for r in out),
-            "completion_tokens": sum(r.completion_tokens or 0 for r in out),
+            "prompt_tokens": out.prompt_tokens,
+            "completion_tokens": out.completion_tokens,
             "wall_s": round(wall, 3),
             "requests_per_s": round((generated + len(failed)) / wall, 2) if wall > 0 else 0.0,
             "tokens_per_s": round(new_tokens / wall, 2) if wall > 0 else 0.0,
@@ -293,11 +295,13 @@ class Engine:
 class _Source:
     """The units not in the cache, drawn one at a time; cache hits are recorded on the way."""
 
-    def __init__(self, engine: Engine, requests: Iterable[GenerationRequest], progress: _Progress) -> None:
+    def __init__(
+        self, engine: Engine, requests: Iterable[GenerationRequest], progress: _Progress, spool: ResultSpool
+    ) -> None:
         self.engine = engine
         self.units = engine._expand(requests)
         self.progress = progress
-        self.results: list[GenerationResult | None] = []  # by position, filled as units resolve
+        self.results = spool  # by position, filled as units resolve
         self.cached = 0
         self.exhausted = False
         self._head: Unit | None = None  # drawn by `peek`, not yet taken
@@ -555,10 +559,12 @@ def _resolve_prompt(prompt: str | list[dict], style: str, request_id: str) -> st
     return prompt
 
 
-def _check_id(request_id: str, seen: set[str]) -> None:
-    if request_id in seen:
+def _check_id(request_id: str, seen: set[int]) -> None:
+    # The ids' 64-bit hashes, not the ids: a call's bookkeeping stays small per request.
+    h = hash(request_id)
+    if h in seen:
         raise ValueError(f"Duplicate request_id {request_id!r}: request ids must be unique per call.")
-    seen.add(request_id)
+    seen.add(h)
 
 
 def _sampling_tuple(sp: SamplingParams) -> tuple:
