@@ -259,6 +259,21 @@ def test_reference_correct_peak_is_flat_in_the_mistakes(tmp_path, monkeypatch):
     assert large < 1.3 * small + 200_000, (small, large)
 
 
+def test_merge_peak_is_flat_in_the_corrections(tmp_path, monkeypatch):
+    """Merging shards streams their configs: the peak does not grow with the corrections merged."""
+    monkeypatch.setattr(correct_stage, "_BATCH_ROWS", 64)
+    peaks = []
+    for run, n in enumerate((250, 250, 1000)):  # the first run warms up imports and caches
+        folder = tmp_path / f"mistakes-{run}"
+        _bulky_mistakes(folder, n)
+        cfg = dict(mistakes=str(folder), output_dir=str(tmp_path / f"out-{run}"), grading_workers=1)
+        for i in range(2):
+            correct(CorrectConfig(**cfg, shard=f"{i}/2"))
+        peaks.append(_peak_of_run(CorrectConfig(**cfg, merge_shards=True)))
+    small, large = peaks[1:]
+    assert large < 1.3 * small + 200_000, (small, large)
+
+
 _SERVER = r"""
 import sys
 from lema_hub.formats import correction_target
