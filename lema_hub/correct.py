@@ -7,10 +7,11 @@ of the rows are `lema_hub.schema`'s.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ from lema_hub.artifacts import (
     ConfigGroup,
     DatasetConfigWriter,
     HubArgs,
-    RowTable,
-    load_row_table,
+    StreamedRows,
     main_config,
+    stream_rows,
 )
 from lema_hub.corrector.claims import first_false_step
 from lema_hub.corrector.parse import ParsedCorrection, parse_correction
@@ -164,14 +165,39 @@ def _corrector_input(p: CorrectorPrompt, m: dict, style: str) -> str | list[dict
     return build_corrector_input(p, m["question"], list(m["steps"]), style)
 
 
+def _rows_of(mistakes: StreamedRows) -> Iterator[dict]:
+    """The mistakes in order as dicts, `_BATCH_ROWS` converted at a time."""
+    for table in mistakes.batches(_BATCH_ROWS):
+        yield from table.to_pylist()
+
+
+def _chunks(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    """`rows` in lists of `size` (the last one shorter): one row group per list, whatever the input's."""
+    chunk: list[dict] = []
+    for r in rows:
+        chunk.append(r)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _request_id(m: dict, content: str | list[dict]) -> str:
+    """A content hash, so a resumed or extended run reuses the engine's cache."""
+    key = (m.get("problem_id"), m.get("generator"), m.get("sample_index"), content)
+    return f"correct-{_sha12(repr(key).encode())}"
+
+
 def _correction_rows(
-    cfg: CorrectConfig, mistakes: RowTable, output_dir: Path
+    cfg: CorrectConfig, mistakes: StreamedRows, output_dir: Path
 ) -> tuple[Iterator[list[dict]], dict]:
     """Batches of rows, one per (mistake, attempt), with parsed fields but before grading.
 
     The LLM's requests are all answered first (and their failures counted in the returned tokens'
-    `outcome`), built one at a time as the engine draws them; the rows are then built a batch at a
-    time as the iterator is consumed.
+    `outcome`), built one at a time as the engine draws them from a first pass over the mistakes;
+    the rows are then built a batch at a time as the iterator is consumed, from a second pass in
+    step with the results (request k is mistake k, its `num_attempts` samples consecutive).
     """
 
     tokens: dict[str, Any] = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0}
@@ -195,18 +221,12 @@ def _correction_rows(
         seed=cfg.seed,
         stop=["\nQuestion:", "\r\nQuestion:"],
     )
-    owners: dict[str, tuple[int, CorrectorPrompt]] = {}  # request id -> (mistake index, its prompt)
 
     def requests() -> Iterator[GenerationRequest]:
         # Drawn by the engine as it goes: only the prompts in flight are held, not one per mistake.
-        for i, m in enumerate(mistakes):
-            p = prompt_for(_row_task(m))
-            content = _corrector_input(p, m, cfg.prompt_style)
-            # Request ids are content hashes so a resumed or extended run reuses the engine's cache.
-            key = (m.get("problem_id"), m.get("generator"), m.get("sample_index"), content)
-            rid = f"correct-{_sha12(repr(key).encode())}"
-            owners[rid] = (i, p)
-            yield GenerationRequest(request_id=rid, prompt=content, sampling=sampling)
+        for m in _rows_of(mistakes):
+            content = _corrector_input(prompt_for(_row_task(m)), m, cfg.prompt_style)
+            yield GenerationRequest(request_id=_request_id(m, content), prompt=content, sampling=sampling)
 
     engine_cfg = cfg.engine_config(cfg.backend, cfg.model, cfg.prompt_style, progress=cfg.progress)
     # `.cache/` is never pushed; the engine's request cache makes an interrupted run resume.
@@ -224,12 +244,25 @@ def _correction_rows(
         tokens["prompt_tokens"] += res.prompt_tokens or 0
         tokens["completion_tokens"] += res.completion_tokens or 0
 
+    n = cfg.num_attempts
+    if len(results) != n * len(mistakes):
+        raise RuntimeError(f"correct: {len(results)} results for {len(mistakes)} mistakes x {n} attempts.")
+
     def batches() -> Iterator[list[dict]]:
+        # `results` is only read (len, slices): it may be a lazy view of the engine's cache.
+        pending = _rows_of(mistakes)
+        at, m, p = -1, {}, None  # the mistake of the current result, and its prompt
         for lo in range(0, len(results), _BATCH_ROWS):
             rows = []
-            for res in results[lo : lo + _BATCH_ROWS]:
-                i, p = owners[res.request_id]
-                m = mistakes[i]
+            for k, res in enumerate(results[lo : lo + _BATCH_ROWS], lo):
+                if k // n != at:
+                    at, m = k // n, next(pending)
+                    p = prompt_for(_row_task(m))
+                    rid = _request_id(m, _corrector_input(p, m, cfg.prompt_style))
+                if res.request_id != rid:
+                    raise RuntimeError(
+                        f"correct: result {k} answers {res.request_id}, not mistake {at} ({rid})."
+                    )
                 if not res.ok:
                     parsed = ParsedCorrection(
                         reject_reason="generation_failed", detail=res.error or "no text"
@@ -244,12 +277,12 @@ def _correction_rows(
     return batches(), tokens
 
 
-def _reference_batches(mistakes: RowTable) -> Iterator[list[dict]]:
+def _reference_batches(mistakes: StreamedRows) -> Iterator[list[dict]]:
     """The rule-based corrector's rows, `_BATCH_ROWS` mistakes at a time."""
     ref_name = reference_rules_ref()
-    for lo in range(0, len(mistakes), _BATCH_ROWS):
+    for batch in _chunks(_rows_of(mistakes), _BATCH_ROWS):
         rows = []
-        for m in mistakes.rows(lo, lo + _BATCH_ROWS):
+        for m in batch:
             if _row_task(m) == CHOICE_TASK:  # the rules recompute math steps; a choice has none
                 parsed = ParsedCorrection(
                     reject_reason="no_reference",
@@ -365,19 +398,8 @@ def check_corrections_arithmetic(rows: list[dict]) -> int:
     return n
 
 
-def _rate(rows: list[dict]) -> dict[str, Any]:
-    n = len(rows)
-    acc = sum(r["accepted"] for r in rows)
-    return {"n": n, "accepted": acc, "acceptance_rate": round(acc / n, 4) if n else None}
-
-
-def _by(rows: list[dict], key) -> dict[str, dict[str, Any]]:
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        k = key(r)
-        if k is not None:
-            groups[str(k)].append(r)
-    return {k: _rate(v) for k, v in sorted(groups.items())}
+def _rate(n: int, accepted: int) -> dict[str, Any]:
+    return {"n": n, "accepted": accepted, "acceptance_rate": round(accepted / n, 4) if n else None}
 
 
 def _step_bucket(r: dict) -> str | None:
@@ -401,39 +423,114 @@ def _summary_fields(row: dict) -> dict:
     return {k: row.get(k) for k in _SUMMARY_KEYS} | {"n_steps": len(row.get("steps") or [])}
 
 
-def _inferred_features(table: Any):
-    """The Features `Dataset.from_list` of the table's rows would infer (a column of nulls is
-    `null`, as every earlier run wrote it), one column at a time instead of from every row."""
-    import pyarrow as pa
-    from datasets import Features
+# The summary's `by_*` groups: acceptance by the (str of the) key, rows whose key is None left out.
+_GROUPS = (
+    ("by_generator", lambda r: r.get("generator")),
+    ("by_level", lambda r: r.get("level")),
+    ("by_subject", lambda r: r.get("subject")),
+    ("by_step_position", _step_bucket),
+    ("by_incorrect_step", lambda r: r.get("incorrect_step")),
+)
+_DIGEST_BYTES = 16
 
-    fields = [pa.field(k, pa.array(table.column(k).to_pylist()).type) for k in table.column_names]
-    return Features.from_arrow_schema(pa.schema(fields))
+
+class CorrectionSummary:
+    """`summarize`'s numbers added up a batch of rows at a time (`add(rows)`, then `result()`).
+
+    What it holds grows with the groups (generators, levels, reasons ...), not with the rows, but
+    for the distinct mistakes: a 16-byte digest of each (problem_id, generator, sample_index), in
+    one bytearray (no Python object per row), consecutive repeats (a mistake's attempts) once.
+    """
+
+    def __init__(self) -> None:
+        self.n = self.accepted = self.rejected = 0
+        self.reasons: Counter[Any] = Counter()
+        self.groups: dict[str, dict[str, list[int]]] = {name: {} for name, _ in _GROUPS}
+        self.both = self.agree = self.applies = 0  # the rule-based locator's agreement
+        self._digests = bytearray()
+        self._last = b""
+
+    def add(self, rows: Iterable[dict]) -> CorrectionSummary:
+        """Count `rows` in; returns self."""
+        for r in rows:
+            ok = r["accepted"]
+            self.n += 1
+            self.accepted += ok
+            self.rejected += not ok
+            if not ok:
+                self.reasons[r["reject_reason"]] += 1
+            for name, key in _GROUPS:
+                k = key(r)
+                if k is not None:
+                    counts = self.groups[name].setdefault(str(k), [0, 0])
+                    counts[0] += 1
+                    counts[1] += ok
+            ref, step = r.get("reference_step"), r.get("incorrect_step")
+            if ref is not None:
+                self.applies += 1
+                if step is not None:
+                    self.both += 1
+                    self.agree += ref == step
+            key = repr((r.get("problem_id"), r.get("generator"), r.get("sample_index")))
+            digest = hashlib.blake2b(key.encode(), digest_size=_DIGEST_BYTES).digest()
+            if digest != self._last:
+                self._digests += digest
+                self._last = digest
+        return self
+
+    def distinct_mistakes(self) -> int:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        n = len(self._digests) // _DIGEST_BYTES
+        digests = pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(_DIGEST_BYTES), n, [None, pa.py_buffer(bytes(self._digests))]
+        )
+        return int(pc.count_distinct(digests).as_py())
+
+    def result(self) -> dict[str, Any]:
+        """The summary of the rows added so far: exactly `summarize` of them all."""
+        summary: dict[str, Any] = {**_rate(self.n, self.accepted), "rejected": self.rejected}
+        summary["mistakes"] = self.distinct_mistakes()
+        summary["reject_reasons"] = dict(self.reasons.most_common())
+        for name, _ in _GROUPS:
+            summary[name] = {k: _rate(*v) for k, v in sorted(self.groups[name].items())}
+        summary["reference_agreement"] = {
+            "n": self.both,
+            "agree": self.agree,
+            "rate": round(self.agree / self.both, 4) if self.both else None,
+            "applies": self.applies,
+        }
+        return summary
 
 
 def summarize(rows: list[dict]) -> dict[str, Any]:
     """Acceptance overall, by generator, level, subject, step position; reasons; locator agreement."""
-    summary: dict[str, Any] = {**_rate(rows), "rejected": sum(not r["accepted"] for r in rows)}
-    summary["mistakes"] = len(
-        {(r.get("problem_id"), r.get("generator"), r.get("sample_index")) for r in rows}
-    )
-    summary["reject_reasons"] = dict(
-        Counter(r["reject_reason"] for r in rows if not r["accepted"]).most_common()
-    )
-    summary["by_generator"] = _by(rows, lambda r: r.get("generator"))
-    summary["by_level"] = _by(rows, lambda r: r.get("level"))
-    summary["by_subject"] = _by(rows, lambda r: r.get("subject"))
-    summary["by_step_position"] = _by(rows, _step_bucket)
-    summary["by_incorrect_step"] = _by(rows, lambda r: r.get("incorrect_step"))
-    both = [r for r in rows if r.get("reference_step") is not None and r.get("incorrect_step") is not None]
-    agree = sum(r["reference_step"] == r["incorrect_step"] for r in both)
-    summary["reference_agreement"] = {
-        "n": len(both),
-        "agree": agree,
-        "rate": round(agree / len(both), 4) if both else None,
-        "applies": sum(r.get("reference_step") is not None for r in rows),
-    }
-    return summary
+    return CorrectionSummary().add(rows).result()
+
+
+def stream_features(batches: Iterable[Any], columns: Sequence[str]) -> Any:
+    """The Features `Dataset.from_list` of all the batches' rows would infer for `columns`, a
+    batch (a `pyarrow.Table`) at a time: each batch's types, inferred from its Python values, unified.
+
+    A column null in every row stays `null` (as every earlier run wrote it); one null (or empty
+    lists, or a struct field null) in some batches takes the type the others give; a column a
+    batch lacks is null there. No batch at all: every column `null`.
+    """
+    import pyarrow as pa
+    from datasets import Features
+
+    schema = pa.schema([pa.field(k, pa.null()) for k in columns])
+    for table in batches:
+        names = set(table.column_names)
+        found = pa.schema(
+            [
+                pa.field(k, pa.array(table.column(k).to_pylist()).type if k in names else pa.null())
+                for k in columns
+            ]
+        )
+        schema = pa.unify_schemas([schema, found], promote_options="permissive")
+    return Features.from_arrow_schema(schema)
 
 
 @distributed.stage
@@ -449,8 +546,8 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
     config, name, output_dir = _names(cfg)
     if cfg.merge_shards:
         return merge_shards(cfg, name, output_dir)
-    # Held as Arrow, converted to dicts a chunk at a time: not every mistake as a Python dict.
-    mistakes = load_row_table(cfg.mistakes, config, missing_ok=True)
+    # Read from disk a batch at a time on each pass (features, requests, rows): never held whole.
+    mistakes = stream_rows(cfg.mistakes, config, missing_ok=True)
     if not len(mistakes):
         raise InvalidInputError(f"correct: {cfg.mistakes} [{config}] has no mistakes to correct.")
     if cfg.mistakes_limit is not None:
@@ -486,13 +583,13 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
 
     # The mistake columns' types as `Dataset.from_list` of the rows would infer them, then the
     # correction columns' fixed types.
-    features = correction_features(_inferred_features(mistakes.table))
-    slim, prompt_refs = _write_rows(output_dir, name, graded(), features)
+    features = correction_features(stream_features(mistakes.batches(_BATCH_ROWS), mistakes.schema.names))
+    counts, prompt_refs = _write_rows(output_dir, name, graded(), features)
     if quality is not None:
         quality["same_corrector"] = quality.get("corrector") == (cfg.model or REFERENCE_CORRECTOR)
     summary = _summary(
         cfg,
-        slim,
+        counts,
         prompt_refs,
         output_dir,
         name,
@@ -503,9 +600,8 @@ def correct(cfg: CorrectConfig) -> dict[str, Any]:
         shard=cfg.shard,
         **distributed.record(),
     )
-    # Released before the card reads the folder back: the mistakes, each row's summary fields and
-    # the request owners (held by the batches' generator).
-    del mistakes, slim
+    # Released before the card reads the folder back: the results (held by the batches' generator).
+    del mistakes, counts
     batches = iter(())
     _finish(output_dir, cfg, summary)
     logger.info(
@@ -526,11 +622,16 @@ def _names(cfg: CorrectConfig) -> tuple[str, str, Path]:
 
 
 def _summary(
-    cfg: CorrectConfig, rows: list[dict], prompt_refs: set[str], output_dir: Path, name: str, **extra: Any
+    cfg: CorrectConfig,
+    counts: CorrectionSummary,
+    prompt_refs: set[str],
+    output_dir: Path,
+    name: str,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """The run summary of graded rows (`summarize`; `_summary_fields` of each are enough), with the
-    run's settings; `extra` entries set to None are left out."""
-    summary = summarize(rows)
+    """The run summary of the graded rows `counts` added up, with the run's settings; `extra`
+    entries set to None are left out."""
+    summary = counts.result()
     summary.update(
         output_dir=str(output_dir),
         config=name,
@@ -546,11 +647,11 @@ def _summary(
 
 def _write_rows(
     output_dir: Path, name: str, batches: Iterable[list[dict]], features: Any
-) -> tuple[list[dict], set[str]]:
-    """Accepted rows to `<name>`, rejected ones to `<name>-rejected`, a batch at a time; returns what
-    `summarize` reads of every row and the corrector prompts named. An empty side is not written
-    (and a stale one from an earlier run is removed); nothing changes on disk if a batch fails."""
-    slim: list[dict] = []
+) -> tuple[CorrectionSummary, set[str]]:
+    """Accepted rows to `<name>`, rejected ones to `<name>-rejected`, a batch at a time; returns the
+    rows' summary counts and the corrector prompts named. An empty side is not written (and a stale
+    one from an earlier run is removed); nothing changes on disk if a batch fails."""
+    counts = CorrectionSummary()
     prompt_refs: set[str] = set()
     # The inner writer finishes first, so `<task>` is listed before `<task>-rejected`, as before;
     # the group lists both at once (never one run's accepted rows with another's rejected ones).
@@ -562,9 +663,10 @@ def _write_rows(
         for rows in batches:
             accepted_writer.write([r for r in rows if r["accepted"]])
             rejected_writer.write([r for r in rows if not r["accepted"]])
-            slim += [_summary_fields(r) for r in rows]
+            # What the summary reads of a row: its step count, as it always was, not an `n_steps` column.
+            counts.add(_summary_fields(r) for r in rows)
             prompt_refs.update(r["corrector_prompt"] for r in rows)
-    return slim, prompt_refs
+    return counts, prompt_refs
 
 
 def _finish(output_dir: Path, cfg: CorrectConfig, summary: dict[str, Any]) -> None:
@@ -582,22 +684,20 @@ def merge_shards(cfg: CorrectConfig, name: str, output_dir: Path) -> dict[str, A
     request records and the engine's statistics (`tokens.engine`) added up over the shards;
     `wall_s` is the shards' added up plus the merge's own.
     """
-    import pyarrow as pa
-
     t0 = time.perf_counter()
     shards = distributed.read_shards(output_dir, "correct")
     distributed.check_merge_config(shards, "correct", cfg)
-    # Accepted and rejected rows of all shards; `_write_rows` splits them again, each side in shard order.
-    rows = [r for s in shards for r in s.rows(name) + s.rows(f"{name}-rejected")]
-    if not rows:
+    # Accepted then rejected rows of each shard in turn, read from disk a batch at a time on each
+    # pass; `_write_rows` splits them again, each side in shard order.
+    parts = [s.stream(c) for s in shards for c in (name, f"{name}-rejected")]
+    first = next((part for part in parts if len(part)), None)
+    if first is None:
         raise InvalidInputError(f"correct: the shards of {output_dir} hold no corrections to merge.")
-    mistake_columns = [k for k in rows[0] if k not in CORRECTION_COLUMNS]
-    features = correction_features(
-        _inferred_features(pa.table({k: [r.get(k) for r in rows] for k in mistake_columns}))
-    )
-    slim, prompt_refs = _write_rows(
-        output_dir, name, (rows[i : i + _BATCH_ROWS] for i in range(0, len(rows), _BATCH_ROWS)), features
-    )
+    mistake_columns = [k for k in first.schema.names if k not in CORRECTION_COLUMNS]
+    batches = (t for part in parts for t in part.batches(_BATCH_ROWS))
+    features = correction_features(stream_features(batches, mistake_columns))
+    rows = (r for part in parts for r in _rows_of(part))
+    counts, prompt_refs = _write_rows(output_dir, name, _chunks(rows, _BATCH_ROWS), features)
     tokens = [{k: v for k, v in (s.summary.get("tokens") or {}).items() if k != "engine"} for s in shards]
     merged_tokens = distributed.add_counts(tokens)
     engine = distributed.merged_engine_stats([(s.summary.get("tokens") or {}).get("engine") for s in shards])
@@ -605,7 +705,7 @@ def merge_shards(cfg: CorrectConfig, name: str, output_dir: Path) -> dict[str, A
         merged_tokens["engine"] = engine
     summary = _summary(
         cfg,
-        slim,
+        counts,
         prompt_refs,
         output_dir,
         name,

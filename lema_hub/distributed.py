@@ -156,6 +156,12 @@ class FinishedShard:
 
         return load_rows(str(self.folder), config, split, missing_ok=True)
 
+    def stream(self, config: str, split: str = "train") -> Any:
+        """`rows` as `artifacts.StreamedRows`: read from disk a batch at a time on each pass."""
+        from lema_hub.artifacts import stream_rows
+
+        return stream_rows(str(self.folder), config, split, missing_ok=True)
+
 
 def read_shards(output_dir: str | Path, recipe: str) -> list[FinishedShard]:
     """The complete, finished shard set of `output_dir` in shard order, each with `recipe`'s summary.
