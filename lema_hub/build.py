@@ -546,6 +546,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
     if empty:
         summary["empty_views"] = empty
     summary.update(views=views, output_dir=str(out), wall_s=round(time.time() - t0, 2))
+    _release()  # (before the card reads the views)
     finish(out, "mixture", cfg, summary, recipe="build")
     logger.info("mixture views: %s", views)
     return summary
@@ -802,15 +803,17 @@ def _shuffled_batches(
         j += n
         at = np.argsort(where, kind="stable")
         where = where[at]
-        batch = batch.take(pa.array(at)).append_column("_pos", pa.array(where))
+        batch = batch.take(pa.array(at))
+        batch = pa.RecordBatch.from_arrays([*batch.columns, pa.array(where)], schema=spill.schema)
         out = where // size
         cuts = [0, *(np.flatnonzero(np.diff(out)) + 1).tolist(), n]
         for lo, hi in zip(cuts, cuts[1:]):
             pieces[int(out[lo])].append(spill.write(batch.slice(lo, hi - lo)))
     assert j == len(pos), (j, len(pos))  # every row of the view has its place
-    for numbers in pieces:
+    for k, numbers in enumerate(pieces):
         table = pa.Table.from_batches([spill.read(i) for i in numbers], schema=spill.schema)
         rows = table.take(pc.sort_indices(table.column("_pos"))).drop_columns(["_pos"]).to_pylist()
+        assert len(rows) == min(size, len(pos) - k * size), (k, len(rows))
         del table
         kinds.update(r["kind"] for r in rows)
         yield rows
