@@ -474,7 +474,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                 # CSQA: correct only through the edit-distance mapping, so not training data
                 sample_inexact_dropped=left_out["inexact"],
             )
-        seen = None
+        seen = None  # (the de-duplication keys are done with)
         family = check_task_families(families)
         if family == _family(CHOICE_TASK):  # (math corrections are all exact: nothing to drop)
             columns = ("corrected_steps", *_TASK_COLUMNS)
