@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -125,19 +126,22 @@ def _read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _jsonl_rows(p: Path) -> Iterator[dict[str, Any]]:
+    """The rows of a .jsonl file, a line at a time (blank lines skipped)."""
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ProblemSourceError(f"{p.name}, line {n}: not valid JSON ({e.msg})") from e
+
+
 def _read_file_rows(p: Path) -> list[dict[str, Any]]:
     suffix = p.suffix.lower()
     if suffix == ".jsonl":
-        rows = []
-        with p.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ProblemSourceError(f"{p.name}, line {n}: not valid JSON ({e.msg})") from e
-        return rows
+        return list(_jsonl_rows(p))
     if suffix == ".json":
         try:
             data = json.loads(p.read_text(encoding="utf-8"))
@@ -212,24 +216,24 @@ def content_id(text: str) -> str:
 # -------------------------------------------------------------------------------------- sources
 def gsm8k_problems(rows: list[dict[str, Any]], split: str, source: str = "gsm8k") -> list[Problem]:
     """GSM8K original-format rows (``question``, ``answer`` ending ``#### N``) -> Problems."""
-    out = []
+    return list(_gsm8k_problems(rows, split, source))
+
+
+def _gsm8k_problems(rows: Iterable[dict[str, Any]], split: str, source: str) -> Iterator[Problem]:
     for i, row in enumerate(rows):
         where = f"{source}/{split} row {i}"
         _require(row, ("question", "answer"), where)
         if "####" not in row["answer"]:
             raise ProblemSourceError(f"{where}: answer has no '#### <number>' line")
         answer = gsm8k_answer(row["answer"].rsplit("####", 1)[1])
-        out.append(
-            Problem(
-                problem_id=f"{source}/{split}/{i}",
-                source=source,
-                split=split,
-                question=row["question"],
-                gold_solution=row["answer"],
-                gold_answer=answer,
-            )
+        yield Problem(
+            problem_id=f"{source}/{split}/{i}",
+            source=source,
+            split=split,
+            question=row["question"],
+            gold_solution=row["answer"],
+            gold_answer=answer,
         )
-    return out
 
 
 def math_problems(rows: list[dict[str, Any]], split: str) -> list[Problem]:
@@ -657,6 +661,35 @@ def load_problems(args: ProblemArgs) -> list[Problem]:
         i, n = parse_shard(args.shard)
         problems = problems[i::n]
     return problems
+
+
+def iter_problems(args: ProblemArgs) -> Iterator[Problem]:
+    """`load_problems`' problems one at a time. A local GSM8K .jsonl file is read a line at a
+    time (memory flat in the problems); every row is still parsed and checked, so a bad row past
+    ``problems_limit`` is the same error. Other sources are loaded whole, then yielded."""
+    path = Path(args.problems_path) if args.problems_path else None
+    limit = args.problems_limit
+    if args.problems != "gsm8k" or path is None or path.suffix.lower() != ".jsonl" or not path.is_file():
+        yield from load_problems(args)
+        return
+    if limit is not None and limit <= 0:  # (0: an empty file is still an error, as there)
+        yield from load_problems(args)
+        return
+    try:
+        i, n = parse_shard(args.shard) if args.shard else (0, 1)
+    except InvalidInputError:  # its error, after the file's own (as there)
+        yield from load_problems(args)
+        return
+    seen = False
+    try:
+        for k, problem in enumerate(_gsm8k_problems(_jsonl_rows(path), args.problems_split, "gsm8k")):
+            seen = True
+            if (limit is None or k < limit) and k % n == i:
+                yield problem
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProblemSourceError(f"problems file {str(path)!r} cannot be read: {e}") from e
+    if not seen:
+        raise ProblemSourceError(f"problems file {str(path)!r} has no rows")
 
 
 def task_of(problem_or_source: Problem | dict | str) -> str:

@@ -58,6 +58,32 @@ def _all_values(tables: dict[str, dict[str, Any]], name: str, configs: list[str]
     return vals
 
 
+def _distinct_values(tables: dict[str, dict[str, Any]], name: str) -> set[Any]:
+    """The distinct values of a column over every config (Arrow finds them: only those become
+    Python objects, not a list of every row's value)."""
+    import pyarrow.compute as pc
+
+    found: set[Any] = set()
+    for splits in tables.values():
+        for t in splits.values():
+            if name in t.column_names:
+                found.update(pc.unique(t.column(name)).to_pylist())
+    return found
+
+
+def _value_counts(tables: dict[str, dict[str, Any]], name: str, configs: list[str]) -> Counter:
+    """`Counter(_all_values(tables, name, configs))`, counted by Arrow."""
+    import pyarrow.compute as pc
+
+    counts: Counter = Counter()
+    for config in configs:
+        for t in tables.get(config, {}).values():
+            if name in t.column_names:
+                for item in pc.value_counts(t.column(name)).to_pylist():
+                    counts[item["values"]] += item["counts"]
+    return counts
+
+
 def _counter_rows(values: list[Any], total: int | None = None) -> list[dict[str, Any]]:
     counts = Counter(v for v in values if v not in (None, ""))
     total = total or sum(counts.values()) or 1
@@ -289,7 +315,7 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
 def _stats_training_rows(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
     table = []
     for cfg, splits in tables.items():
-        kinds = Counter(_all_values(tables, "kind", [cfg]))
+        kinds = _value_counts(tables, "kind", [cfg])
         messages = any(_is_messages(t, "prompt") for t in splits.values() if t.num_rows)
         table.append(
             {
