@@ -46,7 +46,7 @@ from lema_hub.grading import (
     format_ok,
     grade_rows,
 )
-from lema_hub.problems import ProblemArgs, load_problems, task_of
+from lema_hub.problems import ProblemArgs, iter_problems, load_problems, task_of
 from lema_hub.publish import finish
 from lema_hub.run_guard import RequestOutcome, guard_publish
 from lema_hub.schema import (
@@ -308,41 +308,61 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
     start = time.perf_counter()
     out_dir = distributed.shard_output(cfg.output_dir, cfg.shard)
-    problems = load_problems(cfg)
-    if not problems and not cfg.shard:
+    # The problems are read twice, a line at a time where the source allows (`iter_problems`):
+    # once as the engine draws its requests, once in step with the results. Never all at once.
+    first = next(iter_problems(cfg), None)
+    if first is None and not cfg.shard:
         raise InvalidInputError(f"No problems to collect from (problems={cfg.problems!r}).")
-    config_name = config_name_for(cfg, problems)
+    config_name = config_name_for(cfg, [first] if first is not None else [])
+    del first
     gens = generator_configs(cfg)
     cache_root = out_dir / ".cache" / "requests"  # `.cache/` is never pushed
-    by_id = {p.problem_id: p for p in problems}
     generated: list[tuple[str, SamplingParams, Sequence]] = []
     gen_summaries: dict[str, Any] = {}
     outcome = RequestOutcome(RECIPE)
+    drawn = [0]  # problems drawn by the last engine call (the same for every generator)
     for name, engine_cfg, sampling in gens:
-        requests = [GenerationRequest(p.problem_id, problem_prompt(p), sampling) for p in problems]
+
+        def requests(sampling: SamplingParams = sampling) -> Iterator[GenerationRequest]:
+            drawn[0] = 0
+            for p in iter_problems(cfg):
+                drawn[0] += 1
+                yield GenerationRequest(p.problem_id, problem_prompt(p), sampling)
+
         cache_path = cache_root / f"{_slug(name)}.jsonl"
         with distributed.make_engine(engine_cfg, cache_path=cache_path) as engine:
-            results = engine.generate(requests, desc=f"collect [{name}]")
+            results = engine.generate(requests(), desc=f"collect [{name}]")
             gen_summaries[name] = engine.last_summary
-        del requests
+        if len(results) != drawn[0] * sampling.n:
+            raise RuntimeError(
+                f"collect [{name}]: {len(results)} results for {drawn[0]} problems x {sampling.n}."
+            )
         outcome.add(results, engine.last_summary)
         generated.append((name, sampling, results))
+    n_problems = drawn[0]
     # Before anything is written: a run whose requests failed never replaces finished rows.
     guard_publish(outcome, out_dir, RECIPE, config_name, [config_name, f"{config_name}-samples"])
     failed = outcome.failed  # (the failed results of every generator)
-    task_by_id = {p.problem_id: task_of(p) for p in problems}
 
     def graded_batches() -> Iterator[list[dict]]:
         """The sample rows, graded, a few whole problems at a time (a problem's paths share a batch:
-        its pass rate is per problem); the results are read back from the engine's spool a batch at a time."""
+        its pass rate is per problem); results are read back from the engine's spool a batch at a
+        time, in step with a second pass over the problems (request k is problem k)."""
         for name, sampling, results in generated:
+            problems, at, p = iter_problems(cfg), -1, None
             for lo, hi in _problem_slices(results, _BATCH_ROWS):
-                rows = [
-                    _sample_row(by_id[res.request_id], name, sampling, res)
-                    for res in results[lo:hi]
-                    if res.error is None
-                ]
-                _grade_rows(rows, [task_by_id[r["problem_id"]] for r in rows], cfg.extraction)
+                rows, tasks = [], []
+                for k, res in enumerate(results[lo:hi], lo):
+                    if k // sampling.n != at:
+                        at, p = k // sampling.n, next(problems)
+                    if res.request_id != p.problem_id:
+                        raise RuntimeError(
+                            f"collect: result {k} answers {res.request_id}, not problem {p.problem_id}."
+                        )
+                    if res.error is None:
+                        rows.append(_sample_row(p, name, sampling, res))
+                        tasks.append(task_of(p))
+                _grade_rows(rows, tasks, cfg.extraction)
                 _add_pass_rates(rows)
                 yield rows
 
@@ -352,7 +372,7 @@ def collect(cfg: CollectConfig) -> CollectSummary:
         graded_batches(),
         cfg,
         extra={
-            "problems": len(problems),
+            "problems": n_problems,
             "failed_requests": failed,
             "requests": {config_name: outcome.record()},
             "shard": cfg.shard,
