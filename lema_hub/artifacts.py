@@ -1014,57 +1014,6 @@ def load_rows(
     return [] if ds is None else [dict(r) for r in ds]
 
 
-class RowTable:
-    """The rows of an Arrow table, read like a list of dicts but kept as Arrow (a few KB per row
-    instead of a Python dict of Python objects); rows are converted `chunk` at a time, so reading
-    them in order is fast."""
-
-    def __init__(self, table: Any, chunk: int = 1024) -> None:
-        self.table = table
-        self.chunk = chunk
-        self._lo, self._rows = 0, []
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def __getitem__(self, i: int) -> dict:
-        if not 0 <= i < len(self):
-            raise IndexError(i)
-        if not self._lo <= i < self._lo + len(self._rows):
-            self._lo = i - i % self.chunk
-            self._rows = self.table.slice(self._lo, self.chunk).to_pylist()
-        return self._rows[i - self._lo]
-
-    def __iter__(self):
-        for lo in range(0, len(self), self.chunk):
-            yield from self.table.slice(lo, self.chunk).to_pylist()
-
-    def rows(self, lo: int, hi: int) -> list[dict]:
-        """Rows [lo, hi) as dicts."""
-        return self.table.slice(lo, max(0, hi - lo)).to_pylist()
-
-    def head(self, n: int) -> RowTable:
-        return RowTable(self.table.slice(0, n), self.chunk)
-
-    def slice(self, lo: int, hi: int) -> RowTable:
-        """Rows [lo, hi) as a RowTable (no copy)."""
-        return RowTable(self.table.slice(lo, max(0, hi - lo)), self.chunk)
-
-
-def load_row_table(
-    folder_or_repo: str,
-    config: str,
-    split: str = "train",
-    missing_ok: bool = False,
-    skip_columns: Sequence[str] = (),
-) -> RowTable:
-    """`load_rows` as a `RowTable`: the same rows, held as Arrow rather than as Python dicts."""
-    import pyarrow as pa
-
-    ds = _load_checked(folder_or_repo, config, split, missing_ok, skip_columns)
-    return RowTable(pa.table({}) if ds is None else ds.data.table)
-
-
 class StreamedRows:
     """The rows of one config/split read from disk a batch at a time, on every pass: what a
     stage reads in order, twice at most, without holding the table (memory flat in the rows).

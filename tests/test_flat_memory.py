@@ -6,7 +6,7 @@ import gc
 import tracemalloc
 from pathlib import Path
 
-from lema_hub.artifacts import load_artifact, load_row_table, save_dataset_config
+from lema_hub.artifacts import load_artifact, save_dataset_config
 
 
 def _write(folder: Path, n: int) -> None:
@@ -20,7 +20,7 @@ def _python_peak_while_loading(folder: Path) -> tuple[int, int]:
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        table = load_row_table(str(folder), "main").table
+        table = load_artifact(str(folder), "main").data.table
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
@@ -53,7 +53,7 @@ _BUILD_IN_A_FRESH_PROCESS = r"""
 import json, sys
 import pyarrow as pa
 from lema_hub import build
-from lema_hub.artifacts import load_row_table
+from lema_hub.artifacts import load_artifact
 
 build._BATCH_ROWS = 128  # batches far smaller than the table, as at scale
 folder, out = sys.argv[1], sys.argv[2]
@@ -61,7 +61,7 @@ build.build(build.BuildConfig(
     problems="sample", include_gold=False, corrections=folder, views=["lema"], output_dir=out,
     decontaminate="sample_test",
 ))
-table = load_row_table(folder, "sample", skip_columns=build._UNUSED_COLUMNS).table
+table = load_artifact(folder, "sample", skip_columns=build._UNUSED_COLUMNS).data.table
 print(json.dumps({"pool_max": pa.default_memory_pool().max_memory(), "table": table.nbytes}))
 """
 

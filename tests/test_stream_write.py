@@ -12,7 +12,6 @@ from lema_hub.artifacts import (
     DatasetConfigWriter,
     discover_configs,
     load_artifact,
-    load_row_table,
     load_rows,
     save_dataset_config,
     save_dataset_config_stream,
@@ -111,18 +110,6 @@ def test_two_open_writers_do_not_clean_up_each_other(tmp_path):
         first.write(rows[3:])
     assert load_dataset(str(tmp_path), "a", split="train").to_list() == rows
     assert load_dataset(str(tmp_path), "b", split="train").to_list() == rows[3:]
-
-
-def test_a_row_table_reads_the_rows_load_rows_reads(tmp_path):
-    rows, feats = _sample_rows(25), sample_features()
-    save_dataset_config(tmp_path, "x", {"train": rows}, features=feats)
-    table = load_row_table(str(tmp_path), "x")
-    table.chunk = 4  # rows are converted 4 at a time
-    expected = load_rows(str(tmp_path), "x")
-    assert len(table) == 25 and list(table) == expected == rows
-    assert [table[i] for i in (3, 4, 24, 0)] == [expected[i] for i in (3, 4, 24, 0)]
-    assert table.rows(5, 9) == expected[5:9] and list(table.head(6)) == expected[:6]
-    assert len(load_row_table(str(tmp_path), "absent", missing_ok=True)) == 0
 
 
 def test_streamed_rows_read_the_rows_load_rows_reads_a_row_group_at_a_time(tmp_path):
