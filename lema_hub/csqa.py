@@ -244,35 +244,6 @@ def match_candidate(
     return distinct[best], "edit_distance"
 
 
-def grade_csqa(completion: str | None, gold: str, candidates: Sequence[str]) -> dict[str, Any]:
-    """Verdict of one completion: the text after the last "The answer is", mapped to a candidate."""
-
-    answer = extract_answer(completion) if completion else None
-    if answer is None:
-        return {"verdict": "wrong", "predicted_answer": None, "mapped_to": None, "mapping_needed": False}
-    choice, mapped = map_to_candidate(answer, candidates)
-    return {
-        "verdict": "correct" if choice == gold else "wrong",
-        "predicted_answer": answer,
-        "mapped_to": choice,
-        "mapping_needed": mapped,
-    }
-
-
-def summarize_csqa(verdicts: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Accuracy, and how often the edit-distance mapping was needed (the paper does not report it)."""
-    n = len(verdicts)
-    answered = [v for v in verdicts if v["predicted_answer"] is not None]
-    mapped = sum(v["mapping_needed"] for v in answered)
-    return {
-        "n": n,
-        "accuracy": sum(v["verdict"] == "correct" for v in verdicts) / n if n else 0.0,
-        "no_answer": n - len(answered),
-        "mapping_needed": mapped,
-        "mapping_rate": mapped / len(answered) if answered else 0.0,
-    }
-
-
 # ------------------------------------------------------------------------------- correction format
 # The paper's CSQA corrector schema (prompt_correction_csqa.txt): the original answer in braces, then
 # `Mistakes:` (the explanation) and the corrected answer in braces, ending "The answer is X.".

@@ -308,33 +308,43 @@ def test_csqa_prompt_and_hub_rows():
 
 
 def test_csqa_grading_maps_to_the_nearest_candidate_and_counts_it():
-    from lema_hub.csqa import edit_distance, grade_csqa, summarize_csqa
+    """The paper's rule (`choice_mapping: paper`) through the grader every stage uses, and the
+    mapping counts evaluate reports."""
+    from lema_hub.csqa import edit_distance
+    from lema_hub.evaluate import mapping_counts
+    from lema_hub.grading import grade_choice
 
     assert edit_distance("kitten", "sitting") == 3 and edit_distance("", "abc") == 3
     cands = ["bank", "library", "department store", "mall", "new york"]
-    exact = grade_csqa('Banks keep money safe. The answer is "Bank".', "bank", cands)
-    assert exact["verdict"] == "correct" and not exact["mapping_needed"]
-    typo = grade_csqa("The answer is departmen store.", "department store", cands)
-    assert typo["mapped_to"] == "department store" and typo["mapping_needed"] and typo["verdict"] == "correct"
-    other = grade_csqa("The answer is a shopping mall.", "bank", cands)
-    assert other["mapped_to"] == "mall" and other["verdict"] == "wrong"
-    none = grade_csqa("I cannot decide.", "bank", cands)
-    assert none["predicted_answer"] is None and none["verdict"] == "wrong"
-    s = summarize_csqa([exact, typo, other, none])
-    assert (s["accuracy"], s["no_answer"], s["mapping_needed"]) == (0.5, 1, 2)
-    assert s["mapping_rate"] == pytest.approx(2 / 3)
+
+    def grade(text: str, gold: str):
+        return grade_choice(text, gold, cands, "paper")
+
+    exact = grade('Banks keep money safe. The answer is "Bank".', "bank")
+    assert exact.verdict == "correct" and not exact.mapping_needed
+    typo = grade("The answer is departmen store.", "department store")
+    assert typo.mapped_answer == "department store" and typo.mapping_needed and typo.verdict == "correct"
+    other = grade("The answer is a shopping mall.", "bank")
+    assert other.mapped_answer == "mall" and other.verdict == "wrong"
+    none = grade("I cannot decide.", "bank")
+    assert none.predicted_answer is None and none.verdict == "no_answer"
+    counts = mapping_counts([v.to_dict() for v in (exact, typo, other, none)], "paper")
+    assert (counts["answered"], counts["mapping_needed"]) == (3, 2)
+    assert counts["mapping_rate"] == pytest.approx(2 / 3)
+    assert counts["by_kind"]["exact"] == 1 and counts["by_kind"]["edit_distance"] == 2
 
 
 @pytest.mark.shared_data
 def test_csqa_paper_file_prompts_rebuild_byte_for_byte(shared_data):
     """All 1,221 prompts of the paper's CSQA dev file rebuild from (question, candidates); the gold
     answers as completions grade 100 % with no mapping needed."""
-    from lema_hub.csqa import csqa_prompt, grade_csqa, paper_items, summarize_csqa
+    from lema_hub.csqa import csqa_prompt, paper_items
+    from lema_hub.grading import grade_choice
 
     path = shared_data / "lema" / "test_data" / "csqa_dev.jsonl"
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     items = paper_items(rows)
     assert len(items) == 1221
     assert sum(csqa_prompt(it.question, it.candidates) == r["prompt"] for it, r in zip(items, rows)) == 1221
-    s = summarize_csqa([grade_csqa(f"The answer is {it.answer}.", it.answer, it.candidates) for it in items])
-    assert s["accuracy"] == 1.0 and s["mapping_needed"] == 0
+    verdicts = [grade_choice(f"The answer is {it.answer}.", it.answer, it.candidates, "paper") for it in items]
+    assert all(v.verdict == "correct" and not v.mapping_needed for v in verdicts)
