@@ -346,5 +346,7 @@ def test_csqa_paper_file_prompts_rebuild_byte_for_byte(shared_data):
     items = paper_items(rows)
     assert len(items) == 1221
     assert sum(csqa_prompt(it.question, it.candidates) == r["prompt"] for it, r in zip(items, rows)) == 1221
-    verdicts = [grade_choice(f"The answer is {it.answer}.", it.answer, it.candidates, "paper") for it in items]
+    verdicts = [
+        grade_choice(f"The answer is {it.answer}.", it.answer, it.candidates, "paper") for it in items
+    ]
     assert all(v.verdict == "correct" and not v.mapping_needed for v in verdicts)
