@@ -30,7 +30,7 @@ from typing import Any
 
 from lema_hub import distributed
 from lema_hub.answers import gsm8k_number  # the same number reading as exact grading
-from lema_hub.artifacts import HubArgs, save_dataset_config
+from lema_hub.artifacts import ConfigGroup, HubArgs, save_dataset_config
 from lema_hub.cards.model import write_eval_results, write_model_card
 from lema_hub.configs import config_to_dict
 from lema_hub.errors import InvalidInputError
@@ -760,101 +760,116 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     requests: dict[str, Any] = shard_requests  # a merge's: what its shards asked
     refused: list[RequestsFailed] = []
 
-    for model, label, template in zip(cfg.models, _labels(cfg), model_templates(cfg)):
-        started = time.perf_counter()
-        if cfg.merge_shards:  # its wall time: every shard's (the time one process takes), then the merge's
-            started -= sharded[f"{label}-{benchmark}"].wall_s
-        predictions = cfg.predictions_path is not None
-        choice = _choice_protocol(problems, template, cfg.choice_mapping)  # CSQA: the paper's CSQA prompt
-        default_stop = choice_stops() if choice else template.stops()
-        sampling: dict[str, Any] | None
-        if predictions:
-            # How the file's completions were made is the file's business: its prompt style is unknown
-            # unless given, nothing was sampled here, and the template's stops (unless prompt_style is
-            # chat, or `stop` says otherwise) cut them where generation would have stopped.
-            style = None if cfg.prompt_style == "auto" else cfg.prompt_style
-            stop = cfg.stop if cfg.stop is not None else (default_stop if style != "chat" else None)
-            sampling = None
-        else:
-            style = resolve_prompt_style(cfg.prompt_style, model, cfg.backend)
-            stop = cfg.stop if cfg.stop is not None else (default_stop if style == "plain" else None)
-            sampling = {
-                "temperature": cfg.temperature,
-                "top_p": cfg.top_p,
-                "max_tokens": cfg.max_new_tokens,
-                "seed": cfg.seed,
-            }
-        protocol = {**_protocol(cfg, style, stop, predictions), **template.record(), **(choice or {})}
-        config_name = f"{label}-{benchmark}"
-        outcome = None
-        if cfg.merge_shards:  # the shards' completions in problem order, graded below as one run's
-            outputs = sharded[config_name].outputs
-        elif predictions:
-            texts = match_predictions(problems, read_records(cfg.predictions_path), cfg.predictions_column)
-            outputs = [[cut_at_stop(t, stop) for t in per_problem] for per_problem in texts]
-        else:
-            outcome = RequestOutcome(f"evaluate [{label}]")
-            outputs = _generate(
-                cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl", outcome, template
+    # Every model's details config is committed at once when the loop ends (a kill leaves the old
+    # ones, never some models new and others old); the model cards are written after that commit.
+    model_cards: list[tuple[Path, dict[str, Any], dict[str, Any]]] = []
+    with ConfigGroup(out_dir) as group:
+        for model, label, template in zip(cfg.models, _labels(cfg), model_templates(cfg)):
+            started = time.perf_counter()
+            if cfg.merge_shards:  # its wall time: every shard's (one process's time), then the merge's
+                started -= sharded[f"{label}-{benchmark}"].wall_s
+            predictions = cfg.predictions_path is not None
+            choice = _choice_protocol(problems, template, cfg.choice_mapping)  # CSQA: the paper's CSQA prompt
+            default_stop = choice_stops() if choice else template.stops()
+            sampling: dict[str, Any] | None
+            if predictions:
+                # How the file's completions were made is the file's business: its prompt style is unknown
+                # unless given, nothing was sampled here, and the template's stops (unless prompt_style is
+                # chat, or `stop` says otherwise) cut them where generation would have stopped.
+                style = None if cfg.prompt_style == "auto" else cfg.prompt_style
+                stop = cfg.stop if cfg.stop is not None else (default_stop if style != "chat" else None)
+                sampling = None
+            else:
+                style = resolve_prompt_style(cfg.prompt_style, model, cfg.backend)
+                stop = cfg.stop if cfg.stop is not None else (default_stop if style == "plain" else None)
+                sampling = {
+                    "temperature": cfg.temperature,
+                    "top_p": cfg.top_p,
+                    "max_tokens": cfg.max_new_tokens,
+                    "seed": cfg.seed,
+                }
+            protocol = {**_protocol(cfg, style, stop, predictions), **template.record(), **(choice or {})}
+            config_name = f"{label}-{benchmark}"
+            outcome = None
+            if cfg.merge_shards:  # the shards' completions in problem order, graded below as one run's
+                outputs = sharded[config_name].outputs
+            elif predictions:
+                texts = match_predictions(
+                    problems, read_records(cfg.predictions_path), cfg.predictions_column
+                )
+                outputs = [[cut_at_stop(t, stop) for t in per_problem] for per_problem in texts]
+            else:
+                outcome = RequestOutcome(f"evaluate [{label}]")
+                outputs = _generate(
+                    cfg, model, problems, style, stop, cache_root / f"{config_name}.jsonl", outcome, template
+                )
+            # Failed requests never replace a finished config; the other models' results are still written.
+            try:
+                guard_publish(outcome, out_dir, "evaluate", config_name, [config_name])
+            except RequestsFailed as exc:
+                refused.append(exc)
+                continue
+            if outcome is not None:
+                requests[config_name] = outcome.record()
+            rows = _details_rows(
+                problems, outputs, public_model_name(model), label, style, sampling, template
             )
-        # Failed requests never replace a finished config; the other models' results are still written.
-        try:
-            guard_publish(outcome, out_dir, "evaluate", config_name, [config_name])
-        except RequestsFailed as exc:
-            refused.append(exc)
-            continue
-        if outcome is not None:
-            requests[config_name] = outcome.record()
-        rows = _details_rows(problems, outputs, public_model_name(model), label, style, sampling, template)
-        _grade_rows(rows, cfg.grading_workers, cfg.extraction, cfg.choice_mapping)
-        if cfg.answer_rounding is not None:
-            apply_answer_rounding(rows, cfg.answer_rounding)
-        details = eval_detail_features()
-        save_dataset_config(out_dir, config_name, {"test": conform(rows, details)}, features=details)
+            _grade_rows(rows, cfg.grading_workers, cfg.extraction, cfg.choice_mapping)
+            if cfg.answer_rounding is not None:
+                apply_answer_rounding(rows, cfg.answer_rounding)
+            details = eval_detail_features()
+            save_dataset_config(
+                out_dir, config_name, {"test": conform(rows, details)}, features=details, group=group
+            )
 
-        metrics = summarize_rows(rows, cfg.confidence)
-        mapping = mapping_counts(rows, cfg.choice_mapping if choice else None)
-        if mapping is not None:
-            metrics["choice_mapping"] = mapping
-        entry = {
-            "model": public_model_name(model),
-            "model_label": label,
-            "benchmark": benchmark,
-            "benchmark_dataset": benchmark_dataset_id(cfg),
-            "problems": cfg.problems,
-            "problems_split": cfg.problems_split,
-            "problems_limit": cfg.problems_limit,
-            "shard": cfg.shard,
-            "details_config": config_name,
-            "date": date,
-            "wall_time_s": round(time.perf_counter() - started, 1),
-            "protocol": protocol,
-            **metrics,
-            # predictions-file completions cut at a stop string (a merge's: its shards' rows)
-            **({"cut_at_stop": sum(r["finish_reason"] == "stop" for r in rows)} if predictions else {}),
-            "n": metrics["num_problems"],
-        }
-        if source_report is not None:
-            entry["source_filter"] = source_report
-        run_results[config_name] = entry
-        all_results[config_name] = entry
-
-        folder = owned_model_folder(model)
-        if folder is not None and cfg.update_model_card and not cfg.shard:
-            card_entry = {
-                "dataset_id": entry["benchmark_dataset"],
-                "task_id": benchmark,
-                "value": round(100 * entry["accuracy"], 2),
-                "ci_low": round(100 * entry["ci_low"], 2),
-                "ci_high": round(100 * entry["ci_high"], 2),
-                "n": entry["num_problems"],
+            metrics = summarize_rows(rows, cfg.confidence)
+            mapping = mapping_counts(rows, cfg.choice_mapping if choice else None)
+            if mapping is not None:
+                metrics["choice_mapping"] = mapping
+            entry = {
+                "model": public_model_name(model),
+                "model_label": label,
+                "benchmark": benchmark,
+                "benchmark_dataset": benchmark_dataset_id(cfg),
+                "problems": cfg.problems,
+                "problems_split": cfg.problems_split,
+                "problems_limit": cfg.problems_limit,
+                "shard": cfg.shard,
+                "details_config": config_name,
                 "date": date,
-                "notes": protocol_notes(protocol) + source_filter_note(source_report) + mapping_note(mapping),
+                "wall_time_s": round(time.perf_counter() - started, 1),
+                "protocol": protocol,
+                **metrics,
+                # predictions-file completions cut at a stop string (a merge's: its shards' rows)
+                **({"cut_at_stop": sum(r["finish_reason"] == "stop" for r in rows)} if predictions else {}),
+                "n": metrics["num_problems"],
             }
-            if not (folder / "README.md").is_file():  # a bare folder gets a model card to hold the results
-                _write_minimal_model_card(folder)
-            write_eval_results(folder, [card_entry], model_card_table([entry]))
-            cards.append(str(folder))
+            if source_report is not None:
+                entry["source_filter"] = source_report
+            run_results[config_name] = entry
+            all_results[config_name] = entry
+
+            folder = owned_model_folder(model)
+            if folder is not None and cfg.update_model_card and not cfg.shard:
+                card_entry = {
+                    "dataset_id": entry["benchmark_dataset"],
+                    "task_id": benchmark,
+                    "value": round(100 * entry["accuracy"], 2),
+                    "ci_low": round(100 * entry["ci_low"], 2),
+                    "ci_high": round(100 * entry["ci_high"], 2),
+                    "n": entry["num_problems"],
+                    "date": date,
+                    "notes": protocol_notes(protocol)
+                    + source_filter_note(source_report)
+                    + mapping_note(mapping),
+                }
+                model_cards.append((folder, card_entry, entry))
+
+    for folder, card_entry, entry in model_cards:
+        if not (folder / "README.md").is_file():  # a bare folder gets a model card to hold the results
+            _write_minimal_model_card(folder)
+        write_eval_results(folder, [card_entry], model_card_table([entry]))
+        cards.append(str(folder))
 
     if refused and not run_results:  # nothing to write: the folder stays exactly as it was
         raise RequestsFailed("\n".join(e.message for e in refused), refused[0].outcome)

@@ -260,3 +260,47 @@ def test_a_killed_correct_or_build_keeps_one_runs_configs(tmp_path, monkeypatch)
     mix = tmp_path / "base" / "mix"
     run_build(base, 3, mix)  # both views differ between the runs: the gold CoT rows of 3 or 5 problems
     _check_stage(monkeypatch, tmp_path / "build", mix, lambda f: run_build(tmp_path / "c-all", 5, f))
+
+
+def test_a_killed_evaluate_keeps_every_models_details_of_one_run(tmp_path, monkeypatch):
+    """evaluate's per-model details configs are one commit: a kill never leaves one model's new
+    details beside another's old ones (results.json and the cards follow the commit)."""
+    from lema_hub.evaluate import EvalConfig, evaluate
+
+    def details(folder: Path) -> dict[str, list[dict]]:
+        return {c: load_artifact(str(folder), c, split="test").to_list() for c in discover_configs(folder)}
+
+    with FakeOpenAIServer(responder=lambda payload: "We add them up. The answer is 18.") as srv:
+
+        def run(folder: Path, limit: int) -> None:
+            evaluate(EvalConfig(
+                models=["fake-a", "fake-b"], problems="sample", problems_split="test", problems_limit=limit,
+                backend="openai", base_urls=[srv.base_url], prompt_style="chat", concurrency=4,
+                output_dir=str(folder), grading_workers=1,
+            ))  # fmt: skip
+
+        base = tmp_path / "base" / "eval"
+        run(base, 3)
+        new = tmp_path / "new" / "eval"
+        shutil.copytree(base, new)
+        run(new, 5)
+        old_state, new_state = details(base), details(new)
+        assert set(old_state) == {"fake-a-sample", "fake-b-sample"} and old_state != new_state
+
+        def arm_at_first_commit(m, kill) -> None:
+            real, armed = artifacts._commit, []
+
+            def commit(*args, **kwargs):
+                if not armed:
+                    armed.append(kill())
+                return real(*args, **kwargs)
+
+            m.setattr(artifacts, "_commit", commit)
+
+        kills = 0
+        for k, folder in _killed_at_every_step(
+            monkeypatch, tmp_path, base, lambda f: run(f, 5), arm_at_first_commit
+        ):
+            kills += 1
+            assert details(folder) in (old_state, new_state), f"killed at step {k}: details of two runs"
+        assert kills >= 3
