@@ -813,8 +813,8 @@ class _ColumnChunks:
     """One column of a split as Arrow arrays of at most `step` rows, read one row group at a time
     each time it is iterated: the column of every row is never in memory at once."""
 
-    def __init__(self, paths: list[Path], name: str, type_: Any, step: int = 4096) -> None:
-        self.paths, self.name, self.type, self.step = paths, name, type_, step
+    def __init__(self, paths: list[Path], name: str, step: int = 4096) -> None:
+        self.paths, self.name, self.step = paths, name, step
 
     def __iter__(self) -> Iterator[Any]:
         import pyarrow as pa
@@ -857,7 +857,7 @@ class _ParquetColumns:
     def column(self, name: str) -> _ColumnChunks:
         """The column `name` as its chunks (Arrow arrays), read from disk as they are iterated."""
         self.columns_read.append(name)
-        return _ColumnChunks(self.paths, name, self.schema.field(name).type)
+        return _ColumnChunks(self.paths, name)
 
     def slice(self, offset: int, length: int):
         """Rows [offset, offset + length) with every column (the card's example row), read from
