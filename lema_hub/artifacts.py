@@ -809,12 +809,39 @@ def _concat_parquet(folder: Path, files: list[str], skip_columns: Sequence[str] 
     return pa.concat_tables([pq.read_table(folder / f, columns=columns) for f in files])
 
 
+class _ColumnChunks:
+    """One column of a split as Arrow arrays of at most `step` rows, read one row group at a time
+    each time it is iterated: the column of every row is never in memory at once."""
+
+    def __init__(self, paths: list[Path], name: str, step: int = 4096) -> None:
+        self.paths, self.name, self.step = paths, name, step
+
+    def __iter__(self) -> Iterator[Any]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pool = pa.default_memory_pool()
+        for p in self.paths:
+            f = pq.ParquetFile(p)
+            for g in range(f.num_row_groups):
+                # One column decodes on one thread anyway; more threads only spread the allocator's
+                # per-thread caches, which the process then keeps.
+                chunks = f.read_row_group(g, columns=[self.name], use_threads=False).column(0).chunks
+                while chunks:
+                    part = chunks.pop(0)  # not referenced here once consumed
+                    for lo in range(0, len(part), self.step):
+                        yield part.slice(lo, self.step)
+                    del part
+                pool.release_unused()  # the allocator hands the row group's pages back to the system
+
+
 class _ParquetColumns:
     """A split's parquet shards for the card's statistics, read one column at a time.
 
     The card needs a few columns of every row (verdicts, ids, token counts); reading whole tables
-    held every text column of every row in memory at once, so the card's peak memory grew with
-    the dataset. `columns_read` counts the columns actually read.
+    held every text column of every row in memory at once, and a whole column still grew with the
+    rows, so `column` hands the column back a row group at a time. `columns_read` counts the
+    columns actually read.
     """
 
     def __init__(self, paths: list[Path]) -> None:
@@ -827,23 +854,38 @@ class _ParquetColumns:
         self.num_rows = sum(f.metadata.num_rows for f in files)
         self.columns_read: list[str] = []
 
-    def column(self, name: str):
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
+    def column(self, name: str) -> _ColumnChunks:
+        """The column `name` as its chunks (Arrow arrays), read from disk as they are iterated."""
         self.columns_read.append(name)
-        return pa.concat_tables([pq.read_table(p, columns=[name]) for p in self.paths]).column(name)
+        return _ColumnChunks(self.paths, name)
 
     def slice(self, offset: int, length: int):
-        """Rows [offset, offset + length) with every column (the card's example row)."""
+        """Rows [offset, offset + length) with every column (the card's example row), read from
+        the row groups that hold them only."""
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        first = pq.ParquetFile(self.paths[0])  # the example row is at the start: one row group suffices
-        if offset + length <= first.metadata.row_group(0).num_rows:
-            return first.read_row_group(0).slice(offset, length)
-        import pyarrow as pa
-
-        return pa.concat_tables([pq.read_table(p) for p in self.paths]).slice(offset, length)
+        parts, start, stop = [], 0, offset + length
+        for p in self.paths:
+            f = pq.ParquetFile(p)
+            for g in range(f.num_row_groups):
+                n = f.metadata.row_group(g).num_rows
+                lo, hi = max(offset, start), min(stop, start + n)
+                if lo < hi:  # decoded a batch at a time: the group's other rows are skipped, not kept
+                    pos = start
+                    size = max(1, min(length, 1024))
+                    for batch in f.iter_batches(batch_size=size, row_groups=[g], use_threads=False):
+                        if pos + batch.num_rows > lo:
+                            parts.append(
+                                pa.Table.from_batches([batch]).slice(max(0, lo - pos), hi - max(lo, pos))
+                            )
+                        pos += batch.num_rows
+                        if pos >= hi:
+                            break
+                start += n
+                if start >= stop and parts:
+                    return pa.concat_tables(parts)
+        return pa.concat_tables(parts) if parts else self.schema.empty_table()
 
 
 def _read_tables(folder: Path) -> dict[str, dict[str, Any]]:

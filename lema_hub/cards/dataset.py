@@ -20,8 +20,8 @@ from lema_hub.artifacts import (
 from lema_hub.cards.plots import _rows_per_config_plot
 from lema_hub.cards.stats import (
     _KIND_STATS,
-    _all_values,
-    _distinct_values,
+    _any_truthy,
+    _distinct,
     _iter_column,
     _price_table,
     _token_usage,
@@ -175,8 +175,8 @@ def _sources_info(sources: list[str]) -> tuple[list[str], list[str] | str]:
 def _task_families(tables: dict[str, dict[str, Any]]) -> tuple[bool, bool]:
     """(whether any rows are multiple choice (CSQA), whether any are math): by the rows' `source`,
     or a `candidates` column holding answer choices."""
-    tasks = {task_of(str(s)) for s in _distinct_values(tables, "source") if s}
-    choice = CHOICE_TASK in tasks or any(_all_values(tables, "candidates"))
+    tasks = {task_of(str(s)) for s in _distinct(tables, "source") if s}
+    choice = CHOICE_TASK in tasks or _any_truthy(tables, "candidates")
     return choice, bool(tasks - {CHOICE_TASK}) or not choice
 
 
@@ -224,7 +224,8 @@ def write_dataset_card(
         {"config": c, "split": s, "rows": t.num_rows} for c in order for s, t in sorted(tables[c].items())
     ]
     total = sum(c["rows"] for c in counts)
-    source_ids, license_ = _sources_info([str(s) for s in _distinct_values(tables, "source") if s])
+    sources = [s for s in _distinct(tables, "source") if s]  # the distinct values, never one per row
+    source_ids, license_ = _sources_info([str(s) for s in sources])
     repo, repo_known = _repo_id_for(kind, run_configs, repo_id)
     prices_all = _price_table(run_configs, prices)
     if (folder / IMAGES_DIR).is_dir():  # plots are re-drawn from the current data
@@ -245,7 +246,7 @@ def write_dataset_card(
         row = _first_row(tables, cfg)
         if row is not None:
             samples_md.append(_sample_record_md(cfg, row))
-    subjects = {str(s) for s in _all_values(tables, "subject") if s}
+    subjects = {str(s) for s in _distinct(tables, "subject") if s}
     choice_task, math_task = _task_families(tables)
     card_data = DatasetCardData(
         language=["en"],
@@ -276,15 +277,11 @@ def write_dataset_card(
         first_config=main[0] if main else order[0],
         counts=counts,
         total_rows=total,
-        sources=sorted({str(s) for s in _distinct_values(tables, "source") if s}),
+        sources=sorted({str(s) for s in sources}),
         source_datasets_list=source_ids,
         # (pretty name, licence) of each named task the rows come from: "CommonsenseQA: MIT".
         source_licenses=sorted(
-            {
-                TASK_DATA_LICENSES[str(s)]
-                for s in _distinct_values(tables, "source")
-                if str(s) in TASK_DATA_LICENSES
-            }
+            {TASK_DATA_LICENSES[str(s)] for s in _distinct(tables, "source") if str(s) in TASK_DATA_LICENSES}
         ),
         license_text=_license_text(license_),
         generators=_prov_values(tables, "generator"),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from array import array
 from collections import Counter
 from collections.abc import Iterator
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +24,29 @@ from lema_hub.grading import VERDICTS
 from lema_hub.schema import CORRECTOR_TOKENS, REFERENCE_CORRECTOR, TokenColumns
 
 
+def _chunks(table: Any, name: str) -> Iterator[Any]:
+    """A column's Arrow arrays, a row group at a time (nothing when the column is absent)."""
+    if name in table.column_names:
+        yield from table.column(name)
+
+
+def _iter_column(table: Any, name: str) -> Iterator[Any]:
+    """The values of a column, converted to Python one chunk at a time (not the whole column)."""
+    for part in _chunks(table, name):
+        yield from part.to_pylist()
+
+
 def _column(table: Any, name: str) -> list[Any]:
-    return table.column(name).to_pylist() if name in table.column_names else []
+    """Every value of a column as a Python list (only for the per-row benchmark details)."""
+    return list(_iter_column(table, name))
 
 
-def _iter_column(table: Any, name: str, chunk: int = 4096) -> Iterator[Any]:
-    """The values of a column, converted to Python `chunk` rows at a time (not the whole column)."""
-    if name not in table.column_names:
-        return
-    for part in table.column(name).chunks:
-        for lo in range(0, len(part), chunk):
-            yield from part.slice(lo, chunk).to_pylist()
-
-
-def _lengths(table: Any, name: str) -> list[int | None]:
+def _lengths(table: Any, name: str) -> Iterator[int | None]:
     """The length of each row's list in a list column (its items are never converted to Python)."""
     import pyarrow.compute as pc
 
-    return pc.list_value_length(table.column(name)).to_pylist() if name in table.column_names else []
+    for part in _chunks(table, name):
+        yield from pc.list_value_length(part).to_pylist()
 
 
 def _is_messages(table: Any, name: str) -> bool:
@@ -49,45 +56,83 @@ def _is_messages(table: Any, name: str) -> bool:
     return name in table.column_names and pa.types.is_list(table.schema.field(name).type)
 
 
-def _all_values(tables: dict[str, dict[str, Any]], name: str, configs: list[str] | None = None) -> list[Any]:
-    vals: list[Any] = []
+def _tables_of(tables: dict[str, dict[str, Any]], configs: list[str] | None) -> Iterator[Any]:
     for config, splits in tables.items():
         if configs is None or config in configs:
-            for t in splits.values():
-                vals += _column(t, name)
-    return vals
+            yield from splits.values()
 
 
-def _distinct_values(tables: dict[str, dict[str, Any]], name: str) -> set[Any]:
-    """The distinct values of a column over every config (Arrow finds them: only those become
-    Python objects, not a list of every row's value)."""
-    import pyarrow.compute as pc
-
-    found: set[Any] = set()
-    for splits in tables.values():
-        for t in splits.values():
-            if name in t.column_names:
-                found.update(pc.unique(t.column(name)).to_pylist())
-    return found
-
-
-def _value_counts(tables: dict[str, dict[str, Any]], name: str, configs: list[str]) -> Counter:
-    """`Counter(_all_values(tables, name, configs))`, counted by Arrow."""
+def _value_counts(tables: dict[str, dict[str, Any]], name: str, configs: list[str] | None = None) -> Counter:
+    """Counter of a column's values (None included) over the configs, keys in order of first appearance."""
     import pyarrow.compute as pc
 
     counts: Counter = Counter()
-    for config in configs:
-        for t in tables.get(config, {}).values():
-            if name in t.column_names:
-                for item in pc.value_counts(t.column(name)).to_pylist():
-                    counts[item["values"]] += item["counts"]
+    for t in _tables_of(tables, configs):
+        for part in _chunks(t, name):
+            for vc in pc.value_counts(part).to_pylist():
+                counts[vc["values"]] += vc["counts"]
     return counts
 
 
-def _counter_rows(values: list[Any], total: int | None = None) -> list[dict[str, Any]]:
-    counts = Counter(v for v in values if v not in (None, ""))
+def _distinct(tables: dict[str, dict[str, Any]], name: str, configs: list[str] | None = None) -> set[Any]:
+    """The set of a column's values (None included) over the configs."""
+    import pyarrow.compute as pc
+
+    return {
+        v
+        for t in _tables_of(tables, configs)
+        for part in _chunks(t, name)
+        for v in pc.unique(part).to_pylist()
+    }
+
+
+def _count_distinct(tables: dict[str, dict[str, Any]], name: str, configs: list[str] | None = None) -> int:
+    """How many distinct values (None included) a column holds over the configs; the distinct values
+    are kept as Arrow arrays (ids, one per problem), never as Python objects."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    seen: dict[Any, list[Any]] = {}  # by Arrow type: only arrays of one type concatenate
+    for t in _tables_of(tables, configs):
+        for part in _chunks(t, name):
+            arrays = seen.setdefault(part.type, [])
+            arrays.append(pc.unique(part))
+            if len(arrays) > 64:  # fold the chunks' distinct values into one array now and then
+                arrays[:] = [pc.unique(pa.concat_arrays(arrays))]
+    distinct = [pc.unique(pa.concat_arrays(arrays)) for arrays in seen.values()]
+    if len(distinct) == 1:
+        return len(distinct[0])
+    return len({v for a in distinct for v in a.to_pylist()})  # splits of different types
+
+
+def _any_truthy(tables: dict[str, dict[str, Any]], name: str) -> bool:
+    """Whether any row holds a truthy value (a non-empty list for a list column)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for t in _tables_of(tables, None):
+        for part in _chunks(t, name):
+            if pa.types.is_list(part.type) or pa.types.is_large_list(part.type):
+                if pc.any(pc.greater(pc.list_value_length(part), 0)).as_py():
+                    return True
+            elif any(part.to_pylist()):
+                return True
+    return False
+
+
+def _counter_rows(counts: Counter, total: int | None = None) -> list[dict[str, Any]]:
+    counts = Counter({k: c for k, c in counts.items() if k not in (None, "")})
     total = total or sum(counts.values()) or 1
     return [{"name": str(k), "count": c, "share": f"{100 * c / total:.1f}%"} for k, c in counts.most_common()]
+
+
+def _str_counts(counts: Counter, skip_empty: bool = False) -> Counter:
+    """`counts` keyed by each value's str (falsy values left out with `skip_empty`)."""
+    out: Counter = Counter()
+    for v, c in counts.items():
+        if v or not skip_empty:
+            out[str(v)] += c
+    return out
 
 
 def _fmt_num(x: float | int | None) -> str:
@@ -116,11 +161,10 @@ def _token_usage(
     usage: dict[str, dict[str, Any]] = {}
     for config in configs:
         for t in tables.get(config, {}).values():
-            models = _column(t, cols.model)
-            pt, ct = _column(t, cols.prompt), _column(t, cols.completion)
-            if not models or not pt or not ct:
+            names = (cols.model, cols.prompt, cols.completion)
+            if not t.num_rows or not all(n in t.column_names for n in names):
                 continue
-            for m, p, c in zip(models, pt, ct):
+            for m, p, c in zip(*(_iter_column(t, n) for n in names)):
                 u = usage.setdefault(
                     str(m),
                     {
@@ -174,7 +218,7 @@ def _price_table(
 
 def _stats_mistakes(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
     samples = [c for c in tables if c.endswith("-samples")]
-    verdicts = _all_values(tables, "verdict", samples)
+    verdicts = _value_counts(tables, "verdict", samples)
     ctx["verdicts"] = _counter_rows(verdicts)
     # Every verdict with its count, and whether the main (mistakes) configs hold it.
     meaning = {
@@ -184,8 +228,8 @@ def _stats_mistakes(folder: Path, tables: dict, main: list[str], ctx: dict) -> N
         "truncated": "cut at `max_tokens` and not correct",
         "ungradeable": "the gold answer could not be read",
     }
-    counts = Counter(v for v in verdicts if v)
-    kept = set(_all_values(tables, "verdict", main)) or {"wrong"}
+    counts = Counter({v: n for v, n in verdicts.items() if v})
+    kept = _distinct(tables, "verdict", main) or {"wrong"}
     ctx["verdict_breakdown"] = [
         {
             "verdict": v,
@@ -202,7 +246,7 @@ def _stats_mistakes(folder: Path, tables: dict, main: list[str], ctx: dict) -> N
     per_gen: dict[str, Counter] = {}
     for cfg in samples:
         for t in tables[cfg].values():
-            for g, v in zip(_column(t, "generator"), _column(t, "verdict")):
+            for g, v in zip(_iter_column(t, "generator"), _iter_column(t, "verdict")):
                 per_gen.setdefault(str(g), Counter())[v] += 1
     ctx["generator_accuracy"] = [
         {
@@ -215,11 +259,12 @@ def _stats_mistakes(folder: Path, tables: dict, main: list[str], ctx: dict) -> N
         }
         for g, c in sorted(per_gen.items())
     ]
-    ids = _all_values(tables, "problem_id", samples)
-    wrong_ids = _all_values(tables, "problem_id", main)
-    ctx["num_problems"] = len(set(ids)) if ids else None
-    ctx["problems_with_mistake"] = len(set(wrong_ids))
-    steps = [n for c in main for t in tables[c].values() for n in _lengths(t, "steps") if n is not None]
+    ctx["num_problems"] = _count_distinct(tables, "problem_id", samples) or None
+    ctx["problems_with_mistake"] = _count_distinct(tables, "problem_id", main)
+    # One machine integer per wrong path (the histogram needs them all), not a Python object each.
+    steps = array(
+        "q", (n for c in main for t in tables[c].values() for n in _lengths(t, "steps") if n is not None)
+    )
     ctx["mean_steps"] = f"{sum(steps) / len(steps):.1f}" if steps else None
     if per_gen:
         ctx["images"].append(
@@ -235,8 +280,8 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
     n_rej = sum(t.num_rows for c in rejected for t in tables[c].values())
     ctx["accepted"], ctx["rejected"] = n_acc, n_rej
     ctx["acceptance_rate"] = f"{100 * n_acc / (n_acc + n_rej):.1f}%" if n_acc + n_rej else "unknown"
-    ctx["reject_reasons"] = _counter_rows(_all_values(tables, "reject_reason", rejected))
-    correctors = sorted({str(c) for c in _all_values(tables, "corrector") if c})
+    ctx["reject_reasons"] = _counter_rows(_value_counts(tables, "reject_reason", rejected))
+    correctors = sorted({str(c) for c in _distinct(tables, "corrector") if c})
     ctx["reference_corrector"] = REFERENCE_CORRECTOR in correctors
     ctx["corrector_token_columns"] = [CORRECTOR_TOKENS.prompt, CORRECTOR_TOKENS.completion]
     # Task configs: a main config is not written when nothing was accepted, so read `-rejected` too.
@@ -256,8 +301,8 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
     for cfg in tasks:
         task = cfg
         rej_cfg = f"{cfg}-rejected"
-        acc_c = Counter(_all_values(tables, "corrector", [cfg]))
-        rej_c = Counter(_all_values(tables, "corrector", [rej_cfg]))
+        acc_c = _value_counts(tables, "corrector", [cfg])
+        rej_c = _value_counts(tables, "corrector", [rej_cfg])
         for corr in sorted(set(acc_c) | set(rej_c), key=str):
             a, r = acc_c[corr], rej_c[corr]
             per.append(
@@ -271,14 +316,11 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
             )
     ctx["acceptance_table"] = per
     # Where the corrector located the first incorrect step (relative position in the wrong path).
-    positions, agree, both = [], 0, 0
+    positions, agree, both = array("d"), 0, 0
     for cfg in main:
         for t in tables[cfg].values():
-            for k, n_steps, ref in zip(
-                _column(t, "incorrect_step"),
-                _lengths(t, "steps"),
-                _column(t, "reference_step") or [None] * t.num_rows,
-            ):
+            refs = _iter_column(t, "reference_step") if "reference_step" in t.column_names else repeat(None)
+            for k, n_steps, ref in zip(_iter_column(t, "incorrect_step"), _lengths(t, "steps"), refs):
                 if k is not None and n_steps:
                     positions.append(min(1.0, max(0.0, (k - 1) / max(1, n_steps))))
                 if k is not None and ref is not None:
@@ -295,9 +337,9 @@ def _stats_corrections(folder: Path, tables: dict, main: list[str], ctx: dict) -
     # Acceptance by level (MATH) when levels exist, else by task config.
     by: dict[str, list[int]] = {}
     for cfgs, accepted in [(main, 1), (rejected, 0)]:
-        for lvl in _all_values(tables, "level", cfgs):
+        for lvl, n in _value_counts(tables, "level", cfgs).items():
             if lvl is not None:
-                by.setdefault(f"level {lvl}", [0, 0])[1 - accepted] += 1
+                by.setdefault(f"level {lvl}", [0, 0])[1 - accepted] += n
     label = "level"
     if not by:
         label = "task"
@@ -345,29 +387,30 @@ def _results(folder: Path) -> dict[str, Any]:
 def _stats_eval(folder: Path, tables: dict, main: list[str], ctx: dict) -> None:
     acc = []
     for cfg in tables:
-        vals = _all_values(tables, "correct", [cfg])
-        if not vals:
-            vals = [v == "correct" for v in _all_values(tables, "verdict", [cfg])]
-        if vals:
-            acc.append(
-                {"config": cfg, "n": len(vals), "accuracy": 100 * sum(bool(v) for v in vals) / len(vals)}
-            )
+        vals = _value_counts(tables, "correct", [cfg])
+        n, right = sum(vals.values()), sum(c for v, c in vals.items() if v)
+        if not n:
+            verdicts = _value_counts(tables, "verdict", [cfg])
+            n, right = sum(verdicts.values()), verdicts["correct"]
+        if n:
+            acc.append({"config": cfg, "n": n, "accuracy": 100 * right / n})
     ctx["eval_table"] = [dict(a, accuracy=f"{a['accuracy']:.1f}%") for a in acc]
     # Multiple-choice configs (CSQA): how the stated answers were matched to a candidate, and by which rule.
     mapping = []
     rules = {k: (v.get("protocol") or {}).get("choice_mapping") for k, v in _results(folder).items()}
     for cfg in tables:
-        flags = [v for v in _all_values(tables, "mapping_needed", [cfg]) if v is not None]
-        if flags:
-            kinds = Counter(v for v in _all_values(tables, "mapping", [cfg]) if v is not None)
-            mapped = sum(bool(v) for v in flags)
+        flags = _value_counts(tables, "mapping_needed", [cfg])
+        answered = sum(c for v, c in flags.items() if v is not None)
+        if answered:
+            kinds = _value_counts(tables, "mapping", [cfg])
+            mapped = sum(c for v, c in flags.items() if v)
             mapping.append(
                 {
                     "config": cfg,
                     "rule": rules.get(cfg) or "not recorded",
-                    "answered": len(flags),
+                    "answered": answered,
                     "mapped": mapped,
-                    "rate": f"{100 * mapped / len(flags):.1f}%",
+                    "rate": f"{100 * mapped / answered:.1f}%",
                     **{
                         k: kinds.get(k, 0)
                         for k in ("exact", "label", "contains", "edit_distance", "no_match")
@@ -444,8 +487,10 @@ def _stats_corrector_bench(folder: Path, tables: dict, main: list[str], ctx: dic
         else None
     )
     ctx["delta_distribution"] = lema_all["delta_distribution"] if lema_all else {}
-    ctx["parse_failures"] = sorted(Counter(str(r) for r in _all_values(tables, "parse_reason") if r).items())
-    ctx["prediction_counts"] = sorted(Counter(str(p) for p in _all_values(tables, "prediction")).items())
+    ctx["parse_failures"] = sorted(
+        _str_counts(_value_counts(tables, "parse_reason"), skip_empty=True).items()
+    )
+    ctx["prediction_counts"] = sorted(_str_counts(_value_counts(tables, "prediction")).items())
     positions = accuracy_by_position(rows)
     if positions:
 
