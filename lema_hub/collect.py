@@ -35,6 +35,7 @@ from lema_hub.artifacts import ConfigGroup, DatasetConfigWriter, HubArgs
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import problem_prompt, split_steps
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
+from lema_hub.generation.cache import DigestIndex
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.grading import (
     CORRECT,
@@ -245,20 +246,25 @@ def mistake_verdicts(include_unfinished: bool = False) -> tuple[str, ...]:
     return (WRONG, NO_ANSWER, TRUNCATED) if include_unfinished else (WRONG,)
 
 
+def _mistake_key(problem_id: Any, completion: str) -> int:
+    """64 bits standing for (problem, normalised completion): what makes two paths one mistake."""
+    blob = f"{problem_id}\x00{dedup_key(completion)}".encode()
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little") or 1
+
+
 def select_mistakes(
-    samples: list[dict], include_unfinished: bool = False, seen: set[tuple[str, bytes]] | None = None
+    samples: list[dict], include_unfinished: bool = False, seen: DigestIndex | None = None
 ) -> tuple[list[dict], int]:
     """Mistakes (see ``mistake_verdicts``), first occurrence per (problem, normalised completion);
     also the number of duplicates dropped. Pass one `seen` set to every batch of a run to
-    de-duplicate across batches (it holds a 16-byte digest per mistake, not its text)."""
+    de-duplicate across batches (a `DigestIndex`: 16-32 bytes per mistake, not its text)."""
     keep = mistake_verdicts(include_unfinished)
-    seen = set() if seen is None else seen
+    seen = DigestIndex() if seen is None else seen
     out, dupes = [], 0
     for row in samples:
         if row["verdict"] not in keep:
             continue
-        digest = hashlib.blake2b(dedup_key(row["completion"]).encode(), digest_size=16).digest()
-        key = (row["problem_id"], digest)
+        key = _mistake_key(row["problem_id"], row["completion"])
         if key in seen:
             dupes += 1
             continue
@@ -467,7 +473,7 @@ def _write(
     features = sample_features()
     verdicts = dict.fromkeys(VERDICTS, 0)
     samples = mistakes = dupes = formatted = prompt_tokens = completion_tokens = 0
-    seen: set[tuple[str, bytes]] = set()
+    seen = DigestIndex()
     # The inner writer finishes first, so `<task>-samples` is listed first in the YAML, as before;
     # the group lists both at once (a kill never leaves one run's samples with another's mistakes).
     with (

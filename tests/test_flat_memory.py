@@ -6,6 +6,8 @@ import gc
 import tracemalloc
 from pathlib import Path
 
+import pytest
+
 from lema_hub.artifacts import load_artifact, save_dataset_config
 
 
@@ -182,3 +184,36 @@ def test_two_keys_with_one_digest_are_told_apart(tmp_path, monkeypatch):
         assert cache.get("b") is None and "b" not in cache  # the line read back is a's: a miss
         cache.put("b", {"text": "B"})  # asked again and recorded: now b's line is the indexed one
         assert cache.get("b") == {"text": "B"} and cache.get("a") is None
+
+
+def test_a_digest_index_is_a_dict_of_64_bit_keys_in_a_few_bytes_each():
+    import random
+
+    import numpy  # noqa: F401 - imported before tracing: the module is not the index
+
+    from lema_hub.generation.cache import DigestIndex
+
+    rng = random.Random(0)
+    keys = [rng.getrandbits(64) or 1 for _ in range(50_000)] + [5, 5 + 1024, 5 + 2048]  # a probe chain
+    ref = {k: i for i, k in enumerate(keys)}
+    ref[keys[7]] = 99
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        index = DigestIndex()
+        for i, k in enumerate(keys):
+            index[k] = i
+        index[keys[7]] = 99  # a key set again keeps one entry
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert len(index) == len(ref)
+    assert all(index.get(k) == v for k, v in ref.items())
+    assert index.get(12345) is None and 12345 not in index and keys[0] in index
+    index.add(3)
+    assert 3 in index
+    with pytest.raises(ValueError):
+        index[0] = 1
+    # numpy's arrays are traced: 2 x 8 bytes a slot at a load of 1/4 to 1/2 (measured: 42 bytes a
+    # key here), where a dict of Python ints holds ~110.
+    assert held < 64 * len(ref), held

@@ -43,14 +43,84 @@ def request_key(
 
 
 def _slot(key: str) -> int:
-    """A 64-bit digest of a key: the index holds 8 bytes a key, not the 64-character key."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little")
+    """A 64-bit digest of a key (never 0): the index holds it, not the 64-character key."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little") or 1
+
+
+def read_line(fd: int, at: int, chunk: int = 8192) -> bytes:
+    """The line starting at byte `at` of a file (JSON lines: the first newline ends it)."""
+    parts = []
+    while True:
+        part = os.pread(fd, chunk, at)
+        end = part.find(b"\n")
+        if end >= 0 or not part:
+            parts.append(part if end < 0 else part[: end + 1])
+            return b"".join(parts)
+        parts.append(part)
+        at += len(part)
+        chunk *= 2
+
+
+class DigestIndex:
+    """A map of nonzero 64-bit digests to 64-bit values in two numpy arrays (open addressing, load
+    at most 1/2): 16-32 bytes a key, where a dict of Python ints takes ~110, and no Python object
+    per key to pin the allocator's memory as a run goes on."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        import numpy as np
+
+        size = 1 << max(4, (capacity - 1).bit_length())
+        self._keys = np.zeros(size, np.uint64)
+        self._vals = np.zeros(size, np.uint64)
+        self._n = 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _find(self, key: int) -> int:
+        keys, mask = self._keys, len(self._keys) - 1
+        i = key & mask
+        while True:
+            k = int(keys[i])
+            if k == key or k == 0:
+                return i
+            i = (i + 1) & mask
+
+    def get(self, key: int) -> int | None:
+        i = self._find(key)
+        return int(self._vals[i]) if self._keys[i] else None
+
+    def __contains__(self, key: int) -> bool:
+        return bool(self._keys[self._find(key)])
+
+    def __setitem__(self, key: int, value: int) -> None:
+        if not key:
+            raise ValueError("DigestIndex keys are nonzero")
+        if 2 * (self._n + 1) > len(self._keys):
+            self._grow()
+        i = self._find(key)
+        if not self._keys[i]:
+            self._keys[i] = key
+            self._n += 1
+        self._vals[i] = value
+
+    def add(self, key: int) -> None:
+        """As a set of digests."""
+        self[key] = 1
+
+    def _grow(self) -> None:
+        keys, vals = self._keys, self._vals
+        full = keys != 0
+        bigger = DigestIndex(2 * len(keys))
+        for k, v in zip(keys[full].tolist(), vals[full].tolist()):
+            bigger[k] = v
+        self._keys, self._vals = bigger._keys, bigger._vals
 
 
 class RequestCache:
     """Key -> result dict, backed by an append-only JSONL file (or in memory when `path` is None).
 
-    With a file, only an index is held (a key's 64-bit digest -> where its line is), and a result is
+    With a file, only an index is held (a key's 64-bit digest -> where its line starts), and a result is
     read back from disk when asked for: memory stays flat in the number of results. A line read
     back must carry the key asked for (two keys with one digest: the other is a miss, asked again).
     """
@@ -58,7 +128,7 @@ class RequestCache:
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self._data: dict[str, dict[str, Any]] = {}  # in memory (no path) only
-        self._index: dict[int, int] = {}  # digest -> offset << 32 | length of its line
+        self._index = DigestIndex()  # digest -> offset of its line
         self._lock = threading.Lock()
         self._fh = None
         self._fd: int | None = None  # read handle (pread)
@@ -89,7 +159,7 @@ class RequestCache:
                 try:
                     rec = json.loads(line)
                     key, _ = rec["key"], rec["result"]
-                    self._index[_slot(key)] = at << 32 | len(line)
+                    self._index[_slot(key)] = at
                 except (ValueError, KeyError, TypeError):
                     self.dropped_lines += 1
                     logger.warning("Skipping unreadable line %d of %s.", lineno, self.path)
@@ -110,14 +180,13 @@ class RequestCache:
         if self.path is None:
             return self._data.get(key)
         with self._lock:
-            where = self._index.get(_slot(key))
-            if where is None or self._fd is None:
+            at = self._index.get(_slot(key))
+            if at is None or self._fd is None:
                 return None
-            at, length = where >> 32, where & 0xFFFFFFFF
-            if at + length > self._flushed:  # still in the write buffer
+            if at >= self._flushed:  # still in the write buffer
                 self._fh.flush()
                 self._flushed = self._end
-            line = os.pread(self._fd, length, at)
+            line = read_line(self._fd, at)
         rec = json.loads(line)
         return rec["result"] if rec.get("key") == key else None
 
@@ -131,7 +200,7 @@ class RequestCache:
             if self._fh is None:
                 raise ValueError(f"the request cache {self.path} is closed")
             self._fh.write(line)
-            self._index[_slot(key)] = self._end << 32 | len(line)
+            self._index[_slot(key)] = self._end
             self._end += len(line)
             if flush:
                 self._fh.flush()  # in the kernel now: survives SIGKILL of this process
@@ -155,7 +224,7 @@ class RequestCache:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
-            self._index = {}
+            self._index = DigestIndex()
 
     def __enter__(self) -> RequestCache:
         return self

@@ -120,7 +120,7 @@ class Engine:
         `requests` may be a generator: remote backends consume it lazily, keeping only the requests
         not in the cache, each until its result is recorded (results never hold the prompt). The
         results are a read-only sequence spooled to disk as they land (beside the cache file, or
-        in the temp dir): a call holds 8 bytes per result, not its text.
+        in the temp dir): a call holds 12 bytes per result, not its text.
         """
         total = None
         if isinstance(requests, Sequence):

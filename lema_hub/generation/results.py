@@ -3,7 +3,7 @@
 A paper-scale call has tens of thousands of results; holding each one's text until the last
 request is answered made a stage's memory grow with its input. `ResultSpool` writes each result
 as one JSON line to an anonymous temporary file (gone when it is closed, or when the process
-dies) and keeps 8 bytes per result: where its line is. `GenerationResults` is the read-only
+dies) and keeps 12 bytes per result: where its line is. `GenerationResults` is the read-only
 sequence `Engine.generate` returns over it.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, overload
 
 from lema_hub.generation.types import GenerationResult
 
-_PENDING = 0  # no line yet (a line is never empty: 0 is free)
+_PENDING = 0  # no line yet (a line is never empty)
 
 
 class ResultSpool:
@@ -29,7 +29,8 @@ class ResultSpool:
         if directory is not None:
             Path(directory).mkdir(parents=True, exist_ok=True)
         self._fh = tempfile.TemporaryFile(dir=directory)  # unlinked at once: never left behind
-        self._where = array("Q")  # position -> offset << 32 | length of its line
+        self._at = array("Q")  # position -> offset of its line
+        self._length = array("I")  # position -> length of its line (0: no result yet)
         self._end = 0
         self._flushed = 0
         self.failed: list[int] = []  # positions of failed results (few), for a quick count
@@ -37,18 +38,19 @@ class ResultSpool:
         self.completion_tokens = 0
 
     def __len__(self) -> int:
-        return len(self._where)
+        return len(self._at)
 
     def append(self, result: GenerationResult | None) -> None:
         """One more position (set later when `result` is None)."""
-        self._where.append(_PENDING)
+        self._at.append(0)
+        self._length.append(_PENDING)
         if result is not None:
-            self[len(self._where) - 1] = result
+            self[len(self._at) - 1] = result
 
     def __setitem__(self, position: int, result: GenerationResult) -> None:
         line = (json.dumps(result.to_dict(), ensure_ascii=False) + "\n").encode("utf-8")
         self._fh.write(line)
-        self._where[position] = self._end << 32 | len(line)
+        self._at[position], self._length[position] = self._end, len(line)
         self._end += len(line)
         if not result.ok:
             self.failed.append(position)
@@ -57,13 +59,12 @@ class ResultSpool:
 
     def pending(self) -> int:
         """Positions without a result yet."""
-        return self._where.count(_PENDING)
+        return self._length.count(_PENDING)
 
     def read(self, position: int) -> GenerationResult:
-        where = self._where[position]
-        if where == _PENDING:
+        at, length = self._at[position], self._length[position]
+        if length == _PENDING:
             raise LookupError(f"no result at position {position} yet")
-        at, length = where >> 32, where & 0xFFFFFFFF
         if at + length > self._flushed:
             self._fh.flush()
             self._flushed = self._end
