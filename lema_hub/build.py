@@ -439,7 +439,11 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             name = name or config
         name = name or cfg.problems.replace("/", "_")
         summary: dict[str, Any] = {"config_prefix": name, "prompt_style": cfg.prompt_style}
-        cot = stack.enter_context(_Spill(schema))  # gold, then sampled CoT rows
+        out = Path(
+            cfg.output_dir or f"outputs/{name}/mixture" + ("-chat" if cfg.prompt_style == "chat" else "")
+        )
+        spill_dir = _spill_dir(out)
+        cot = stack.enter_context(_Spill(schema, spill_dir))  # gold, then sampled CoT rows
         seen: set[bytes] | None = set() if cfg.include_correct_samples else None
         if cfg.include_gold:
             tasks, no_gold = _spill_gold_rows(cfg, cot, seen)
@@ -518,9 +522,6 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
             # Before anything is written: the output folder is left as it was.
             raise InvalidInputError(f"build: no training rows: {_no_rows_reason(cfg, summary, before)}.")
 
-        out = Path(
-            cfg.output_dir or f"outputs/{name}/mixture" + ("-chat" if cfg.prompt_style == "chat" else "")
-        )
         views: dict[str, dict[str, int]] = {}
         empty: list[str] = []
         # One commit for every view and the removal of the empty ones: a failed build keeps the old views.
@@ -538,7 +539,7 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
                 sources = _view_sources(
                     view, cot, cot_kept, corrections, where, used, feats, schema, cfg.prompt_style
                 )
-                with _Spill(schema.append(pa.field("_pos", pa.int64()))) as spill:
+                with _Spill(schema.append(pa.field("_pos", pa.int64())), spill_dir) as spill:
                     kinds: Counter = Counter()
                     batches = _shuffled_batches(sources, _positions(n, cfg.shuffle, cfg.seed), spill, kinds)
                     save_dataset_config_stream(out, f"{name}-{view}", batches, feats, group=group)
@@ -557,18 +558,28 @@ def build(cfg: BuildConfig) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-class _Spill:
-    """Arrow record batches in an anonymous temporary file (`tempfile.TemporaryFile`: unlinked as
-    soon as it is made, so an exception or a kill leaves nothing behind, never in the output
-    folder); written first, then read back a batch at a time (random access by batch number)."""
+def _spill_dir(out: Path) -> Path:
+    """Where build's spill files go: the output folder or its nearest existing parent (the disk the
+    views are written to, not a RAM-backed /tmp; nothing is created there, and the files have no
+    name, so a refused build leaves the folder as it was and a push never sees them)."""
+    p = out.resolve()
+    while not p.is_dir():
+        p = p.parent
+    return p
 
-    def __init__(self, schema: pa.Schema) -> None:
+
+class _Spill:
+    """Arrow record batches in an anonymous temporary file (`tempfile.TemporaryFile` in
+    `_spill_dir`: unlinked as soon as it is made, so an exception or a kill leaves nothing behind);
+    written first, then read back a batch at a time (random access by batch number)."""
+
+    def __init__(self, schema: pa.Schema, directory: Path | None = None) -> None:
         import pyarrow as pa
 
         self.schema = schema
         self.rows = 0
         self.batches = 0
-        self._file = tempfile.TemporaryFile(prefix="lema-build-")
+        self._file = tempfile.TemporaryFile(prefix="lema-build-", dir=directory)
         self._writer: Any = pa.ipc.new_file(pa.PythonFile(self._file, mode="w"), schema)
         self._reader: Any = None
 

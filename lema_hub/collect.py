@@ -25,6 +25,7 @@ import logging
 import re
 import sys
 import time
+from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,6 +227,25 @@ def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, Sampl
     return out
 
 
+def _prompt_digest(p: Any) -> int:
+    """64 bits standing for a problem as this run asks it: its id and prompt."""
+    blob = f"{p.problem_id}\x00{problem_prompt(p)}".encode()
+    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little")
+
+
+def _same_problem(cfg: CollectConfig, digests: array, k: int, p: Any) -> None:
+    """Refuse a problem source that changed while this run read it (problem `k` is not the one the
+    first pass saw, or the source ended early or late): the rows would pair paths with the wrong
+    problems."""
+    if (p is None) == (k >= len(digests)) and (p is None or _prompt_digest(p) == digests[k]):
+        return
+    source = cfg.problems_path or cfg.problems
+    raise InvalidInputError(
+        f"collect: the problems ({source}) changed while this run read them (problem {k} differs from "
+        "its first reading); rerun once the source is stable (finished requests come from the cache)."
+    )
+
+
 def config_name_for(cfg: CollectConfig, problems: list) -> str:
     if cfg.dataset_config_name:
         return cfg.dataset_config_name
@@ -314,9 +334,14 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
     start = time.perf_counter()
     out_dir = distributed.shard_output(cfg.output_dir, cfg.shard)
-    # The problems are read twice, a line at a time where the source allows (`iter_problems`):
-    # once as the engine draws its requests, once in step with the results. Never all at once.
-    first = next(iter_problems(cfg), None)
+    # The problems are read a line at a time where the source allows (`iter_problems`), never all
+    # at once: first to check every row (a bad one fails before any request is sent) and note a
+    # digest of each prompt, then as the engine draws its requests, then in step with the results;
+    # a source that changes between the passes is refused (`_same_problem`).
+    digests, first = array("Q"), None
+    for p in iter_problems(cfg):
+        first = p if first is None else first
+        digests.append(_prompt_digest(p))
     if first is None and not cfg.shard:
         raise InvalidInputError(f"No problems to collect from (problems={cfg.problems!r}).")
     config_name = config_name_for(cfg, [first] if first is not None else [])
@@ -331,13 +356,16 @@ def collect(cfg: CollectConfig) -> CollectSummary:
 
         def requests(sampling: SamplingParams = sampling) -> Iterator[GenerationRequest]:
             drawn[0] = 0
-            for p in iter_problems(cfg):
+            for k, p in enumerate(iter_problems(cfg)):
+                _same_problem(cfg, digests, k, p)
                 drawn[0] += 1
                 yield GenerationRequest(p.problem_id, problem_prompt(p), sampling)
+            _same_problem(cfg, digests, drawn[0], None)
 
         cache_path = cache_root / f"{_slug(name)}.jsonl"
         with distributed.make_engine(engine_cfg, cache_path=cache_path) as engine:
-            results = engine.generate(requests(), desc=f"collect [{name}]")
+            total = len(digests) * sampling.n
+            results = engine.generate(requests(), desc=f"collect [{name}]", total=total)
             gen_summaries[name] = engine.last_summary
         if len(results) != drawn[0] * sampling.n:
             raise RuntimeError(
@@ -360,7 +388,8 @@ def collect(cfg: CollectConfig) -> CollectSummary:
                 rows, tasks = [], []
                 for k, res in enumerate(results[lo:hi], lo):
                     if k // sampling.n != at:
-                        at, p = k // sampling.n, next(problems)
+                        at, p = k // sampling.n, next(problems, None)
+                        _same_problem(cfg, digests, at, p)
                     if res.request_id != p.problem_id:
                         raise RuntimeError(
                             f"collect: result {k} answers {res.request_id}, not problem {p.problem_id}."

@@ -32,7 +32,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -474,7 +474,9 @@ class RankEngine:
         self._engines: dict[int, Any] = {}
         self.last_summary: dict[str, Any] = {}
 
-    def generate(self, requests: Sequence[Any], desc: str = "generating") -> list[Any]:
+    def generate(
+        self, requests: Iterable[Any], desc: str = "generating", total: int | None = None
+    ) -> list[Any]:
         start = time.perf_counter()
         requests = list(requests)
         _broadcast((_GENERATE, self.id, self.config, self.cache_path, requests, desc))

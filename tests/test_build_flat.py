@@ -273,9 +273,12 @@ def test_a_failed_build_keeps_the_old_views_and_leaves_no_spill(math_run, tmp_pa
     monkeypatch.setattr(DatasetConfigWriter, "write", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         build.build(build.BuildConfig(**{**cfg.__dict__, "seed": 1}))
-    # While it ran, the spills were open but had no name: in no folder, the output's or the temp dir.
+    # While it ran, the spills were open but had no name: in no folder, the output's or the temp dir;
+    # they are on the output's disk (in its folder), not in the temp dir (often a RAM-backed /tmp).
     assert all(names == [] for names, _ in seen)
     assert all(len(spills) > len(open_before) for _, spills in seen)
+    new = {s for _, spills in seen for s in spills} - set(open_before)
+    assert new and all(s.startswith(str(out.resolve()) + "/") for s in new), new
     assert _open_spills() == open_before  # closed on the failure
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == files
     assert {c: load_artifact(str(out), c).to_list() for c in discover_configs(out)} == before
@@ -305,6 +308,7 @@ def test_a_killed_build_leaves_no_spill_in_the_temp_dir(math_run, tmp_path):
     out = tmp_path / "mix"
     build.build(build.BuildConfig(corrections=str(math_run / "c"), problems="sample", output_dir=str(out)))
     before = {c: load_artifact(str(out), c).to_list() for c in discover_configs(out)}
+    files = sorted(p.relative_to(out) for p in out.rglob("*"))
     spill_dir = tmp_path / "tmp"
     spill_dir.mkdir()
     proc = subprocess.run(
@@ -316,6 +320,9 @@ def test_a_killed_build_leaves_no_spill_in_the_temp_dir(math_run, tmp_path):
     )
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert list(spill_dir.iterdir()) == []
+    # The spills had no name; what the kill left is the writer's staging folder (the next write removes it).
+    left = sorted(p.relative_to(out) for p in out.rglob("*") if ".lema-staging-" not in str(p))
+    assert left == files
     assert {c: load_artifact(str(out), c).to_list() for c in discover_configs(out)} == before
 
 

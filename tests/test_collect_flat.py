@@ -9,6 +9,8 @@ import sys
 import tracemalloc
 from pathlib import Path
 
+import pytest
+
 from lema_hub import collect as collect_stage
 from lema_hub.collect import CollectConfig, collect
 
@@ -72,3 +74,52 @@ def test_collect_peak_is_flat_in_the_problems(tmp_path, monkeypatch):
     small, large = peaks[1:]
     # The 800 problems are 2.5 MB of text (their prompts as much again): held, they were the slope.
     assert large < 1.3 * small + 300_000, (small, large)
+
+
+def test_a_problem_source_that_changes_during_the_run_is_refused(tmp_path, monkeypatch):
+    """The problems are read more than once: a file edited meanwhile (a line inserted at the top)
+    would pair paths with the wrong problems; the run stops with one line instead."""
+    from lema_hub.errors import InvalidInputError
+    from lema_hub.problems import iter_problems
+    from tests.fake_openai_server import FakeOpenAIServer
+
+    train = tmp_path / "train.jsonl"
+    _bulky_gsm8k(train, 6)
+    reads = []
+
+    def edited_after_the_first_read(args):
+        reads.append(1)
+        if len(reads) == 2:  # someone inserts a line while the requests are drawn
+            lines = train.read_text().splitlines()
+            train.write_text("\n".join([lines[-1], *lines[:-1]]) + "\n")
+        return iter_problems(args)
+
+    monkeypatch.setattr(collect_stage, "iter_problems", edited_after_the_first_read)
+    with FakeOpenAIServer() as srv:
+        cfg = CollectConfig(
+            problems="gsm8k", problems_path=str(train), model="m", backend="openai", base_urls=[srv.base_url],
+            prompt_style="chat", num_samples=2, output_dir=str(tmp_path / "out"), progress=False,
+        )  # fmt: skip
+        with pytest.raises(InvalidInputError, match=r"changed while this run read them \(problem 0"):
+            collect(cfg)
+        assert srv.total_requests == 0  # refused before the first request was sent
+    assert not (tmp_path / "out" / "README.md").exists()
+
+
+def test_a_bad_problem_row_fails_before_any_request_is_sent(tmp_path):
+    from lema_hub.errors import InvalidInputError
+    from tests.fake_openai_server import FakeOpenAIServer
+
+    train = tmp_path / "train.jsonl"
+    _bulky_gsm8k(train, 40)
+    lines = train.read_text().splitlines()
+    lines[30] = json.dumps({"question": "No gold here?", "answer": "no final line"})
+    train.write_text("\n".join(lines) + "\n")
+    with FakeOpenAIServer() as srv:
+        cfg = CollectConfig(
+            problems="gsm8k", problems_path=str(train), model="m", backend="openai", base_urls=[srv.base_url],
+            prompt_style="chat", num_samples=2, output_dir=str(tmp_path / "out"), progress=False,
+        )  # fmt: skip
+        with pytest.raises(InvalidInputError, match="row 30: answer has no"):
+            collect(cfg)
+        assert srv.total_requests == 0

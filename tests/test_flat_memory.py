@@ -217,3 +217,31 @@ def test_a_digest_index_is_a_dict_of_64_bit_keys_in_a_few_bytes_each():
     # numpy's arrays are traced: 2 x 8 bytes a slot at a load of 1/4 to 1/2 (measured: 42 bytes a
     # key here), where a dict of Python ints holds ~110.
     assert held < 64 * len(ref), held
+
+
+def test_a_cache_line_with_a_key_that_is_not_text_is_skipped(tmp_path):
+    from lema_hub.generation.cache import RequestCache
+
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"key": 5, "result": {}}\n{"key": "ok", "result": {"text": "A"}}\n')
+    with RequestCache(path) as cache:
+        assert cache.dropped_lines == 1 and len(cache) == 1 and cache.get("ok") == {"text": "A"}
+
+
+def test_two_writers_of_one_cache_file_miss_rather_than_fail(tmp_path):
+    """Two runs appending to one cache file (a shared cache_dir): a line one of them did not place
+    where it thinks is a miss (asked again), never an error or another key's result."""
+    from lema_hub.generation.cache import RequestCache
+
+    path = tmp_path / "c.jsonl"
+    a, b = RequestCache(path), RequestCache(path)
+    try:
+        b.put("kb", {"text": "B" * 100})
+        a.put("ka", {"text": "A"})
+        assert a.get("ka") in (None, {"text": "A"})
+        assert b.get("kb") == {"text": "B" * 100}
+    finally:
+        a.close()
+        b.close()
+    with RequestCache(path) as again:  # the file itself holds both lines, whole
+        assert again.get("ka") == {"text": "A"} and again.get("kb") == {"text": "B" * 100}

@@ -159,6 +159,8 @@ class RequestCache:
                 try:
                     rec = json.loads(line)
                     key, _ = rec["key"], rec["result"]
+                    if not isinstance(key, str):
+                        raise TypeError(f"key is {type(key).__name__}")
                     self._index[_slot(key)] = at
                 except (ValueError, KeyError, TypeError):
                     self.dropped_lines += 1
@@ -187,8 +189,12 @@ class RequestCache:
                 self._fh.flush()
                 self._flushed = self._end
             line = read_line(self._fd, at)
-        rec = json.loads(line)
-        return rec["result"] if rec.get("key") == key else None
+        try:
+            rec = json.loads(line)
+        except ValueError:  # another writer appended to the file meanwhile: this offset is not a line start
+            return None
+        # Not this key's line (a digest shared by two keys, or another writer's line): a miss, asked again.
+        return rec.get("result") if isinstance(rec, dict) and rec.get("key") == key else None
 
     def put(self, key: str, result: dict[str, Any], flush: bool = True) -> None:
         """Record one result; `flush=False` leaves the line buffered until the next `flush()`."""

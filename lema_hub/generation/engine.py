@@ -114,15 +114,17 @@ class Engine:
         self._hedges = (0, 0)
 
     # ----------------------------------------------------------------- public API
-    def generate(self, requests: Iterable[GenerationRequest], desc: str = "generating") -> GenerationResults:
+    def generate(
+        self, requests: Iterable[GenerationRequest], desc: str = "generating", total: int | None = None
+    ) -> GenerationResults:
         """All samples, ordered by request then sample index; failures carry `error` and never raise.
 
         `requests` may be a generator: remote backends consume it lazily, keeping only the requests
-        not in the cache, each until its result is recorded (results never hold the prompt). The
-        results are a read-only sequence spooled to disk as they land (beside the cache file, or
-        in the temp dir): a call holds 12 bytes per result, not its text.
+        not in the cache, each until its result is recorded (results never hold the prompt); `total`
+        (its samples, when known) gives the progress bar its end. The results are a read-only
+        sequence spooled to disk as they land (beside the cache file, or in the temp dir): a call
+        holds 12 bytes per result, not its text.
         """
-        total = None
         if isinstance(requests, Sequence):
             self._check(requests)  # a bad request fails before anything is sent
             total = sum(r.sampling.n for r in requests)
