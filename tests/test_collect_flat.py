@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -35,43 +34,51 @@ def _bulky_gsm8k(path: Path, n: int) -> None:
             fh.write(json.dumps({"question": question, "answer": answer}) + "\n")
 
 
-def _peak_of_run(cfg: CollectConfig) -> tuple[int, dict]:
+_MEASURED = r"""
+import json, sys, tracemalloc
+from pathlib import Path
+from lema_hub import collect as collect_stage
+from lema_hub.collect import CollectConfig, collect
+
+collect_stage._BATCH_ROWS = 64  # batches far smaller than the run, as at scale
+url, folder = sys.argv[1], Path(sys.argv[2])
+out = []
+for run, n in enumerate((200, 200, 800)):  # the first run warms up imports and caches
+    cfg = CollectConfig(
+        problems="gsm8k", problems_path=str(folder / f"train-{n}.jsonl"), model="fake-generator",
+        backend="openai", base_urls=[url], prompt_style="chat", concurrency=4, num_samples=2,
+        temperature=0.7, output_dir=str(folder / f"out-{run}"), progress=False,
+    )
     tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        summary = collect(cfg)
-        return tracemalloc.get_traced_memory()[1] - base, summary
-    finally:
-        tracemalloc.stop()
+    base = tracemalloc.get_traced_memory()[0]
+    summary = collect(cfg)
+    out.append({"peak": tracemalloc.get_traced_memory()[1] - base, **{k: summary[k] for k in ("problems", "samples", "mistakes")}})
+    tracemalloc.stop()
+print(json.dumps(out))
+"""
 
 
-def test_collect_peak_is_flat_in_the_problems(tmp_path, monkeypatch):
-    monkeypatch.setattr(collect_stage, "_BATCH_ROWS", 64)  # batches far smaller than the run, as at scale
+def test_collect_peak_is_flat_in_the_problems(tmp_path):
+    # In a fresh process: what earlier tests left (log handlers, caches) is not this run's memory.
+    for n in (200, 800):
+        _bulky_gsm8k(tmp_path / f"train-{n}.jsonl", n)
     server = subprocess.Popen(
         [sys.executable, "-c", _SERVER], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
         url = server.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:"), url
-        peaks, summaries = [], []
-        for run, n in enumerate((200, 200, 800)):  # the first run warms up imports and caches
-            train = tmp_path / f"train-{run}.jsonl"
-            _bulky_gsm8k(train, n)
-            cfg = CollectConfig(
-                problems="gsm8k", problems_path=str(train), model="fake-generator", backend="openai",
-                base_urls=[url], prompt_style="chat", concurrency=4, num_samples=2, temperature=0.7,
-                output_dir=str(tmp_path / f"out-{run}"), progress=False,
-            )  # fmt: skip
-            peak, summary = _peak_of_run(cfg)
-            peaks.append(peak)
-            summaries.append(summary)
+        proc = subprocess.run(
+            [sys.executable, "-c", _MEASURED, url, str(tmp_path)],
+            cwd=REPO, capture_output=True, text=True, timeout=600,
+        )  # fmt: skip
     finally:
         server.stdin.close()
         server.wait(timeout=30)
-    assert summaries[2]["problems"] == 800 and summaries[2]["samples"] == 1600
-    assert summaries[2]["mistakes"] == 400  # the odd problems' gold is 73: their paths are wrong
-    small, large = peaks[1:]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert runs[2] | {"peak": 0} == {"peak": 0, "problems": 800, "samples": 1600, "mistakes": 400}
+    small, large = runs[1]["peak"], runs[2]["peak"]
     # The 800 problems are 2.5 MB of text (their prompts as much again): held, they were the slope.
     assert large < 1.3 * small + 300_000, (small, large)
 
