@@ -290,17 +290,6 @@ def _states_gold(c: dict) -> bool:
     return csqa.states_exactly("\n".join(c.get("corrected_steps") or []), str(c.get("gold_answer") or ""))
 
 
-def exact_corrections(corrections: pa.Table) -> tuple[pa.Table, int]:
-    """Accepted corrections minus CSQA ones whose corrected answer is not the gold candidate as
-    written (`_states_gold`); returns (kept, dropped)."""
-    import pyarrow as pa
-
-    names = [n for n in ("corrected_steps", *_TASK_COLUMNS) if n in corrections.column_names]
-    keep = [_states_gold(c) for c in corrections.select(names).to_pylist()]
-    kept = corrections.filter(pa.array(keep, pa.bool_()))
-    return kept, corrections.num_rows - kept.num_rows
-
-
 def _family(task: str) -> str:
     return "multiple-choice (CSQA)" if task == CHOICE_TASK else "math"
 
@@ -346,7 +335,7 @@ def _correction_view_row(view: str, c: dict, style: str) -> dict:
     if view == "cot_corrected":  # the paper's CoT control: corrected solutions as plain CoT rows
         if task_of(c) == CHOICE_TASK:  # the corrected answer is a whole CSQA answer already
             completion = csqa.cot_completion("\n".join(c["corrected_steps"]), c["gold_answer"])
-            # `exact_corrections` kept only corrections whose last "The answer is" names the gold
+            # `_states_gold` kept only corrections whose last "The answer is" names the gold
             assert completion is not None
             return _training_row("cot", "correction", c, formats.problem_prompt(c), completion, style)
         k = int(c["incorrect_step"])

@@ -20,7 +20,6 @@ shard order into `<output_dir>`, recomputing the de-duplicated mistakes.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import re
 import sys
@@ -36,7 +35,7 @@ from lema_hub.artifacts import ConfigGroup, DatasetConfigWriter, HubArgs
 from lema_hub.errors import InvalidInputError
 from lema_hub.formats import problem_prompt, split_steps
 from lema_hub.generation import EngineConfig, GenerationRequest, SamplingParams
-from lema_hub.generation.cache import DigestIndex
+from lema_hub.generation.cache import DigestIndex, digest64
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.grading import (
     CORRECT,
@@ -229,8 +228,7 @@ def generator_configs(cfg: CollectConfig) -> list[tuple[str, EngineConfig, Sampl
 
 def _prompt_digest(p: Any) -> int:
     """64 bits standing for a problem as this run asks it: its id and prompt."""
-    blob = f"{p.problem_id}\x00{problem_prompt(p)}".encode()
-    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little")
+    return digest64(f"{p.problem_id}\x00{problem_prompt(p)}")
 
 
 def _same_problem(cfg: CollectConfig, digests: array, k: int, p: Any) -> None:
@@ -268,8 +266,7 @@ def mistake_verdicts(include_unfinished: bool = False) -> tuple[str, ...]:
 
 def _mistake_key(problem_id: Any, completion: str) -> int:
     """64 bits standing for (problem, normalised completion): what makes two paths one mistake."""
-    blob = f"{problem_id}\x00{dedup_key(completion)}".encode()
-    return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little") or 1
+    return digest64(f"{problem_id}\x00{dedup_key(completion)}")
 
 
 def select_mistakes(
@@ -351,29 +348,27 @@ def collect(cfg: CollectConfig) -> CollectSummary:
     generated: list[tuple[str, SamplingParams, Sequence]] = []
     gen_summaries: dict[str, Any] = {}
     outcome = RequestOutcome(RECIPE)
-    drawn = [0]  # problems drawn by the last engine call (the same for every generator)
+    n_problems = len(digests)  # every pass must read these (`_same_problem`)
     for name, engine_cfg, sampling in gens:
 
         def requests(sampling: SamplingParams = sampling) -> Iterator[GenerationRequest]:
-            drawn[0] = 0
+            k = -1
             for k, p in enumerate(iter_problems(cfg)):
                 _same_problem(cfg, digests, k, p)
-                drawn[0] += 1
                 yield GenerationRequest(p.problem_id, problem_prompt(p), sampling)
-            _same_problem(cfg, digests, drawn[0], None)
+            _same_problem(cfg, digests, k + 1, None)
 
         cache_path = cache_root / f"{_slug(name)}.jsonl"
+        total = n_problems * sampling.n
         with distributed.make_engine(engine_cfg, cache_path=cache_path) as engine:
-            total = len(digests) * sampling.n
             results = engine.generate(requests(), desc=f"collect [{name}]", total=total)
             gen_summaries[name] = engine.last_summary
-        if len(results) != drawn[0] * sampling.n:
+        if len(results) != total:
             raise RuntimeError(
-                f"collect [{name}]: {len(results)} results for {drawn[0]} problems x {sampling.n}."
+                f"collect [{name}]: {len(results)} results for {n_problems} problems x {sampling.n}."
             )
         outcome.add(results, engine.last_summary)
         generated.append((name, sampling, results))
-    n_problems = drawn[0]
     # Before anything is written: a run whose requests failed never replaces finished rows.
     guard_publish(outcome, out_dir, RECIPE, config_name, [config_name, f"{config_name}-samples"])
     failed = outcome.failed  # (the failed results of every generator)

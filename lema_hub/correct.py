@@ -39,7 +39,7 @@ from lema_hub.corrector.prompt import sha12 as _sha12
 from lema_hub.corrector.quality import headline
 from lema_hub.corrector.reference import reference_correction, reference_rules_ref, reference_step
 from lema_hub.errors import InvalidInputError
-from lema_hub.generation import GenerationRequest, GenerationResults, SamplingParams
+from lema_hub.generation import GenerationRequest, SamplingParams
 from lema_hub.generation.types import EndpointArgs
 from lema_hub.grading import CORRECT, grade_rows
 from lema_hub.problems import task_of
@@ -240,12 +240,9 @@ def _correction_rows(
     tokens["outcome"] = RequestOutcome("correct")
     tokens["outcome"].add(results, engine.last_summary)
     tokens["requests"] = len(results)
-    if isinstance(results, GenerationResults):  # counted as they landed: no pass over the texts
-        tokens["prompt_tokens"] = results.prompt_tokens
-        tokens["completion_tokens"] = results.completion_tokens
-    else:  # the ranks' results, gathered
-        tokens["prompt_tokens"] = sum(res.prompt_tokens or 0 for res in results)
-        tokens["completion_tokens"] = sum(res.completion_tokens or 0 for res in results)
+    # The engine's (or the ranks' merged) totals, counted as the results landed: no pass over the texts.
+    tokens["prompt_tokens"] = engine.last_summary["prompt_tokens"]
+    tokens["completion_tokens"] = engine.last_summary["completion_tokens"]
 
     n = cfg.num_attempts
     if len(results) != n * len(mistakes):

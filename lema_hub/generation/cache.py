@@ -42,9 +42,12 @@ def request_key(
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _slot(key: str) -> int:
-    """A 64-bit digest of a key (never 0): the index holds it, not the 64-character key."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little") or 1
+def digest64(text: str) -> int:
+    """A 64-bit digest of a text, never 0 (a `DigestIndex` key)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") or 1
+
+
+_slot = digest64  # a cache key's digest: the index holds it, not the 64-character key
 
 
 def read_line(fd: int, at: int, chunk: int = 8192) -> bytes:
